@@ -1,0 +1,1 @@
+"""Delivery of valid records downstream: packing records into messages, and the sinks."""

@@ -1,0 +1,158 @@
+"""Where messages go: a local outbox (the embedded default) or an SQS queue.
+
+Both take the messages of one chunk at a time. The outbox writes one JSONL file per chunk (a
+re-run replaces it). SQS gets ``send_message_batch`` calls of up to 10 entries within the batch
+size limit; entries reported as failed are retried with exponential backoff and full jitter,
+never assumed sent; failures the sender caused (too large, invalid) are not retried. FIFO queues
+get a ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batch_pipeline.core.errors import DeliveryError
+from batch_pipeline.core.models import join_uri
+from batch_pipeline.core.storage import Storage
+
+SQS_MAX_ENTRIES = 10
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message: its body and the ids that make redelivery recognisable downstream."""
+
+    body: str
+    batch_id: str
+    number: int
+
+    @property
+    def dedup_id(self) -> str:
+        """Deterministic: the same batch and message number always give the same id."""
+        return hashlib.sha256(f"{self.batch_id}:{self.number}".encode()).hexdigest()
+
+
+class Sink(Protocol):
+    description: str
+
+    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+        """Deliver all ``messages`` of a chunk, or raise DeliveryError."""
+
+
+class OutboxSink:
+    """JSONL files in a folder (or S3 prefix): ``chunk-00000.jsonl``, one message per line."""
+
+    def __init__(self, storage: Storage, directory: str) -> None:
+        self.storage = storage
+        self.directory = directory
+        self.description = directory
+
+    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+        uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
+        self.storage.write_bytes(uri, "".join(m.body + "\n" for m in messages).encode())
+
+
+class SqsSink:
+    """An SQS queue reached with a boto3 client."""
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        max_batch_bytes: int = 256 * 1024,
+        max_attempts: int = 5,
+        base_delay: float = 0.2,
+        max_delay: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.max_batch_bytes = max_batch_bytes
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.fifo = queue_url.endswith(".fifo")
+        self.description = queue_url
+        self.calls = 0
+
+    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+        for batch in self._batches(messages):
+            self._send_batch(batch)
+
+    def _batches(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
+        batch: list[Message] = []
+        size = 0
+        for message in messages:
+            body = len(message.body.encode())
+            if batch and (len(batch) == SQS_MAX_ENTRIES or size + body > self.max_batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append(message)
+            size += body
+        if batch:
+            yield batch
+
+    def _entry(self, entry_id: str, message: Message) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
+        if self.fifo:
+            entry["MessageGroupId"] = message.batch_id
+            entry["MessageDeduplicationId"] = message.dedup_id[:128]
+        return entry
+
+    def _send_batch(self, batch: list[Message]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pending = {str(i): m for i, m in enumerate(batch)}
+        last_error = ""
+        for attempt in range(self.max_attempts):
+            if attempt:
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+                self.sleep(random.uniform(0, delay))  # full jitter
+            entries = [self._entry(i, m) for i, m in pending.items()]
+            try:
+                self.calls += 1
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (BotoCoreError, ClientError) as exc:
+                last_error = str(exc)
+                continue
+            for ok in response.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            failed = response.get("Failed", [])
+            sender_faults = [f for f in failed if f.get("SenderFault")]
+            if sender_faults:
+                detail = "; ".join(
+                    f"message {pending[f['Id']].number}: {f.get('Code')} {f.get('Message', '')}"
+                    for f in sender_faults
+                )
+                raise DeliveryError(f"{self.queue_url} refused messages: {detail}", permanent=True)
+            if not pending:
+                return
+            last_error = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
+        numbers = sorted(m.number for m in pending.values())
+        raise DeliveryError(
+            f"{len(pending)} message(s) {numbers} not accepted by {self.queue_url} after "
+            f"{self.max_attempts} attempts: {last_error}"
+        )
+
+
+def resolve_queue_url(client: Any, target: str) -> str:
+    """``sqs://name`` -> the queue's URL; an http(s) URL is taken as the queue URL."""
+    if target.startswith(("https://", "http://")):
+        return target
+    name = target[len("sqs://") :]
+    if name.startswith(("https://", "http://")):
+        return name
+    try:
+        return client.get_queue_url(QueueName=name)["QueueUrl"]
+    except Exception as exc:
+        raise DeliveryError(f"SQS queue {name!r} cannot be found: {exc}", permanent=True) from exc
+
+
+def is_sqs_target(target: str) -> bool:
+    return target.startswith(("sqs://", "https://sqs.", "http://"))

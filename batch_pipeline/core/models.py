@@ -1,0 +1,224 @@
+"""Plain data the stages hand each other: what a source is, what a chunk is, what a chunk did.
+
+Everything here is small, immutable where it can be, and picklable: chunk descriptors travel
+through Dagster's IO manager, so they say *where* records are, never carry the records.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Format = Literal["csv", "jsonl", "json", "parquet", "excel"]
+FORMATS: tuple[str, ...] = ("csv", "jsonl", "json", "parquet", "excel")
+ChunkKind = Literal["bytes", "row_groups", "parts", "sheets", "empty"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What storage says about one object."""
+
+    uri: str
+    size: int
+    mtime: float | None = None
+    etag: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the object's content may have changed: the ETag, else size + mtime."""
+        if self.etag:
+            return self.etag.strip('"')
+        mtime_ns = int((self.mtime or 0) * 1e9)
+        return f"{self.size}-{mtime_ns}"
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How a CSV object is laid out. Quotes are RFC 4180 quotes: a quote in a field is doubled."""
+
+    delimiter: str = ","
+    quote_char: str | None = '"'
+    has_header: bool = True
+    column_names: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    """How big chunks are and how many there may be."""
+
+    chunk_records: int = 500_000
+    max_chunks: int = 200
+    chunk_bytes: int | None = None
+    scan: bool = True
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """Where valid records go and how they are packed into messages."""
+
+    target: str = "local"
+    records_per_message: int = 100
+    max_message_bytes: int = 256 * 1024
+    max_batch_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What initialize learned of the source, so that no later stage has to guess.
+
+    ``data_start`` is the first byte after the BOM and the header record (text formats).
+    ``layout`` holds the format's structure: row groups, sheets, a record-size sample.
+    """
+
+    uri: str
+    format: Format
+    compression: str | None
+    info: ObjectInfo
+    csv: CsvOptions | None = None
+    columns: tuple[str, ...] | None = None
+    data_start: int = 0
+    layout: dict[str, Any] = field(default_factory=dict)
+    json_records_path: str = "item"
+    excel_sheets: tuple[str, ...] | None = None
+
+    @property
+    def needs_staging(self) -> bool:
+        """JSON documents and compressed text cannot be cut by bytes; they are staged first."""
+        return self.format == "json" or self.compression is not None
+
+
+@dataclass(frozen=True)
+class SheetRange:
+    """Rows ``first_row``..``last_row`` of a sheet whose header is ``header_row`` (1-based sheet
+    rows, inclusive; ``last_row`` None: to the end of the sheet)."""
+
+    sheet: str
+    header_row: int
+    first_row: int
+    last_row: int | None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk descriptor: where one slice of the input is, never the records themselves.
+
+    - ``bytes``: bytes ``start``..``end`` of a CSV/JSONL object, cut at record boundaries.
+    - ``row_groups``: row groups ``start``..``end`` of a Parquet object.
+    - ``parts``: staged Parquet parts of a source that cannot be cut by bytes (JSON, gzip).
+    - ``sheets``: row ranges of Excel worksheets.
+    - ``empty``: an input with no records still gets one chunk, so the run reports zero.
+
+    ``first_line`` is the 1-based line (text) or record number (Parquet) of the first record,
+    when known; it lets rejected records name their line.
+    """
+
+    index: int
+    count: int
+    kind: ChunkKind
+    uri: str
+    start: int = 0
+    end: int = 0
+    first_line: int | None = None
+    records: int | None = None
+    sheets: tuple[SheetRange, ...] = ()
+    parts: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Deterministic mapping key, valid for Dagster: ``chunk_00003``."""
+        return f"chunk_{self.index:05d}"
+
+    def describe(self) -> str:
+        """Human description for logs and errors: which chunk, which slice, of which object."""
+        where = {
+            "bytes": f"bytes {self.start}-{self.end}",
+            "row_groups": f"row groups {self.start}-{self.end - 1}",
+            "parts": f"staged parts {self.start}-{self.end - 1}",
+            "sheets": ", ".join(
+                f"sheet {s.sheet!r} rows {s.first_row}-{s.last_row or 'end'}" for s in self.sheets
+            ),
+            "empty": "no records",
+        }[self.kind]
+        return f"chunk {self.index + 1}/{self.count} ({where} of {self.uri})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The chunks of a batch and why they have the size they have."""
+
+    chunks: tuple[Chunk, ...]
+    chunk_records: int
+    reason: str
+    total_records: int | None
+    exact_records: bool
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Everything the stages after initialize need, resolved and validated once."""
+
+    batch_id: str
+    source: SourceSpec
+    processor: str
+    processor_options: dict[str, Any]
+    chunking: ChunkingSettings
+    output_root: str
+    delivery: DeliverySettings
+    ids: dict[str, str | None] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """This batch's own prefix: ``{output_root}/{batch_id}``."""
+        return join_uri(self.output_root, self.batch_id)
+
+    def valid_uri(self, index: int) -> str:
+        return join_uri(self.output, "valid", f"chunk-{index:05d}.parquet")
+
+    def rejected_uri(self, index: int) -> str:
+        return join_uri(self.output, "rejected", f"chunk-{index:05d}.parquet")
+
+    @property
+    def manifest_uri(self) -> str:
+        return join_uri(self.output, "manifest.json")
+
+    @property
+    def plan_uri(self) -> str:
+        return join_uri(self.output, "plan.json")
+
+    @property
+    def outbox(self) -> str:
+        return join_uri(self.output, "outbox")
+
+
+@dataclass
+class ChunkSummary:
+    """What one chunk did. Small: it travels back to aggregate through Dagster."""
+
+    index: int
+    key: str
+    count: int
+    records_in: int
+    records_out: int
+    records_rejected: int
+    bytes_read: int
+    seconds: float
+    peak_rss_bytes: int
+    valid_uri: str
+    rejected_uri: str | None
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.records_in == self.records_out + self.records_rejected
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI or path parts with '/', keeping an ``s3://`` scheme intact."""
+    if base.startswith("s3://"):
+        return "s3://" + posixpath.join(base[len("s3://") :].rstrip("/"), *parts)
+    return posixpath.join(base, *parts)

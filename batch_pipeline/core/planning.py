@@ -1,0 +1,371 @@
+"""Cut a source into chunk descriptors, with fan-out bounded by ``max_chunks``.
+
+- CSV and JSONL: byte ranges cut at record boundaries. By default the object is streamed once
+  (``ChunkingSettings.scan``): cuts fall after exactly ``chunk_records`` records, never inside a
+  quoted field, and each chunk knows the line it starts on. With ``scan`` off, cuts are placed
+  at byte targets estimated from a sample and moved to the next newline with small range reads
+  (only safe for CSV without line breaks inside quoted fields).
+- Parquet: consecutive row groups.
+- Excel: row ranges of worksheets; small sheets share a chunk; empty sheets are skipped.
+- JSON and gzip text: staged into Parquet parts first (see ``staging``), then grouped.
+
+``max_chunks`` wins over ``chunk_records``: when the target would give more chunks, chunks grow.
+An input with no records still gets one chunk, so that the run reports zero records.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from batch_pipeline.core.boundaries import AmbiguousQuotes, RecordScanner, exact_csv_record_ends
+from batch_pipeline.core.errors import SourceError
+from batch_pipeline.core.models import (
+    BatchSpec,
+    Chunk,
+    ChunkingSettings,
+    Plan,
+    SheetRange,
+    SourceSpec,
+    join_uri,
+)
+from batch_pipeline.core.staging import stage_source
+from batch_pipeline.core.storage import Storage
+
+STAGING_PART_RECORDS = 100_000
+BLOCK_BYTES = 8 << 20
+
+
+@dataclass
+class Segment:
+    """A run of whole records in a text object: bytes ``start``..``end``."""
+
+    start: int
+    end: int
+    records: int
+    first_line: int | None
+
+
+def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
+    """Plan the chunks of ``spec``'s source (staging it first if it cannot be cut by bytes)."""
+    source, settings = spec.source, spec.chunking
+    if settings.chunk_records < 1 or settings.max_chunks < 1:
+        raise SourceError("chunk_records and max_chunks must be at least 1")
+    if source.needs_staging:
+        part_records = min(settings.chunk_records, STAGING_PART_RECORDS)
+        parts = stage_source(storage, source, join_uri(spec.output, "_staging"), part_records)
+        sizes = [p.records for p in parts]
+        groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
+        chunks = []
+        for i, (a, b) in enumerate(groups):
+            chunks.append(
+                Chunk(
+                    index=i,
+                    count=len(groups),
+                    kind="parts",
+                    uri=source.uri,
+                    start=a,
+                    end=b,
+                    first_line=1 + sum(sizes[:a]),
+                    records=sum(sizes[a:b]),
+                    parts=tuple(p.uri for p in parts[a:b]),
+                )
+            )
+        staged = f"staged into {len(parts)} Parquet parts of up to {part_records:,} records; "
+        return Plan(tuple(chunks), size, staged + reason, sum(sizes), True)
+    if source.format in ("csv", "jsonl"):
+        return _plan_text(storage, source, settings)
+    if source.format == "parquet":
+        return _plan_row_groups(source, settings)
+    return _plan_sheets(source, settings)
+
+
+def group_units(
+    sizes: Sequence[int], target: int, max_chunks: int
+) -> tuple[list[tuple[int, int]], int, str]:
+    """Group consecutive units (row groups, parts, segments) into chunks of about ``target``
+    records, growing the target until there are at most ``max_chunks``.
+
+    Returns (unit ranges, the records per chunk used, why)."""
+    total = sum(sizes)
+    if not sizes:
+        return [], target, "no records"
+    size = target
+    groups = _greedy(sizes, size)
+    reason = f"{len(groups)} chunk(s) of up to {size:,} records (chunk_records={target:,})"
+    if len(groups) > max_chunks:
+        size = max(size, math.ceil(total / max_chunks))
+        groups = _greedy(sizes, size)
+        while len(groups) > max_chunks:
+            size = math.ceil(size * 1.1) + 1
+            groups = _greedy(sizes, size)
+        reason = (
+            f"{total:,} records at {target:,} per chunk would need more than "
+            f"max_chunks={max_chunks} steps; chunks grown to {size:,} records: "
+            f"{len(groups)} chunk(s)"
+        )
+    return groups, size, reason
+
+
+def _greedy(sizes: Sequence[int], target: int) -> list[tuple[int, int]]:
+    groups: list[tuple[int, int]] = []
+    start, acc = 0, 0
+    for i, n in enumerate(sizes):
+        acc += n
+        if acc >= target:
+            groups.append((start, i + 1))
+            start, acc = i + 1, 0
+    if start < len(sizes):
+        if groups and acc == 0:
+            groups[-1] = (groups[-1][0], len(sizes))  # trailing empty units join the last chunk
+        else:
+            groups.append((start, len(sizes)))
+    return groups
+
+
+# Text ------------------------------------------------------------------------------------------
+
+
+def _plan_text(storage: Storage, source: SourceSpec, settings: ChunkingSettings) -> Plan:
+    if settings.scan:
+        segments = _scan_segments(storage, source, settings)
+        exact = True
+    else:
+        segments = _estimate_segments(storage, source, settings)
+        exact = False
+    sizes = [s.records for s in segments]
+    groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
+    chunks = []
+    for i, (a, b) in enumerate(groups):
+        chunks.append(
+            Chunk(
+                index=i,
+                count=len(groups),
+                kind="bytes",
+                uri=source.uri,
+                start=segments[a].start,
+                end=segments[b - 1].end,
+                first_line=segments[a].first_line,
+                records=sum(sizes[a:b]),
+            )
+        )
+    if not exact:
+        reason += " (sizes estimated from a sample; planned without scanning)"
+    return Plan(tuple(chunks), size, reason, sum(sizes), exact)
+
+
+def _header_lines(storage: Storage, source: SourceSpec) -> int:
+    if not source.data_start:
+        return 0
+    return storage.read_range(source.uri, 0, source.data_start).count(b"\n")
+
+
+def _scan_segments(
+    storage: Storage, source: SourceSpec, settings: ChunkingSettings
+) -> list[Segment]:
+    quote = source.csv.quote_char if source.csv else None
+    delimiter = source.csv.delimiter if source.csv else None
+    try:
+        return _numpy_scan(storage, source, settings, quote, delimiter)
+    except AmbiguousQuotes:
+        # A quote inside an unquoted field: parity counting cannot be trusted; scan exactly.
+        return _exact_scan(storage, source, settings, quote, delimiter or ",")
+
+
+def _cut_builder(source: SourceSpec, settings: ChunkingSettings, header_lines: int):
+    """Accumulates record ends into segments of ``chunk_records`` (or ``chunk_bytes``)."""
+    segments: list[Segment] = []
+    state = {"start": source.data_start, "records": 0, "line": header_lines + 1}
+
+    def cut(end: int, records: int, line_breaks_before_end: int) -> None:
+        segments.append(Segment(state["start"], end, records, state["line"]))
+        state.update(start=end, records=0, line=line_breaks_before_end + 1)
+
+    return segments, state, cut
+
+
+def _numpy_scan(
+    storage: Storage,
+    source: SourceSpec,
+    settings: ChunkingSettings,
+    quote: str | None,
+    delimiter: str | None,
+) -> list[Segment]:
+    header_lines = _header_lines(storage, source)
+    segments, state, cut = _cut_builder(source, settings, header_lines)
+    target, max_bytes = settings.chunk_records, settings.chunk_bytes
+    scanner = RecordScanner(source.data_start, quote, delimiter)
+    for _, block in storage.iter_blocks(source.uri, source.data_start, BLOCK_BYTES):
+        lines_before_block = header_lines + scanner.state.newlines
+        ends = scanner.feed(block)
+        i, n = 0, ends.size
+        while i < n:
+            idx = i + target - state["records"] - 1
+            if max_bytes:
+                by_bytes = int(np.searchsorted(ends, state["start"] + max_bytes, side="left"))
+                idx = min(idx, max(by_bytes, i))
+            if idx >= n:
+                state["records"] += n - i
+                break
+            end = int(ends[idx])
+            breaks = int(scanner.newlines_before(np.array([end]), lines_before_block)[0])
+            cut(end, state["records"] + idx - i + 1, breaks)
+            i = idx + 1
+    state["records"] += int(scanner.finish().size)
+    if scanner.inside_quotes:
+        raise SourceError(
+            f"{source.uri}: a quoted field opened after line {state['line']} (byte "
+            f"{state['start']}) is never closed; the file is truncated or a quote is unbalanced"
+        )
+    return _close(segments, state, source.info.size)
+
+
+def _exact_scan(
+    storage: Storage,
+    source: SourceSpec,
+    settings: ChunkingSettings,
+    quote: str | None,
+    delimiter: str,
+) -> list[Segment]:
+    header_lines = _header_lines(storage, source)
+    segments, state, cut = _cut_builder(source, settings, header_lines)
+    target, max_bytes = settings.chunk_records, settings.chunk_bytes
+    try:
+        with storage.open_lines(source.uri, source.data_start) as lines:
+            for end, breaks in exact_csv_record_ends(lines, source.data_start, delimiter, quote):
+                state["records"] += 1
+                if state["records"] >= target or (max_bytes and end - state["start"] >= max_bytes):
+                    cut(end, state["records"], header_lines + breaks)
+    except csv.Error as exc:
+        raise SourceError(
+            f"{source.uri}: CSV cannot be parsed after line {state['line']}: {exc}"
+        ) from exc
+    return _close(segments, state, source.info.size)
+
+
+def _close(segments: list[Segment], state: dict, size: int) -> list[Segment]:
+    if state["records"] or not segments:
+        segments.append(Segment(state["start"], size, state["records"], state["line"]))
+    elif state["start"] < size:
+        last = segments[-1]  # only empty lines follow: they join the last segment
+        segments[-1] = Segment(last.start, size, last.records, last.first_line)
+    return segments
+
+
+def _estimate_segments(
+    storage: Storage, source: SourceSpec, settings: ChunkingSettings
+) -> list[Segment]:
+    size, start = source.info.size, source.data_start
+    per_record = float(source.layout.get("bytes_per_record") or 100.0)
+    target_bytes = settings.chunk_records * per_record
+    if settings.chunk_bytes:
+        target_bytes = min(target_bytes, settings.chunk_bytes)
+    body = size - start
+    n = max(1, min(settings.max_chunks, math.ceil(body / max(target_bytes, 1.0))))
+    cuts = [start]
+    for k in range(1, n):
+        cut = _next_newline(storage, source.uri, start + int(k * body / n), size)
+        if cuts[-1] < cut < size:
+            cuts.append(cut)
+    cuts.append(size)
+    return [
+        Segment(a, b, max(1, round((b - a) / per_record)) if b > a else 0, None)
+        for a, b in itertools.pairwise(cuts)
+    ]
+
+
+def _next_newline(storage: Storage, uri: str, offset: int, size: int) -> int:
+    """The offset just past the first newline at or after ``offset`` (small range reads)."""
+    window = 64 << 10
+    while offset < size:
+        data = storage.read_range(uri, offset, min(offset + window, size))
+        pos = data.find(b"\n")
+        if pos >= 0:
+            return offset + pos + 1
+        offset += len(data)
+        window *= 4
+    return size
+
+
+# Parquet and Excel -----------------------------------------------------------------------------
+
+
+def _plan_row_groups(source: SourceSpec, settings: ChunkingSettings) -> Plan:
+    sizes: list[int] = list(source.layout.get("row_groups", []))
+    if not sizes:
+        chunk = Chunk(0, 1, "row_groups", source.uri, 0, 0, first_line=1, records=0)
+        return Plan((chunk,), settings.chunk_records, "no row groups", 0, True)
+    groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    chunks = tuple(
+        Chunk(
+            index=i,
+            count=len(groups),
+            kind="row_groups",
+            uri=source.uri,
+            start=a,
+            end=b,
+            first_line=int(offsets[a]) + 1,
+            records=int(offsets[b] - offsets[a]),
+        )
+        for i, (a, b) in enumerate(groups)
+    )
+    return Plan(chunks, size, f"{len(sizes)} row groups; " + reason, int(offsets[-1]), True)
+
+
+def _plan_sheets(source: SourceSpec, settings: ChunkingSettings) -> Plan:
+    sheets = [s for s in source.layout.get("sheets", []) if not s["empty"]]
+    skipped = [s["name"] for s in source.layout.get("sheets", []) if s["empty"]]
+    note = f"; empty sheets skipped: {', '.join(skipped)}" if skipped else ""
+    if not sheets:
+        chunk = Chunk(0, 1, "empty", source.uri, records=0)
+        return Plan((chunk,), settings.chunk_records, "no worksheet has records" + note, 0, True)
+    total = sum(max(s["max_row"] - s["header_row"], 0) for s in sheets)
+    size = max(settings.chunk_records, math.ceil(total / settings.max_chunks))
+    while True:
+        packed = _pack_sheets(sheets, size)
+        if len(packed) <= settings.max_chunks:
+            break
+        size = math.ceil(size * 1.1) + 1
+    chunks = tuple(
+        Chunk(
+            index=i,
+            count=len(packed),
+            kind="sheets",
+            uri=source.uri,
+            records=sum(r for _, r in ranges),
+            sheets=tuple(rng for rng, _ in ranges),
+        )
+        for i, ranges in enumerate(packed)
+    )
+    reason = f"{len(chunks)} chunk(s) of up to {size:,} rows over {len(sheets)} sheet(s)" + note
+    return Plan(chunks, size, reason, total, False)
+
+
+def _pack_sheets(sheets: list[dict], size: int) -> list[list[tuple[SheetRange, int]]]:
+    """Split sheets into ranges of ``size`` rows; pack small ranges together up to ``size``."""
+    ranges: list[tuple[SheetRange, int]] = []
+    for s in sheets:
+        first, last = s["header_row"] + 1, s["max_row"]
+        row = first
+        while True:
+            end = row + size - 1
+            if end >= last:  # the sheet's last range is open-ended: rows past max_row are kept
+                ranges.append((SheetRange(s["name"], s["header_row"], row, None), last - row + 1))
+                break
+            ranges.append((SheetRange(s["name"], s["header_row"], row, end), size))
+            row = end + 1
+    packed: list[list[tuple[SheetRange, int]]] = []
+    acc = size
+    for rng, rows in ranges:
+        if acc + rows > size:
+            packed.append([])
+            acc = 0
+        packed[-1].append((rng, rows))
+        acc += rows
+    return packed

@@ -1,0 +1,127 @@
+"""Run one chunk: read its slice, process it, write valid and rejected records, summarise.
+
+Outputs go to deterministic paths named by batch id and chunk index, written atomically, so a
+re-run of a chunk replaces its outputs and never leaves a mix of two runs. The runner checks
+that the processor accounted for every record (records in = out + rejected).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch_pipeline.core.errors import ProcessorError
+from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
+from batch_pipeline.core.processors import Processor, get_processor
+from batch_pipeline.core.readers import ChunkData, read_chunk
+from batch_pipeline.core.storage import Storage
+
+REJECT_META = ("_reason", "_chunk", "_record", "_line", "_raw")
+
+
+class PeakRss:
+    """Samples this process's resident memory in a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def run_chunk(
+    storage: Storage, spec: BatchSpec, chunk: Chunk, processor: Processor | None = None
+) -> ChunkSummary:
+    """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
+    files. Raises ChunkReadError / ProcessorError naming the chunk."""
+    processor = processor or get_processor(spec.processor, spec.processor_options)
+    started = time.perf_counter()
+    with PeakRss() as memory:
+        data = read_chunk(storage, spec.source, chunk)
+        try:
+            result = processor.process(data.table)
+        except Exception as exc:
+            raise ProcessorError(
+                f"processor {processor.name!r} failed on {chunk.describe()}: {exc}"
+            ) from exc
+        if result.valid.num_rows + len(result.rejected) != data.table.num_rows:
+            raise ProcessorError(
+                f"processor {processor.name!r} lost records on {chunk.describe()}: "
+                f"{data.table.num_rows} in, {result.valid.num_rows} valid + "
+                f"{len(result.rejected)} rejected"
+            )
+        rejected = _rejected_table(data, result.rejected, result.reasons, chunk)
+        valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
+        storage.write_parquet(result.valid, valid_uri)
+        if rejected.num_rows:
+            storage.write_parquet(rejected, rejected_uri)
+        else:
+            storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+    reasons = {}
+    if rejected.num_rows:
+        counts = pc.value_counts(rejected.column("_reason").combine_chunks())
+        reasons = {c["values"].as_py(): c["counts"].as_py() for c in counts}
+    return ChunkSummary(
+        index=chunk.index,
+        key=chunk.key,
+        count=chunk.count,
+        records_in=data.records_in,
+        records_out=result.valid.num_rows,
+        records_rejected=rejected.num_rows,
+        bytes_read=data.bytes_read,
+        seconds=round(time.perf_counter() - started, 6),
+        peak_rss_bytes=memory.peak,
+        valid_uri=valid_uri,
+        rejected_uri=rejected_uri if rejected.num_rows else None,
+        rejection_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    )
+
+
+def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:
+    """Rejected records with their original fields and ``_reason``, ``_chunk``, ``_record``
+    (index in the chunk), ``_line`` (line/row in the source, when known) and ``_raw`` (the
+    text of records that did not parse). Ordered as in the input."""
+    tables = []
+    if len(rows):
+        taken = data.table.take(pa.array(rows, type=pa.int64()))
+        records = rows if data.records is None else data.records[rows]
+        taken = taken.append_column("_reason", reasons)
+        taken = taken.append_column("_record", pa.array(records, type=pa.int64()))
+        tables.append(taken)
+    if data.rejects is not None and data.rejects.num_rows:
+        tables.append(data.rejects)
+    if not tables:
+        return pa.table({"_reason": pa.array([], type=pa.string())})
+    table = pa.concat_tables(tables, promote_options="permissive")
+    table = table.sort_by("_record")
+    record_idx = table.column("_record").to_numpy()
+    lines = data.lines(record_idx)
+    line_array = pa.nulls(table.num_rows, pa.int64()) if lines is None else pa.array(lines)
+    table = table.append_column("_chunk", pa.array(np.full(table.num_rows, chunk.index)))
+    table = table.append_column("_line", line_array)
+    if "_raw" not in table.column_names:
+        table = table.append_column("_raw", pa.nulls(table.num_rows, pa.string()))
+    data_columns = [c for c in table.column_names if c not in REJECT_META]
+    return table.select(data_columns + list(REJECT_META))

@@ -1,0 +1,86 @@
+"""The processor interface and registry.
+
+A processor turns a chunk's table into valid records plus rejected record indices, each with a
+reason. It works on whole columns (Arrow, pandas, numpy), never record by record. It does not
+read or write storage: the chunk runner does that, and checks that every record came out once.
+
+Adding a processor: write a subclass in a module of this package, give it a ``name`` and (if
+it takes options) an ``Options`` pydantic model, decorate it with ``@register``, and import the
+module in ``processors/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from batch_pipeline.core.errors import ConfigError
+
+
+class ProcessorOptions(BaseModel):
+    """Options of a processor. Unknown keys are an error, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ProcessResult:
+    """``valid``: the records kept, in input order. ``rejected``: indices into the input table,
+    ascending, with one reason each."""
+
+    valid: pa.Table
+    rejected: np.ndarray
+    reasons: pa.Array
+
+    @classmethod
+    def keep_all(cls, table: pa.Table) -> ProcessResult:
+        return cls(table, np.empty(0, dtype=np.int64), pa.array([], type=pa.string()))
+
+
+class Processor(ABC):
+    """Base class of processors. Instances are cheap and stateless between chunks."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[ProcessorOptions]] = ProcessorOptions
+
+    def __init__(self, options: ProcessorOptions) -> None:
+        self.options = options
+
+    def check_columns(self, columns: Sequence[str]) -> list[str]:
+        """Problems with the source's columns, found before any chunk runs (empty: none)."""
+        return []
+
+    @abstractmethod
+    def process(self, table: pa.Table) -> ProcessResult:
+        """Split ``table`` into valid records and rejected ones. Must account for every row."""
+
+
+REGISTRY: dict[str, type[Processor]] = {}
+
+
+def register(cls: type[Processor]) -> type[Processor]:
+    """Class decorator: make a processor available by its ``name``."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"processor {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_processor(name: str, options: dict[str, Any] | None = None) -> Processor:
+    """The processor ``name`` with validated options; ConfigError says what is wrong."""
+    if name not in REGISTRY:
+        raise ConfigError(
+            f"Unknown processor {name!r}: available are {', '.join(sorted(REGISTRY))}"
+        )
+    cls = REGISTRY[name]
+    try:
+        parsed = cls.Options.model_validate(options or {})
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid options for processor {name!r}: {exc}") from exc
+    return cls(parsed)

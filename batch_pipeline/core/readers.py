@@ -1,0 +1,346 @@
+"""Read one chunk's slice straight from storage into an Arrow table.
+
+CSV and JSONL chunks are one range read (a seek locally, a range GET on S3) parsed by pyarrow;
+Parquet chunks read their row groups (or staged parts); Excel chunks stream their sheet rows.
+
+CSV values are read as text, as Step Functions' CSV reader does: nothing is lost to type
+guessing ("007" stays "007") and every chunk of a file has the same schema. Typing is the job of
+a processor (``validate`` declares column types).
+
+Records that cannot be parsed (a CSV row with the wrong number of fields, invalid UTF-8, a
+malformed JSON line) are not fatal: they come back as parse rejects with a reason and their raw
+text, and the rest of the chunk is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from batch_pipeline.core.boundaries import record_line_offsets
+from batch_pipeline.core.errors import ChunkReadError, SourceError
+from batch_pipeline.core.excel import read_sheet_ranges
+from batch_pipeline.core.models import Chunk, SourceSpec
+from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.tables import table_from_records
+
+MIN_BLOCK = 1 << 20
+REJECT_COLUMNS = ("_record", "_reason", "_raw")
+
+
+@dataclass
+class ChunkData:
+    """A chunk's parsed records and what could not be parsed.
+
+    ``records`` maps each table row to its record index in the chunk (None: row i is record i).
+    ``rejects`` has ``_record``, ``_reason`` and ``_raw`` for records that did not parse.
+    ``lines`` gives the 1-based line (text), sheet row (Excel) or record number (Parquet) of
+    record indices, or None when the plan did not learn line numbers.
+    """
+
+    table: pa.Table
+    bytes_read: int
+    lines: Callable[[np.ndarray], np.ndarray | None]
+    records: np.ndarray | None = None
+    rejects: pa.Table | None = None
+
+    @property
+    def records_in(self) -> int:
+        return self.table.num_rows + (self.rejects.num_rows if self.rejects is not None else 0)
+
+
+def _no_lines(_: np.ndarray) -> None:
+    return None
+
+
+def _offset_lines(first: int | None) -> Callable[[np.ndarray], np.ndarray | None]:
+    if first is None:
+        return _no_lines
+    return lambda idx: np.asarray(idx, dtype=np.int64) + first
+
+
+def _rejects(records: list[int], reasons: list[str], raws: list[str | None]) -> pa.Table | None:
+    if not records:
+        return None
+    return pa.table(
+        {
+            "_record": pa.array(records, type=pa.int64()),
+            "_reason": pa.array(reasons, type=pa.string()),
+            "_raw": pa.array(raws, type=pa.string()),
+        }
+    )
+
+
+def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> ChunkData:
+    """Read ``chunk`` of ``source``. Raises ChunkReadError naming the chunk when the slice as a
+    whole cannot be read (missing object, not the expected format)."""
+    try:
+        if chunk.kind == "empty":
+            names = list(source.columns or ())
+            table = pa.table({n: pa.array([], type=pa.string()) for n in names})
+            return ChunkData(table, 0, _no_lines)
+        if chunk.kind == "bytes":
+            data = storage.read_range(chunk.uri, chunk.start, chunk.end)
+            if len(data) != chunk.end - chunk.start:
+                raise ChunkReadError(
+                    f"{chunk.describe()}: read {len(data)} bytes, expected "
+                    f"{chunk.end - chunk.start}; the object changed after planning"
+                )
+            if source.format == "csv":
+                return _read_csv(data, source, chunk)
+            return _read_jsonl(data, chunk)
+        if chunk.kind == "row_groups":
+            return _read_row_groups(storage, chunk)
+        if chunk.kind == "parts":
+            return _read_parts(storage, chunk)
+        if chunk.kind == "sheets":
+            table, rows = read_sheet_ranges(storage, chunk.uri, chunk.sheets)
+            row_numbers = np.asarray(rows, dtype=np.int64)
+            return ChunkData(table, 0, lambda idx: row_numbers[np.asarray(idx, dtype=np.int64)])
+    except (ChunkReadError, SourceError):
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
+    raise ChunkReadError(f"{chunk.describe()}: unknown chunk kind {chunk.kind!r}")
+
+
+# CSV -------------------------------------------------------------------------------------------
+
+
+def _csv_options(
+    source: SourceSpec, column_type: pa.DataType, use_threads: bool, block_size: int, handler
+) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
+    assert source.csv is not None and source.columns is not None
+    quote = source.csv.quote_char
+    read = pacsv.ReadOptions(
+        column_names=list(source.columns), use_threads=use_threads, block_size=block_size
+    )
+    parse = pacsv.ParseOptions(
+        delimiter=source.csv.delimiter,
+        quote_char=quote or False,
+        double_quote=True,
+        newlines_in_values=quote is not None,
+        invalid_row_handler=handler,
+    )
+    convert = pacsv.ConvertOptions(
+        column_types={name: column_type for name in source.columns},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    return read, parse, convert
+
+
+def _parse_csv(
+    data: bytes, source: SourceSpec, column_type: pa.DataType, use_threads: bool
+) -> tuple[pa.Table, list[tuple[int | None, str]]]:
+    invalid: list[tuple[int | None, str]] = []
+
+    def handler(row) -> str:
+        invalid.append(
+            (
+                row.number,
+                f"expected {row.expected_columns} fields, got {row.actual_columns}",
+                row.text,
+            )
+        )
+        return "skip"
+
+    block = MIN_BLOCK * 4
+    while True:
+        invalid.clear()
+        options = _csv_options(source, column_type, use_threads, block, handler)
+        try:
+            return pacsv.read_csv(io.BytesIO(data), *options), invalid
+        except pa.ArrowInvalid as exc:
+            # A record longer than a block: read the chunk as one block.
+            if "straddling" in str(exc) and block <= len(data):
+                block = len(data) + 1
+                continue
+            raise
+
+
+def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
+    assert source.csv is not None and source.columns is not None
+    names = list(source.columns)
+    quote, delimiter = source.csv.quote_char, source.csv.delimiter
+
+    def lines(idx: np.ndarray) -> np.ndarray | None:
+        if chunk.first_line is None:
+            return None
+        return record_line_offsets(data, quote, delimiter, np.asarray(idx)) + chunk.first_line
+
+    if not data.strip(b"\r\n"):
+        table = pa.table({n: pa.array([], type=pa.string()) for n in names})
+        return ChunkData(table, len(data), lines)
+    try:
+        table, invalid = _parse_csv(data, source, pa.string(), use_threads=True)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc):
+            raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
+        return _read_csv_bad_utf8(data, source, chunk, lines)
+    if not invalid:
+        return ChunkData(table, len(data), lines)
+    # Rows with the wrong number of fields were skipped; read again on one thread, where
+    # pyarrow numbers them, to know which records they were.
+    table, invalid_numbered = _parse_csv(data, source, pa.string(), use_threads=False)
+    bad = [int(number) - 1 for number, *_ in invalid_numbered]  # type: ignore[arg-type]
+    total = table.num_rows + len(bad)
+    records = np.setdiff1d(np.arange(total, dtype=np.int64), np.asarray(bad, dtype=np.int64))
+    rejects = _rejects(
+        bad, [r for _, r, _ in invalid_numbered], [t for _, _, t in invalid_numbered]
+    )
+    return ChunkData(table, len(data), lines, records=records, rejects=rejects)
+
+
+def _read_csv_bad_utf8(data: bytes, source: SourceSpec, chunk: Chunk, lines) -> ChunkData:
+    """Some values are not UTF-8: read as bytes, reject the records that hold such values."""
+    table, invalid = _parse_csv(data, source, pa.binary(), use_threads=False)
+    if invalid:
+        raise ChunkReadError(
+            f"{chunk.describe()}: invalid UTF-8 together with rows of the wrong width; "
+            "is the delimiter or encoding right?"
+        )
+    bad_reason: dict[int, str] = {}
+    for name in table.column_names:
+        for i, value in enumerate(table.column(name).to_pylist()):
+            if i in bad_reason:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_reason[i] = f"invalid UTF-8 in column {name}"
+    bad = sorted(bad_reason)
+    raws = [
+        source.csv.delimiter.join(  # type: ignore[union-attr]
+            table.column(n)[i].as_py().decode("utf-8", errors="backslashreplace")
+            for n in table.column_names
+        )
+        for i in bad
+    ]
+    keep = np.setdiff1d(np.arange(table.num_rows), np.asarray(bad, dtype=np.int64))
+    good = table.take(pa.array(keep)).cast(
+        pa.schema([(n, pa.string()) for n in table.column_names])
+    )
+    rejects = _rejects(bad, [bad_reason[i] for i in bad], raws)
+    return ChunkData(good, len(data), lines, records=keep.astype(np.int64), rejects=rejects)
+
+
+# JSONL -----------------------------------------------------------------------------------------
+
+
+def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
+    nonblank: list[int] | None = None
+
+    def record_lines() -> list[int]:
+        nonlocal nonblank
+        if nonblank is None:
+            nonblank = [i for i, ln in enumerate(data.split(b"\n")) if ln.strip()]
+        return nonblank
+
+    def lines(idx: np.ndarray) -> np.ndarray | None:
+        if chunk.first_line is None:
+            return None
+        return np.asarray(record_lines(), dtype=np.int64)[np.asarray(idx)] + chunk.first_line
+
+    if not data.strip():
+        return ChunkData(pa.table({}), len(data), lines)
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    longest = int(np.diff(newlines, prepend=-1).max()) if newlines.size else len(data)
+    longest = max(longest, len(data) - (int(newlines[-1]) + 1 if newlines.size else 0))
+    options = pajson.ReadOptions(use_threads=True, block_size=max(MIN_BLOCK, longest + 2))
+    try:
+        return ChunkData(pajson.read_json(io.BytesIO(data), read_options=options), len(data), lines)
+    except pa.ArrowInvalid:
+        pass
+    # Some line is malformed, or a field changes type between lines: parse line by line.
+    good: list[dict] = []
+    records: list[int] = []
+    bad: list[int] = []
+    reasons: list[str] = []
+    raws: list[str] = []
+    index = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+            if not isinstance(value, dict):
+                raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        except ValueError as exc:
+            bad.append(index)
+            reasons.append(f"malformed JSON line: {exc}")
+            raws.append(line.decode("utf-8", errors="backslashreplace"))
+        else:
+            good.append(value)
+            records.append(index)
+        index += 1
+    joined = b"\n".join(json.dumps(v).encode() for v in good)
+    try:
+        table = pajson.read_json(io.BytesIO(joined), read_options=options) if good else pa.table({})
+    except pa.ArrowInvalid:
+        table = table_from_records(good)
+    return ChunkData(
+        table,
+        len(data),
+        lines,
+        records=np.asarray(records, dtype=np.int64),
+        rejects=_rejects(bad, reasons, raws),
+    )
+
+
+# Parquet ---------------------------------------------------------------------------------------
+
+
+def _read_row_groups(storage: Storage, chunk: Chunk) -> ChunkData:
+    with storage.open_input_file(chunk.uri) as f:
+        parquet = pq.ParquetFile(f)
+        groups = list(range(chunk.start, chunk.end))
+        table = parquet.read_row_groups(groups, use_threads=True)
+        meta = parquet.metadata
+        size = sum(
+            meta.row_group(g).column(c).total_compressed_size
+            for g in groups
+            for c in range(meta.num_columns)
+        )
+    return ChunkData(table, size, _offset_lines(chunk.first_line))
+
+
+def _read_parts(storage: Storage, chunk: Chunk) -> ChunkData:
+    """Staged parts, each with its rejects file (see ``staging``)."""
+    tables: list[pa.Table] = []
+    rejects: list[pa.Table] = []
+    records: list[np.ndarray] = []
+    size = offset = 0
+    for uri in chunk.parts:
+        with storage.open_input_file(uri) as f:
+            size += f.size()
+            table = pq.read_table(f)
+        with storage.open_input_file(uri.removesuffix(".parquet") + ".rejects.parquet") as f:
+            size += f.size()
+            bad = pq.read_table(f)
+        total = table.num_rows + bad.num_rows
+        bad_records = np.asarray(bad.column("_record").to_numpy(), dtype=np.int64)
+        if np.unique(bad_records).size != bad.num_rows or (bad_records >= total).any():
+            bad_records = np.arange(table.num_rows, total, dtype=np.int64)  # keep them distinct
+        good = np.setdiff1d(np.arange(total, dtype=np.int64), bad_records)
+        tables.append(table)
+        records.append(good + offset)
+        rejects.append(bad.set_column(0, "_record", pa.array(bad_records + offset)))
+        offset += total
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+    all_rejects = pa.concat_tables(rejects) if rejects else None
+    return ChunkData(
+        table,
+        size,
+        _offset_lines(chunk.first_line),
+        records=np.concatenate(records) if records else None,
+        rejects=all_rejects if all_rejects is not None and all_rejects.num_rows else None,
+    )

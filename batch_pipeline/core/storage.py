@@ -1,0 +1,264 @@
+"""One interface for local paths and ``s3://`` URIs, on top of pyarrow's filesystems.
+
+Reads, range reads and Parquet I/O go through ``pyarrow.fs`` (``LocalFileSystem`` or
+``S3FileSystem``); the one thing pyarrow does not expose, an S3 object's ETag, comes from boto3.
+S3 is reached through the standard credential chain; the endpoint comes from
+``S3Settings.endpoint_url`` or, when that is unset, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``,
+read when the storage is built (never at import).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from batch_pipeline.core.errors import SourceError
+from batch_pipeline.core.models import ObjectInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3. Every field None means: the AWS SDK's defaults and environment."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    max_attempts: int = 5
+
+    def resolved_endpoint(self) -> str | None:
+        return (
+            self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+
+    def resolved_region(self) -> str:
+        return (
+            self.region_name
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def normalize_uri(uri: str) -> str:
+    """Local paths become absolute (steps may run elsewhere); ``file://`` is dropped."""
+    if is_s3(uri):
+        return uri
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+class Storage:
+    """Reads and writes objects by URI. Thread-safe; clients are created on first use."""
+
+    def __init__(self, s3: S3Settings | None = None) -> None:
+        self.s3_settings = s3 or S3Settings()
+
+    @cached_property
+    def _local(self) -> pafs.LocalFileSystem:
+        return pafs.LocalFileSystem()
+
+    @cached_property
+    def _s3(self) -> pafs.S3FileSystem:
+        s = self.s3_settings
+        kwargs: dict[str, Any] = {
+            "region": s.resolved_region(),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s.max_attempts),
+        }
+        endpoint = s.resolved_endpoint()
+        if endpoint:
+            kwargs["endpoint_override"] = endpoint
+        if s.aws_access_key_id and s.aws_secret_access_key:
+            kwargs.update(
+                access_key=s.aws_access_key_id,
+                secret_key=s.aws_secret_access_key,
+                session_token=s.aws_session_token,
+            )
+        return pafs.S3FileSystem(**kwargs)
+
+    @cached_property
+    def _boto_s3(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        s = self.s3_settings
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=s.resolved_endpoint(),
+            region_name=s.resolved_region(),
+            aws_access_key_id=s.aws_access_key_id,
+            aws_secret_access_key=s.aws_secret_access_key,
+            aws_session_token=s.aws_session_token,
+            config=Config(retries={"max_attempts": s.max_attempts, "mode": "standard"}),
+        )
+
+    def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow filesystem and the path within it for ``uri``."""
+        if is_s3(uri):
+            return self._s3, uri[len("s3://") :]
+        return self._local, normalize_uri(uri)
+
+    def stat(self, uri: str) -> ObjectInfo:
+        """Size, mtime and (S3) ETag of an object. Raises SourceError naming the URI."""
+        if is_s3(uri):
+            from botocore.exceptions import ClientError
+
+            bucket, key = split_s3(uri)
+            try:
+                head = self._boto_s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    raise SourceError(f"{uri} does not exist") from exc
+                if code in ("403", "AccessDenied"):
+                    raise SourceError(f"{uri} is not readable: access denied") from exc
+                raise
+            return ObjectInfo(
+                uri=uri,
+                size=int(head["ContentLength"]),
+                mtime=head["LastModified"].timestamp(),
+                etag=head.get("ETag"),
+            )
+        path = normalize_uri(uri)
+        if not os.path.exists(path):
+            raise SourceError(f"{path} does not exist")
+        if os.path.isdir(path):
+            raise SourceError(f"{path} is a directory, not a file")
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"{path} is not readable: permission denied")
+        st = os.stat(path)
+        return ObjectInfo(uri=path, size=st.st_size, mtime=st.st_mtime, etag=None)
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self.filesystem(uri)
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+    def open_input_file(self, uri: str) -> pa.NativeFile:
+        """A random-access file: reads at an offset become range GETs on S3."""
+        fs, path = self.filesystem(uri)
+        return fs.open_input_file(path)
+
+    def open_input_stream(self, uri: str, compression: str | None = None) -> pa.NativeFile:
+        """A sequential stream, decompressed on the fly when ``compression`` is given."""
+        fs, path = self.filesystem(uri)
+        return fs.open_input_stream(path, compression=compression)
+
+    def read_range(self, uri: str, start: int, end: int) -> bytes:
+        """Bytes ``start``..``end`` (exclusive) of an object: a seek locally, a range GET on S3."""
+        if end <= start:
+            return b""
+        with self.open_input_file(uri) as f:
+            return f.read_at(end - start, start)
+
+    def iter_blocks(
+        self, uri: str, start: int = 0, block_size: int = 8 << 20
+    ) -> Iterator[tuple[int, bytes]]:
+        """Stream an object from ``start`` in blocks: yields (offset, bytes)."""
+        with self.open_input_file(uri) as f:
+            f.seek(start)
+            offset = start
+            while True:
+                block = f.read(block_size)
+                if not block:
+                    return
+                yield offset, block
+                offset += len(block)
+
+    def open_lines(
+        self, uri: str, start: int = 0, compression: str | None = None
+    ) -> io.BufferedReader:
+        """A buffered reader from ``start``; iterating it yields lines (each ending in \\n)."""
+        if compression:
+            stream = self.open_input_stream(uri, compression=compression)
+        else:
+            stream = self.open_input_file(uri)
+            stream.seek(start)
+        return io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 20)
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.open_input_stream(uri) as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write an object whole. Local writes go to a temp file then rename: readers never see
+        half a file. S3 PUTs are atomic already."""
+        fs, path = self.filesystem(uri)
+        target = self._temp_path(fs, path)
+        with fs.open_output_stream(target) as f:
+            f.write(data)
+        self._commit(fs, target, path)
+
+    def write_parquet(self, table: pa.Table, uri: str, row_group_size: int | None = None) -> None:
+        """Write a table as one Parquet object, atomically as for ``write_bytes``."""
+        fs, path = self.filesystem(uri)
+        target = self._temp_path(fs, path)
+        pq.write_table(table, target, filesystem=fs, row_group_size=row_group_size)
+        self._commit(fs, target, path)
+
+    def parquet_writer(self, uri: str, schema: pa.Schema) -> pq.ParquetWriter:
+        """A streaming Parquet writer (multipart upload on S3). Not atomic: callers that need
+        atomicity write a marker after closing it."""
+        fs, path = self.filesystem(uri)
+        if not is_s3(uri):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return pq.ParquetWriter(path, schema, filesystem=fs)
+
+    def delete(self, uri: str) -> None:
+        fs, path = self.filesystem(uri)
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+
+    def _temp_path(self, fs: pafs.FileSystem, path: str) -> str:
+        if isinstance(fs, pafs.S3FileSystem):
+            return path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def _commit(self, fs: pafs.FileSystem, target: str, path: str) -> None:
+        if target != path:
+            os.replace(target, path)
+
+
+class _RawAdapter(io.RawIOBase):
+    """Lets io.BufferedReader read from a pyarrow stream (and close it)."""
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()

@@ -1,0 +1,4 @@
+from batch_pipeline.resources.sqs import SQSResource
+from batch_pipeline.resources.storage import StorageResource
+
+__all__ = ["SQSResource", "StorageResource"]

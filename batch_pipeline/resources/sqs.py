@@ -1,0 +1,47 @@
+"""The SQS resource, written the way dagster-aws writes its boto3 resources."""
+
+from typing import Any
+
+import boto3
+from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
+
+
+class SQSResource(ResourceWithBoto3Configuration):
+    """Gives access to Amazon SQS: ``get_client()`` returns a boto3 SQS client.
+
+    Settings are those of every dagster-aws boto3 resource (``region_name``, ``endpoint_url``,
+    ``max_attempts``, ``profile_name``, ``use_ssl``, ``verify`` and explicit credentials); unset,
+    boto3 resolves them itself (``AWS_ENDPOINT_URL_SQS``/``AWS_ENDPOINT_URL``, the credential
+    chain).
+
+    Example:
+        .. code-block:: python
+
+            from dagster import Definitions, op
+            from batch_pipeline.resources import SQSResource
+
+            @op
+            def queue_depth(sqs: SQSResource) -> int:
+                client = sqs.get_client()
+                url = client.get_queue_url(QueueName="leads")["QueueUrl"]
+                attributes = client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                return int(attributes["ApproximateNumberOfMessages"])
+
+            defs = Definitions(resources={"sqs": SQSResource(region_name="eu-west-1")})
+    """
+
+    def get_client(self) -> Any:
+        session = boto3.session.Session(profile_name=self.profile_name)
+        return session.client(
+            "sqs",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=construct_boto_client_retry_config(self.max_attempts),
+        )

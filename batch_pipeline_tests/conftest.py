@@ -1,0 +1,150 @@
+"""Shared fixtures: fake AWS credentials for every test, a moto server over real HTTP on
+127.0.0.1, buckets and queues that each test owns."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, nothing leaves
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """No test can reach real AWS: fake credentials, no profile, and an endpoint that refuses
+    connections unless a test points it at the moto server. No test touches the developer's
+    Dagster instance either."""
+    fake_home = tmp_path_factory.getbasetemp()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": DEAD_ENDPOINT,
+        "AWS_CONFIG_FILE": str(fake_home / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(fake_home / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS", "DAGSTER_HOME"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A moto server in its own process on 127.0.0.1; stopped by its PID at the end."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Points the AWS SDKs (boto3 and pyarrow, through AWS_ENDPOINT_URL) at the moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+@pytest.fixture
+def s3_client(aws_endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=aws_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def s3_bucket(s3_client) -> Iterator[str]:
+    """A bucket of this test's own, emptied and deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    paginator = s3_client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            s3_client.delete_object(Bucket=name, Key=obj["Key"])
+    s3_client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def sqs_client(aws_endpoint: str):
+    import boto3
+
+    return boto3.client("sqs", endpoint_url=aws_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def sqs_queue(sqs_client) -> Iterator[str]:
+    """A standard queue of this test's own (URL), deleted afterwards."""
+    url = sqs_client.create_queue(QueueName=f"test-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    yield url
+    sqs_client.delete_queue(QueueUrl=url)
+
+
+def drain_queue(sqs_client, url: str) -> list[str]:
+    """Receive and delete every message of a queue; their bodies, in receive order."""
+    bodies: list[str] = []
+    empty = 0
+    while empty < 2:
+        response = sqs_client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=60
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            empty += 1
+            continue
+        empty = 0
+        bodies.extend(m["Body"] for m in messages)
+        sqs_client.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+    return bodies
+
+
+@pytest.fixture
+def storage():
+    """Storage with the environment's settings (local paths; S3 once aws_endpoint is used)."""
+    from batch_pipeline.core.storage import Storage
+
+    return Storage()
+
+
+def pytest_configure(config) -> None:
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="batch_pipeline",
+    version="0.1.0",
+    description="Chunked, parallel processing of big record files as a Dagster job.",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["batch_pipeline_tests*"]),
+    install_requires=[
+        "dagster>=1.13.0",
+        "dagster-webserver>=1.13.0",
+        "dagster-aws>=0.29.0",
+        "pandas>=2.2",
+        "polars>=1.0",
+        "pyarrow>=19.0",
+        "boto3>=1.34",
+        "openpyxl>=3.1",
+        "ijson>=3.3",
+        "numpy>=1.26",
+        "psutil>=5.9",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8.0",
+            "pytest-timeout>=2.3",
+            "moto[server]>=5.0",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["batch-pipeline=batch_pipeline.cli:main"],
+    },
+)
