@@ -5,8 +5,9 @@ field. The fast path counts quote characters with numpy: a newline ends a record
 of quotes before it is even. That holds when quotes open fields only at a field's start, with
 quotes inside a quoted field doubled (RFC 4180). A quote elsewhere (``5'10"`` in an unquoted
 field) is a literal character for pyarrow and for Python's ``csv`` module, and would flip the
-parity; the scanner notices such a quote (an "opening" quote not preceded by a delimiter or a line
-break) and the callers then fall back to an exact scan with the ``csv`` module.
+parity; the scanner notices such a quote (an "opening" quote not preceded by a delimiter, a line
+break or the closing half of a doubled quote) and the callers then fall back to an exact scan with
+the ``csv`` module.
 
 Empty lines (``\\n`` or ``\\r\\n`` alone) are not records, as in pyarrow's reader.
 """
@@ -102,13 +103,14 @@ class RecordScanner:
     def _check_openers(self, arr: np.ndarray, quotes: np.ndarray, parity0: int) -> None:
         # A quote seen with an even number of quotes before it opens a quoted field; it must
         # start a field (follow a delimiter or a line break) for parity counting to be exact.
+        # Right after a closing quote it is the second half of a doubled (escaped) quote.
         openers = quotes[((np.arange(quotes.size) + parity0) & 1) == 0]
         if not openers.size:
             return
         prev = arr[np.maximum(openers - 1, 0)].astype(np.int64)
         if openers[0] == 0:
             prev[0] = self.state.prev_byte
-        ok = (prev == NEWLINE) | (prev == CARRIAGE_RETURN)
+        ok = (prev == NEWLINE) | (prev == CARRIAGE_RETURN) | (prev == self.quote)
         if self.delimiter is not None:
             ok |= prev == self.delimiter
         if not ok.all():
@@ -136,12 +138,35 @@ class RecordScanner:
         return ends_abs[~empty]
 
 
+class UnclosedQuote(Exception):
+    """The last record opens a quoted field that is never closed (a truncated file or a stray
+    quote). ``line_breaks`` is the number of line breaks before the record's first line,
+    counted from where the scan started; ``offset`` is where the record starts."""
+
+    def __init__(self, offset: int, line_breaks: int) -> None:
+        super().__init__(f"a quoted field in the record at byte {offset} is never closed")
+        self.offset = offset
+        self.line_breaks = line_breaks
+
+
+# Fed to the csv module after the last line: it comes back as a row of its own unless the last
+# record is still inside a quoted field, which swallows it.
+_END_SENTINEL = "\x00batch_pipeline:end-of-data\x00"
+
+
 def exact_csv_record_ends(
-    lines: Iterable[bytes], start: int, delimiter: str, quote: str | None
+    lines: Iterable[bytes],
+    start: int,
+    delimiter: str,
+    quote: str | None,
+    check_closed: bool = False,
 ) -> Iterator[tuple[int, int]]:
     """Record ends found by Python's ``csv`` module, with the count of line breaks before each
     end. Slower than the numpy scan (a C parser, but Python per line) and exact when quotes appear
-    inside unquoted fields. Empty lines are skipped, as pyarrow does."""
+    inside unquoted fields. Empty lines are skipped, as pyarrow does.
+
+    With ``check_closed``, a last record whose quoted field never closes raises UnclosedQuote
+    (the csv module would silently take the rest of the data as the field's value)."""
     position = start
     line_breaks = 0
 
@@ -152,6 +177,8 @@ def exact_csv_record_ends(
             if line.endswith(b"\n"):
                 line_breaks += 1
             yield line.decode("latin-1")  # one char per byte: offsets stay byte offsets
+        if check_closed:
+            yield _END_SENTINEL  # the csv module ends a record at the end of each string
 
     reader = csv.reader(
         tracked(),
@@ -161,9 +188,15 @@ def exact_csv_record_ends(
         doublequote=True,
         strict=False,
     )
+    record_start, breaks_at_start = start, 0
     for row in reader:
+        if check_closed and row and _END_SENTINEL in row[-1]:
+            if row == [_END_SENTINEL]:
+                return
+            raise UnclosedQuote(record_start, breaks_at_start)
         if row:
             yield position, line_breaks
+        record_start, breaks_at_start = position, line_breaks
 
 
 def record_ends(data: bytes, start: int, quote: str | None, delimiter: str | None) -> np.ndarray:

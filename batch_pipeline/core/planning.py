@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batch_pipeline.core.boundaries import AmbiguousQuotes, RecordScanner, exact_csv_record_ends
+from batch_pipeline.core.boundaries import (
+    AmbiguousQuotes,
+    RecordScanner,
+    UnclosedQuote,
+    exact_csv_record_ends,
+)
 from batch_pipeline.core.errors import SourceError
 from batch_pipeline.core.models import (
     BatchSpec,
@@ -58,7 +63,14 @@ def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
         raise SourceError("chunk_records and max_chunks must be at least 1")
     if source.needs_staging:
         part_records = min(settings.chunk_records, STAGING_PART_RECORDS)
-        parts = stage_source(storage, source, join_uri(spec.output, "_staging"), part_records)
+        parts = stage_source(
+            storage,
+            source,
+            join_uri(spec.output, "_staging"),
+            part_records,
+            grow_every=2 * settings.max_chunks,  # parts stay about as many as chunks may be
+            max_part_records=STAGING_PART_RECORDS,
+        )
         sizes = [p.records for p in parts]
         groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
         chunks = []
@@ -76,7 +88,10 @@ def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
                     parts=tuple(p.uri for p in parts[a:b]),
                 )
             )
-        staged = f"staged into {len(parts)} Parquet parts of up to {part_records:,} records; "
+        staged = (
+            f"staged into {len(parts)} Parquet parts of {part_records:,} to "
+            f"{max(sizes, default=0):,} records; "
+        )
         return Plan(tuple(chunks), size, staged + reason, sum(sizes), True)
     if source.format in ("csv", "jsonl"):
         return _plan_text(storage, source, settings)
@@ -135,11 +150,26 @@ def _plan_text(storage: Storage, source: SourceSpec, settings: ChunkingSettings)
     if settings.scan:
         segments = _scan_segments(storage, source, settings)
         exact = True
+        sizes = [s.records for s in segments]
+        if settings.chunk_bytes and len(segments) <= settings.max_chunks:
+            # Segments end at chunk_records or chunk_bytes, whichever comes first: each is a
+            # chunk (grouping by records alone would merge the ones cut for their bytes).
+            groups, size = [(i, i + 1) for i in range(len(segments))], settings.chunk_records
+            reason = (
+                f"{len(groups)} chunk(s) of up to {size:,} records or about "
+                f"{settings.chunk_bytes:,} bytes"
+            )
+        else:
+            groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
     else:
+        # Estimated segments are chunks already (at most max_chunks of them); grouping them
+        # again would merge neighbours whose estimate falls a record short of the target.
         segments = _estimate_segments(storage, source, settings)
         exact = False
-    sizes = [s.records for s in segments]
-    groups, size, reason = group_units(sizes, settings.chunk_records, settings.max_chunks)
+        sizes = [s.records for s in segments]
+        groups = [(i, i + 1) for i in range(len(segments))]
+        size = max(settings.chunk_records, math.ceil(sum(sizes) / len(segments)))
+        reason = f"{len(groups)} chunk(s) of about {size:,} records"
     chunks = []
     for i, (a, b) in enumerate(groups):
         chunks.append(
@@ -200,9 +230,14 @@ def _numpy_scan(
     segments, state, cut = _cut_builder(source, settings, header_lines)
     target, max_bytes = settings.chunk_records, settings.chunk_bytes
     scanner = RecordScanner(source.data_start, quote, delimiter)
+    open_record_line = state["line"]  # the line where the record being scanned starts
     for _, block in storage.iter_blocks(source.uri, source.data_start, BLOCK_BYTES):
         lines_before_block = header_lines + scanner.state.newlines
+        record_start = scanner.state.record_start
         ends = scanner.feed(block)
+        if scanner.state.record_start != record_start:
+            at = np.array([scanner.state.record_start])
+            open_record_line = int(scanner.newlines_before(at, lines_before_block)[0]) + 1
         i, n = 0, ends.size
         while i < n:
             idx = i + target - state["records"] - 1
@@ -216,12 +251,9 @@ def _numpy_scan(
             breaks = int(scanner.newlines_before(np.array([end]), lines_before_block)[0])
             cut(end, state["records"] + idx - i + 1, breaks)
             i = idx + 1
-    state["records"] += int(scanner.finish().size)
     if scanner.inside_quotes:
-        raise SourceError(
-            f"{source.uri}: a quoted field opened after line {state['line']} (byte "
-            f"{state['start']}) is never closed; the file is truncated or a quote is unbalanced"
-        )
+        raise _unclosed(source, open_record_line, scanner.state.record_start)
+    state["records"] += int(scanner.finish().size)
     return _close(segments, state, source.info.size)
 
 
@@ -237,15 +269,27 @@ def _exact_scan(
     target, max_bytes = settings.chunk_records, settings.chunk_bytes
     try:
         with storage.open_lines(source.uri, source.data_start) as lines:
-            for end, breaks in exact_csv_record_ends(lines, source.data_start, delimiter, quote):
+            found = exact_csv_record_ends(
+                lines, source.data_start, delimiter, quote, check_closed=True
+            )
+            for end, breaks in found:
                 state["records"] += 1
                 if state["records"] >= target or (max_bytes and end - state["start"] >= max_bytes):
                     cut(end, state["records"], header_lines + breaks)
+    except UnclosedQuote as exc:
+        raise _unclosed(source, header_lines + exc.line_breaks + 1, exc.offset) from exc
     except csv.Error as exc:
         raise SourceError(
             f"{source.uri}: CSV cannot be parsed after line {state['line']}: {exc}"
         ) from exc
     return _close(segments, state, source.info.size)
+
+
+def _unclosed(source: SourceSpec, line: int, offset: int) -> SourceError:
+    return SourceError(
+        f"{source.uri}: a quoted field in the record starting on line {line} (byte {offset}) "
+        "is never closed; the file is truncated or a quote is unbalanced"
+    )
 
 
 def _close(segments: list[Segment], state: dict, size: int) -> list[Segment]:

@@ -201,17 +201,39 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
 
 
 def _read_csv_bad_utf8(data: bytes, source: SourceSpec, chunk: Chunk, lines) -> ChunkData:
-    """Some values are not UTF-8: read as bytes, reject the records that hold such values."""
+    """Some values are not UTF-8: read as bytes, reject the records that hold such values (and
+    the rows of the wrong width, as ``_read_csv`` does)."""
+    assert source.csv is not None
     table, invalid = _parse_csv(data, source, pa.binary(), use_threads=False)
-    if invalid:
-        raise ChunkReadError(
-            f"{chunk.describe()}: invalid UTF-8 together with rows of the wrong width; "
-            "is the delimiter or encoding right?"
-        )
+    width_bad = [int(number) - 1 for number, *_ in invalid]  # type: ignore[arg-type]
+    total = table.num_rows + len(width_bad)
+    row_records = np.setdiff1d(np.arange(total, dtype=np.int64), np.asarray(width_bad, np.int64))
+    good, keep, bad, reasons, raws = split_invalid_utf8(table, source.csv.delimiter)
+    rejects = _rejects(
+        width_bad + row_records[bad].tolist(),
+        [r for _, r, _ in invalid] + reasons,
+        [t for _, _, t in invalid] + raws,
+    )
+    return ChunkData(good, len(data), lines, records=row_records[keep], rejects=rejects)
+
+
+def split_invalid_utf8(
+    table: pa.Table, delimiter: str
+) -> tuple[pa.Table, np.ndarray, list[int], list[str], list[str]]:
+    """Split a table of binary columns into the rows whose values are all UTF-8 (as text
+    columns) and the rest. Returns (good rows, their indices, bad row indices, reasons, raw
+    text of the bad rows). Columns that are valid UTF-8 throughout are checked in one cast."""
     bad_reason: dict[int, str] = {}
+    text: dict[str, pa.ChunkedArray] = {}
     for name in table.column_names:
-        for i, value in enumerate(table.column(name).to_pylist()):
-            if i in bad_reason:
+        column = table.column(name)
+        try:
+            text[name] = column.cast(pa.string())
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for i, value in enumerate(column.to_pylist()):
+            if i in bad_reason or value is None:
                 continue
             try:
                 value.decode("utf-8")
@@ -219,18 +241,19 @@ def _read_csv_bad_utf8(data: bytes, source: SourceSpec, chunk: Chunk, lines) -> 
                 bad_reason[i] = f"invalid UTF-8 in column {name}"
     bad = sorted(bad_reason)
     raws = [
-        source.csv.delimiter.join(  # type: ignore[union-attr]
-            table.column(n)[i].as_py().decode("utf-8", errors="backslashreplace")
+        delimiter.join(
+            (table.column(n)[i].as_py() or b"").decode("utf-8", errors="backslashreplace")
             for n in table.column_names
         )
         for i in bad
     ]
-    keep = np.setdiff1d(np.arange(table.num_rows), np.asarray(bad, dtype=np.int64))
-    good = table.take(pa.array(keep)).cast(
-        pa.schema([(n, pa.string()) for n in table.column_names])
-    )
-    rejects = _rejects(bad, [bad_reason[i] for i in bad], raws)
-    return ChunkData(good, len(data), lines, records=keep.astype(np.int64), rejects=rejects)
+    keep = np.setdiff1d(np.arange(table.num_rows, dtype=np.int64), np.asarray(bad, np.int64))
+    if not bad:  # every column cast cleanly
+        good = pa.table([text[n] for n in table.column_names], names=table.column_names)
+    else:
+        good = table.take(pa.array(keep))
+        good = good.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+    return good, keep, bad, [bad_reason[i] for i in bad], raws
 
 
 # JSONL -----------------------------------------------------------------------------------------
@@ -257,7 +280,9 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
     longest = max(longest, len(data) - (int(newlines[-1]) + 1 if newlines.size else 0))
     options = pajson.ReadOptions(use_threads=True, block_size=max(MIN_BLOCK, longest + 2))
     try:
-        return ChunkData(pajson.read_json(io.BytesIO(data), read_options=options), len(data), lines)
+        table = pajson.read_json(io.BytesIO(data), read_options=options)
+        table.validate(full=True)  # pyarrow's JSON reader lets invalid UTF-8 into strings
+        return ChunkData(table, len(data), lines)
     except pa.ArrowInvalid:
         pass
     # Some line is malformed, or a field changes type between lines: parse line by line.
@@ -274,6 +299,10 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
             value = json.loads(line)
             if not isinstance(value, dict):
                 raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        except UnicodeDecodeError as exc:
+            bad.append(index)
+            reasons.append(f"invalid UTF-8 at byte {exc.start} of the line")
+            raws.append(line.decode("utf-8", errors="backslashreplace"))
         except ValueError as exc:
             bad.append(index)
             reasons.append(f"malformed JSON line: {exc}")

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from batch_pipeline.core.boundaries import AmbiguousQuotes, RecordScanner, exact_csv_record_ends
+from batch_pipeline.core.boundaries import (
+    AmbiguousQuotes,
+    RecordScanner,
+    UnclosedQuote,
+    exact_csv_record_ends,
+)
 from batch_pipeline.core.errors import ConfigError, SourceError
 from batch_pipeline.core.models import FORMATS, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.storage import Storage
@@ -188,15 +193,13 @@ def _inspect_csv(storage: Storage, spec: SourceSpec, options: CsvOptions) -> Sou
         raise SourceError(
             f"{spec.uri}: the first line is not valid UTF-8 (byte {start + exc.start})"
         ) from exc
-    fields = next(
-        csv.reader(
-            [text.rstrip("\r\n")],
-            delimiter=options.delimiter,
-            quotechar=options.quote_char or '"',
-            quoting=csv.QUOTE_MINIMAL if options.quote_char else csv.QUOTE_NONE,
-        ),
-        [],
+    rows = csv.reader(
+        io.StringIO(text, newline=""),  # the record may hold quoted line breaks
+        delimiter=options.delimiter,
+        quotechar=options.quote_char or '"',
+        quoting=csv.QUOTE_MINIMAL if options.quote_char else csv.QUOTE_NONE,
     )
+    fields = next((row for row in rows if row), [])  # empty lines before it are not records
     if options.has_header:
         _check_delimiter(spec.uri, text, fields, options.delimiter)
         names = options.column_names or _unique_names(fields)
@@ -218,26 +221,50 @@ def _inspect_csv(storage: Storage, spec: SourceSpec, options: CsvOptions) -> Sou
 def _first_record_end(
     storage: Storage, spec: SourceSpec, head: bytes, start: int, options: CsvOptions
 ) -> int:
-    limit = spec.info.size if not spec.compression else MAX_HEADER_BYTES
-    data = head
+    data, asked = head, HEAD_BYTES
     while True:
-        scanner = RecordScanner(start, options.quote_char, options.delimiter)
+        # All there is has been read when the object (or its decompressed stream) gave less
+        # than was asked for.
+        complete = len(data) < asked or (not spec.compression and len(data) >= spec.info.size)
+        first = _first_end(spec.uri, data, start, options, complete)
+        if first is not None:
+            return first
+        if complete:
+            return len(data)  # a single record without a trailing newline
+        if len(data) >= MAX_HEADER_BYTES:
+            return len(data)  # a header longer than we care to read
+        asked = min(len(data) * 4, MAX_HEADER_BYTES)
+        data = _head(storage, spec, asked)
+
+
+def _first_end(
+    uri: str, data: bytes, start: int, options: CsvOptions, complete: bool
+) -> int | None:
+    """Where the first record of ``data`` ends, None if not within ``data``. Raises
+    SourceError when ``data`` is all there is and the first record's quote never closes."""
+    unclosed = SourceError(
+        f"{uri}: the first record opens a quoted field that is never closed; the file is truncated "
+        "or a quote is unbalanced"
+    )
+    scanner = RecordScanner(start, options.quote_char, options.delimiter)
+    try:
+        ends = scanner.feed(data[start:])
+    except AmbiguousQuotes:
+        found = exact_csv_record_ends(
+            io.BytesIO(data[start:]), start, options.delimiter, options.quote_char, complete
+        )
         try:
-            ends = scanner.feed(data[start:])
-        except AmbiguousQuotes:
-            found = exact_csv_record_ends(
-                io.BytesIO(data[start:]), start, options.delimiter, options.quote_char
-            )
-            ends = np.fromiter((e for e, _ in found), dtype=np.int64)
-            if ends.size and int(ends[0]) == len(data) and len(data) < limit:
-                ends = ends[:0]  # the record may go on past what was read
-        if ends.size:
-            return int(ends[0])
-        if len(data) >= min(limit, MAX_HEADER_BYTES) or (
-            not spec.compression and len(data) >= spec.info.size
-        ):
-            return len(data)  # a single record, or a header longer than we care to read
-        data = _head(storage, spec, min(len(data) * 4, MAX_HEADER_BYTES))
+            end = next((e for e, _ in found), None)
+        except UnclosedQuote:
+            raise unclosed from None
+        if end is None or (end == len(data) and not complete):
+            return None  # the record may go on past what was read
+        return end
+    if ends.size:
+        return int(ends[0])
+    if complete and scanner.inside_quotes:
+        raise unclosed
+    return None
 
 
 def _check_delimiter(uri: str, text: str, fields: list[str], delimiter: str) -> None:
@@ -324,6 +351,11 @@ def _inspect_json(storage: Storage, spec: SourceSpec, records_path: str) -> Sour
     if stripped[:1] == b"[" and records_path != "item":
         raise SourceError(
             f"{spec.uri} is a JSON array but json_records_path is {records_path!r}: use 'item'"
+        )
+    if stripped[:1] == b"{" and records_path == "item":
+        raise SourceError(
+            f"{spec.uri} is a JSON object, not an array: set json_records_path to where its "
+            "records are, e.g. 'records.item' for {\"records\": [...]}"
         )
     return _replace(
         spec, json_records_path=records_path, layout={"starts_with": stripped[:1].decode()}

@@ -17,15 +17,16 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from batch_pipeline.core.errors import SourceError
 from batch_pipeline.core.models import Chunk, SourceSpec, join_uri
-from batch_pipeline.core.readers import _read_jsonl, _rejects
+from batch_pipeline.core.readers import _read_jsonl, _rejects, split_invalid_utf8
 from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
 
@@ -37,6 +38,23 @@ EMPTY_REJECTS = pa.table(
         "_raw": pa.array([], type=pa.string()),
     }
 )
+
+
+@dataclass(frozen=True)
+class PartSizes:
+    """Records per staged part: ``first``, doubled after every ``grow_every`` parts, up to
+    ``cap``. A small chunk_records on a big input then stages into a bounded number of parts
+    (about ``grow_every`` per doubling) instead of one part, and two files, per few records."""
+
+    first: int
+    grow_every: int | None = None
+    cap: int | None = None
+
+    def __call__(self, index: int) -> int:
+        if not self.grow_every:
+            return self.first
+        size = self.first << min(index // self.grow_every, 40)
+        return max(self.first, min(size, self.cap)) if self.cap else size
 
 
 @dataclass(frozen=True)
@@ -54,19 +72,26 @@ def rejects_uri(part: str) -> str:
 
 
 def stage_source(
-    storage: Storage, source: SourceSpec, prefix: str, part_records: int
+    storage: Storage,
+    source: SourceSpec,
+    prefix: str,
+    part_records: int,
+    grow_every: int | None = None,
+    max_part_records: int | None = None,
 ) -> list[StagedPart]:
-    """Stream ``source`` into Parquet parts under ``prefix``; returns the parts in order."""
+    """Stream ``source`` into Parquet parts under ``prefix``; returns the parts in order.
+
+    Parts hold ``part_records`` records; with ``grow_every``, the part size doubles after every
+    ``grow_every`` parts, up to ``max_part_records`` (see PartSizes)."""
+    sizes = PartSizes(part_records, grow_every, max_part_records)
     marker = join_uri(prefix, MARKER)
     if storage.exists(marker):
         state = json.loads(storage.read_bytes(marker))
-        if (
-            state.get("fingerprint") == source.info.fingerprint
-            and state.get("part_records") == part_records
-        ):
+        same_source = state.get("fingerprint") == source.info.fingerprint
+        if same_source and state.get("part_sizes") == list(astuple(sizes)):
             return [StagedPart(**p) for p in state["parts"]]
     parts: list[StagedPart] = []
-    for index, (table, rejects) in enumerate(_parts(storage, source, part_records)):
+    for index, (table, rejects) in enumerate(_parts(storage, source, sizes)):
         uri = part_uri(prefix, index)
         storage.write_parquet(table, uri)
         storage.write_parquet(rejects if rejects is not None else EMPTY_REJECTS, rejects_uri(uri))
@@ -74,7 +99,7 @@ def stage_source(
     state = {
         "source": source.uri,
         "fingerprint": source.info.fingerprint,
-        "part_records": part_records,
+        "part_sizes": list(astuple(sizes)),
         "parts": [p.__dict__ for p in parts],
     }
     storage.write_bytes(marker, json.dumps(state, indent=1).encode())
@@ -86,14 +111,14 @@ def _rows(table: pa.Table | None) -> int:
 
 
 def _parts(
-    storage: Storage, source: SourceSpec, part_records: int
+    storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     if source.format == "json":
-        yield from _json_parts(storage, source, part_records)
+        yield from _json_parts(storage, source, sizes)
     elif source.format == "csv":
-        yield from _csv_parts(storage, source, part_records)
+        yield from _csv_parts(storage, source, sizes)
     elif source.format == "jsonl":
-        yield from _jsonl_parts(storage, source, part_records)
+        yield from _jsonl_parts(storage, source, sizes)
     else:
         raise SourceError(f"{source.uri}: {source.format} is never staged")
 
@@ -109,23 +134,31 @@ class _SkipBom(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        if self._pending:
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
             out, self._pending = self._pending, b""
-            if size is None or size < 0:
-                return out + self._stream.read()
-            return out + self._stream.read(max(size - len(out), 0)) if size > len(out) else out
-        return self._stream.read() if size is None or size < 0 else self._stream.read(size)
+            return out + self._stream.read()
+        if size == 0:
+            return b""  # ijson probes the stream's type with read(0): keep what is pending
+        if self._pending:
+            out, self._pending = self._pending[:size], self._pending[size:]
+            return out
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _json_parts(
-    storage: Storage, source: SourceSpec, part_records: int
+    storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     import ijson
 
     good: list[dict] = []
     bad: list[tuple[int, str, str]] = []
-    count = 0
+    count = emitted = index = 0
     with storage.open_input_stream(source.uri, compression=source.compression) as raw:
         items = ijson.items(_SkipBom(raw), source.json_records_path, use_float=True)
         try:
@@ -141,14 +174,14 @@ def _json_parts(
                         )
                     )
                 count += 1
-                if count == part_records:
+                if count == sizes(index):
                     yield _json_part(good, bad)
-                    good, bad, count = [], [], 0
+                    good, bad, emitted, count, index = [], [], emitted + count, 0, index + 1
         except ijson.JSONError as exc:
             raise SourceError(
-                f"{source.uri}: malformed JSON after record {count} of the current part: {exc}"
+                f"{source.uri}: malformed JSON after record {emitted + count}: {exc}"
             ) from exc
-    if count or not good:
+    if count or not emitted:
         yield _json_part(good, bad)
 
 
@@ -160,15 +193,17 @@ def _json_part(
 
 
 def _csv_parts(
-    storage: Storage, source: SourceSpec, part_records: int
+    storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     assert source.csv is not None and source.columns is not None
-    invalid: list[tuple[int, str, str]] = []
+    header_rows = 1 if source.csv.has_header else 0
+    invalid: list[tuple[int, str, str]] = []  # (record index in the source, reason, text)
 
     def handler(row) -> str:
+        # pyarrow numbers records from 1, the skipped header included, empty lines not.
         invalid.append(
             (
-                row.number,
+                row.number - 1 - header_rows,
                 f"expected {row.expected_columns} fields, got {row.actual_columns}",
                 row.text,
             )
@@ -181,7 +216,7 @@ def _csv_parts(
         stream,
         read_options=pacsv.ReadOptions(
             column_names=list(source.columns),
-            skip_rows=1 if source.csv.has_header else 0,
+            skip_rows=header_rows,
             use_threads=False,
             block_size=4 << 20,
         ),
@@ -193,44 +228,62 @@ def _csv_parts(
             invalid_row_handler=handler,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in source.columns},
+            # Bytes, so that a value that is not UTF-8 rejects its record, not the file.
+            column_types={n: pa.binary() for n in source.columns},
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
     )
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    emitted = 0  # records (parsed or not) in parts already yielded
+    pending = pa.table({n: pa.array([], type=pa.string()) for n in source.columns})
+    emitted = index = 0  # records (parsed or not) and parts already yielded
+    next_record = 0  # the record index of the next parsed row
     with stream:
         for batch in reader:
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            while pending_rows + len(invalid) >= part_records:
-                table = pa.Table.from_batches(pending, schema=reader.schema)
-                take = max(part_records - len(invalid), 0)
-                yield _csv_part(table.slice(0, take), invalid, emitted)
-                emitted += take + len(invalid)
-                invalid.clear()
-                rest = table.slice(take)
-                pending, pending_rows = rest.to_batches(), rest.num_rows
-        table = pa.Table.from_batches(pending, schema=reader.schema)
-        if table.num_rows or invalid or not emitted:
-            yield _csv_part(table, invalid, emitted)
+            rows = _row_records(next_record, batch.num_rows, [i for i, _, _ in invalid])
+            next_record = int(rows[-1]) + 1 if rows.size else next_record
+            good, _, bad_rows, reasons, raws = split_invalid_utf8(
+                pa.Table.from_batches([batch]), source.csv.delimiter
+            )
+            if bad_rows:
+                invalid.extend(zip(rows[bad_rows].tolist(), reasons, raws, strict=True))
+                invalid.sort(key=lambda row: row[0])
+            pending = pa.concat_tables([pending, good])
+            while True:
+                # The part holds records emitted..end: the rejects among them, and as many
+                # parsed rows as fill the rest. Rejects are reported in order, before the
+                # rows after them, so the part is complete once enough rows are pending.
+                end = emitted + sizes(index)
+                bad = [row for row in invalid if row[0] < end]
+                take = end - emitted - len(bad)
+                if pending.num_rows < take:
+                    break
+                yield _csv_part(pending.slice(0, take), bad, emitted)
+                invalid[:] = invalid[len(bad) :]
+                pending, emitted, index = pending.slice(take), end, index + 1
+        if pending.num_rows or invalid or not index:
+            yield _csv_part(pending, list(invalid), emitted)
+
+
+def _row_records(start: int, rows: int, rejected: list[int]) -> np.ndarray:
+    """Record indices of ``rows`` parsed rows from record ``start`` on, skipping the records
+    rejected by the parser (which never become rows)."""
+    skip = np.asarray([i for i in rejected if i >= start], dtype=np.int64)
+    return np.setdiff1d(np.arange(start, start + rows + skip.size, dtype=np.int64), skip)[:rows]
 
 
 def _csv_part(
     table: pa.Table, invalid: list[tuple[int, str, str]], emitted: int
 ) -> tuple[pa.Table, pa.Table | None]:
-    # pyarrow numbers rows from 1 across the stream; make them indices within this part.
-    records = [max(number - 1 - emitted, 0) for number, _, _ in invalid]
+    records = [index - emitted for index, _, _ in invalid]  # indices within this part
     return table, _rejects(records, [r for _, r, _ in invalid], [t for _, _, t in invalid])
 
 
 def _jsonl_parts(
-    storage: Storage, source: SourceSpec, part_records: int
+    storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     lines: list[bytes] = []
     first = True
+    index = 0
     with storage.open_lines(source.uri, compression=source.compression) as buffered:
         for line in buffered:
             if first:
@@ -238,10 +291,10 @@ def _jsonl_parts(
             if not line.strip():
                 continue
             lines.append(line)
-            if len(lines) == part_records:
+            if len(lines) == sizes(index):
                 yield _jsonl_part(lines)
-                lines = []
-    if lines or first:
+                lines, index = [], index + 1
+    if lines or not index:
         yield _jsonl_part(lines)
 
 

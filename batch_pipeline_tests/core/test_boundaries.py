@@ -1,0 +1,139 @@
+"""Where records end in CSV and JSONL bytes: the numpy scanner, its exact fallback, and the line
+numbers of records."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from batch_pipeline.core.boundaries import (
+    AmbiguousQuotes,
+    RecordScanner,
+    UnclosedQuote,
+    exact_csv_record_ends,
+    record_ends,
+    record_line_offsets,
+)
+
+
+def scan(data: bytes, block: int | None = None, start: int = 0) -> list[int]:
+    """Record ends found by feeding ``data`` in blocks of ``block`` bytes (all at once: None)."""
+    scanner = RecordScanner(start, '"', ",")
+    size = block or max(len(data), 1)
+    ends = [scanner.feed(data[i : i + size]) for i in range(0, len(data), size)]
+    return [int(e) for e in np.concatenate([*ends, scanner.finish()])]
+
+
+def exact(data: bytes, check_closed: bool = False) -> list[int]:
+    return [end for end, _ in exact_csv_record_ends(io.BytesIO(data), 0, ",", '"', check_closed)]
+
+
+def test_a_newline_inside_quotes_does_not_end_a_record() -> None:
+    data = b'1,"a\nb"\n2,c\n'
+
+    assert scan(data) == [8, 12]
+
+
+def test_crlf_inside_quotes_does_not_end_a_record() -> None:
+    data = b'1,"a\r\nb"\r\n2,c\r\n'
+
+    assert scan(data) == [10, 15]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 7])
+def test_records_are_found_whatever_the_block_boundaries(block: int) -> None:
+    data = b'1,"a\r\n""b"""\r\n\r\n2,"x,\ny"\n3,z'
+
+    assert scan(data, block) == scan(data) == [14, 25, 28]
+
+
+def test_doubled_quotes_stay_on_the_fast_path() -> None:
+    scanner = RecordScanner(0, '"', ",")
+
+    ends = scanner.feed(b'1,"say ""hi"""\n2,""\n')
+
+    assert ends.tolist() == [15, 20]
+
+
+def test_a_quote_inside_an_unquoted_field_is_ambiguous_for_the_fast_path() -> None:
+    scanner = RecordScanner(0, '"', ",")
+
+    with pytest.raises(AmbiguousQuotes) as info:
+        scanner.feed(b"1,5'10\"\n2,x\n")
+
+    assert info.value.offset == 6
+
+
+def test_the_exact_scan_treats_a_quote_inside_an_unquoted_field_as_a_literal() -> None:
+    data = b'1,5\'10"\n2,"a\nb"\n3,x'
+
+    assert exact(data) == [8, 16, 19]
+
+
+def test_record_ends_falls_back_to_the_exact_scan() -> None:
+    data = b'1,5\'10"\n2,"a\nb"\n3,x\n'
+
+    assert record_ends(data, 100, '"', ",").tolist() == [108, 116, 120]
+
+
+def test_empty_lines_are_not_records() -> None:
+    data = b"\n1,a\n\r\n\n2,b\n\n"
+
+    assert scan(data) == [5, 12]
+    assert exact(data) == [5, 12]
+
+
+def test_a_last_record_without_a_newline_ends_at_the_end_of_the_data() -> None:
+    assert scan(b"1,a\n2,b") == [4, 7]
+
+
+def test_a_trailing_carriage_return_alone_is_not_a_record() -> None:
+    assert scan(b"1,a\r\n\r") == [5]
+
+
+def test_the_scanner_knows_when_the_data_ends_inside_quotes() -> None:
+    scanner = RecordScanner(0, '"', ",")
+
+    scanner.feed(b'1,a\n2,"open\n3,b\n')
+
+    assert scanner.inside_quotes
+
+
+def test_the_exact_scan_reports_a_quote_that_never_closes() -> None:
+    data = b'1,5\'10"\n\n2,"open\n3,b\n'
+
+    with pytest.raises(UnclosedQuote) as info:
+        exact(data, check_closed=True)
+
+    assert (info.value.offset, info.value.line_breaks) == (9, 2)
+
+
+def test_the_exact_scan_accepts_a_closing_quote_at_the_very_end() -> None:
+    assert exact(b'1,5\'10"\n2,"a\nb"', check_closed=True) == [8, 15]
+
+
+def test_jsonl_records_end_at_every_newline() -> None:
+    scanner = RecordScanner(0, None, None)
+
+    ends = scanner.feed(b'{"a": "\\"x"}\n\n{"a": 2}\r\n')
+
+    assert ends.tolist() == [13, 24]
+
+
+def test_line_offsets_count_the_lines_of_multi_line_records_and_empty_lines() -> None:
+    # line 0: 1,"a   line 1: b"   line 2: (empty)   line 3: 2,c   line 4: 3,"x   line 5: y"
+    data = b'1,"a\r\nb"\r\n\r\n2,c\n3,"x\ny"\n'
+
+    offsets = record_line_offsets(data, '"', ",", np.array([0, 1, 2]))
+
+    assert offsets.tolist() == [0, 3, 4]
+
+
+def test_line_offsets_with_a_literal_quote_use_the_exact_scan() -> None:
+    data = b'1,5\'10"\n2,"a\nb"\n\n3,x\n'
+
+    offsets = record_line_offsets(data, '"', ",", np.array([2, 0]))
+
+    assert offsets.tolist() == [4, 0]
