@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_pipeline.core.errors import DeliveryError
+
+ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"  # chrono: %.f prints 0, 3, 6 or 9 fraction digits
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,22 @@ class SerializedRecords:
 
 
 def serialize_records(table: pa.Table) -> SerializedRecords:
-    """One JSON object per record, in order: times ISO 8601, NaN and nulls as null."""
+    """One JSON object per record, in order: times ISO 8601 (``T`` between date and time; an
+    offset only when the column has a time zone), dates ``YYYY-MM-DD``, NaN and nulls as null,
+    binary as base64."""
     if table.num_rows == 0:
         return SerializedRecords(b"", np.zeros(1, dtype=np.int64))
+    frame = pl.from_arrow(_json_ready(table))
+    assert isinstance(frame, pl.DataFrame)
+    fixes = {
+        name: _json_expr(pl.col(name), dtype)
+        for name, dtype in frame.schema.items()
+        if _needs_fix(dtype)
+    }
+    if fixes:
+        frame = frame.with_columns(**fixes)
     buffer = io.BytesIO()
-    pl.from_arrow(table).write_ndjson(buffer)
+    frame.write_ndjson(buffer)
     data = buffer.getvalue()
     if not data.endswith(b"\n"):
         data += b"\n"
@@ -57,6 +71,44 @@ def serialize_records(table: pa.Table) -> SerializedRecords:
             f"serialised {ends.size} JSON lines for {table.num_rows} records", permanent=True
         )
     return SerializedRecords(data, np.concatenate([[0], ends]).astype(np.int64))
+
+
+def _json_ready(table: pa.Table) -> pa.Table:
+    """Arrow types polars would misrepresent: date64 (a date, not a datetime)."""
+    for i, column in enumerate(table.columns):
+        if pa.types.is_date64(column.type):
+            table = table.set_column(i, table.field(i).name, pc.cast(column, pa.date32()))
+    return table
+
+
+def _needs_fix(dtype: pl.DataType) -> bool:
+    if isinstance(dtype, pl.Datetime):
+        return dtype.time_zone is None
+    if isinstance(dtype, pl.Binary):
+        return True
+    if isinstance(dtype, pl.List | pl.Array):
+        return _needs_fix(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_needs_fix(f.dtype) for f in dtype.fields)
+    return False
+
+
+def _json_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``expr`` as polars should write it to JSON: naive times as ISO text with a ``T`` (polars
+    writes a space), binary as base64 (polars cannot write it); nested values too."""
+    if not _needs_fix(dtype):
+        return expr
+    if isinstance(dtype, pl.Datetime):
+        return expr.dt.to_string(ISO_NAIVE)
+    if isinstance(dtype, pl.Binary):
+        return expr.bin.encode("base64")
+    if isinstance(dtype, pl.Array):
+        return _json_expr(expr.cast(pl.List(dtype.inner)), pl.List(dtype.inner))
+    if isinstance(dtype, pl.List):
+        return expr.list.eval(_json_expr(pl.element(), dtype.inner))
+    assert isinstance(dtype, pl.Struct)
+    fields = [_json_expr(expr.struct.field(f.name), f.dtype).alias(f.name) for f in dtype.fields]
+    return pl.when(expr.is_null()).then(None).otherwise(pl.struct(fields))
 
 
 def envelope(

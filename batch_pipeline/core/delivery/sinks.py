@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,24 @@ from batch_pipeline.core.models import join_uri
 from batch_pipeline.core.storage import Storage
 
 SQS_MAX_ENTRIES = 10
+# What SQS accepts as a MessageGroupId: 1 to 128 printable ASCII characters, no space.
+GROUP_ID = re.compile(r"[!-~]{1,128}")
+# Errors of a whole send_message_batch call worth retrying; other 4xx errors are the sender's.
+RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "KmsThrottled",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,13 @@ class Message:
     def dedup_id(self) -> str:
         """Deterministic: the same batch and message number always give the same id."""
         return hashlib.sha256(f"{self.batch_id}:{self.number}".encode()).hexdigest()
+
+    @property
+    def group_id(self) -> str:
+        """The FIFO group: the batch id, or its digest when SQS would not accept it as one."""
+        if GROUP_ID.fullmatch(self.batch_id):
+            return self.batch_id
+        return "batch-" + hashlib.sha256(self.batch_id.encode()).hexdigest()
 
 
 class Sink(Protocol):
@@ -101,7 +127,7 @@ class SqsSink:
     def _entry(self, entry_id: str, message: Message) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
         if self.fifo:
-            entry["MessageGroupId"] = message.batch_id
+            entry["MessageGroupId"] = message.group_id
             entry["MessageDeduplicationId"] = message.dedup_id[:128]
         return entry
 
@@ -118,7 +144,15 @@ class SqsSink:
             try:
                 self.calls += 1
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except (BotoCoreError, ClientError) as exc:
+            except ClientError as exc:
+                if not _retryable(exc):
+                    numbers = sorted(m.number for m in pending.values())
+                    raise DeliveryError(
+                        f"{self.queue_url} refused messages {numbers}: {exc}", permanent=True
+                    ) from exc
+                last_error = str(exc)
+                continue
+            except BotoCoreError as exc:  # connection errors and the like: worth another try
                 last_error = str(exc)
                 continue
             for ok in response.get("Successful", []):
@@ -139,6 +173,15 @@ class SqsSink:
             f"{len(pending)} message(s) {numbers} not accepted by {self.queue_url} after "
             f"{self.max_attempts} attempts: {last_error}"
         )
+
+
+def _retryable(exc: Any) -> bool:
+    """Whether a failed call may succeed later: throttling and server errors, not the sender's
+    mistakes (a batch too long, an invalid parameter, a missing queue)."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return code in RETRYABLE_CODES or status >= 500 or status == 0
 
 
 def resolve_queue_url(client: Any, target: str) -> str:

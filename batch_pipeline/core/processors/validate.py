@@ -16,26 +16,37 @@ its reason lists every failed rule (``email: required value missing; amount: bel
 Reasons name the rule, not the value, so that counting reasons groups like with like. Patterns
 are RE2 regular expressions searched in the value: anchor them with ^ and $ for a full match.
 All checks are vectorized with pyarrow.compute (timestamps are parsed by pandas).
+
+Text is trimmed before it is converted; empty text, null and NaN count as missing. int64
+accepts an optional sign and any value in the int64 range; bool accepts true/false, t/f,
+yes/no, y/n, 1/0 (any case). Pattern and length rules apply to the stored text of string
+columns and to the trimmed text of the others.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from batch_pipeline.core.processors.base import Processor, ProcessorOptions, ProcessResult, register
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "date"]
-INT_PATTERN = r"^[+-]?[0-9]{1,18}$"
+INT_PATTERN = r"^[+-]?[0-9]+$"
+INT64_MAX_DIGITS = "9223372036854775807"
+INT64_MIN_DIGITS = "9223372036854775808"  # the magnitude of the smallest int64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
+TIME_TYPES = ("timestamp", "date")
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int64": pa.int64(),
@@ -61,6 +72,8 @@ class ColumnRule(BaseModel):
     max_length: int | None = None
     format: str | None = None
 
+    _allowed: pa.Array | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _check(self) -> ColumnRule:
         if self.pattern is not None:
@@ -68,16 +81,46 @@ class ColumnRule(BaseModel):
                 pc.match_substring_regex(pa.array([""]), self.pattern)
             except pa.ArrowInvalid as exc:
                 raise ValueError(f"invalid pattern {self.pattern!r}: {exc}") from exc
+        if self.format is not None and self.type not in TIME_TYPES:
+            raise ValueError(f"format applies to timestamp and date, not {self.type}")
         for bound in (self.min, self.max):
             if bound is None:
                 continue
-            if self.type in ("timestamp", "date"):
-                pd.Timestamp(bound)  # raises ValueError for a bad bound
-            elif self.type in ("int64", "float64"):
-                float(bound)
-            else:
+            if isinstance(bound, bool) or self.type not in (*TIME_TYPES, "int64", "float64"):
                 raise ValueError(f"min/max apply to numbers and times, not {self.type}")
+            if self.type in TIME_TYPES:
+                pd.Timestamp(bound)  # raises ValueError for a bad bound
+            else:
+                _number(bound)
+        for name in ("min_length", "max_length"):
+            if (getattr(self, name) or 0) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.allowed is not None:
+            self._allowed = self._allowed_values(self.allowed)
         return self
+
+    def _allowed_values(self, values: list[str | int | float | bool]) -> pa.Array:
+        """The allowed values converted like the column's values; ValueError if one does not."""
+        try:
+            raw = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raw = pa.array([str(v) for v in values])  # mixed kinds: parse them as text
+        typed, present, bad = _convert(raw, self)
+        if bad.any() or not present.all():
+            wrong = [v for v, b, p in zip(values, bad, present, strict=True) if b or not p]
+            raise ValueError(f"allowed values {wrong} are not valid {self.type} values")
+        return typed
+
+
+def _number(value: int | float | str) -> Decimal:
+    """A numeric bound, exactly; ValueError if it is not a finite number."""
+    try:
+        number = Decimal(value) if isinstance(value, int | str) else Decimal(repr(value))
+    except InvalidOperation:
+        raise ValueError(f"bound {value!r} is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"bound {value!r} is not a finite number")
+    return number
 
 
 class ValidateOptions(ProcessorOptions):
@@ -141,41 +184,66 @@ def _np(mask: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _normalize(raw: pa.Array) -> pa.Array:
+    """Dictionary columns decoded, large strings as strings, NaN as null."""
+    if pa.types.is_dictionary(raw.type):
+        raw = pc.cast(raw, raw.type.value_type)
+    if pa.types.is_large_string(raw.type):
+        raw = pc.cast(raw, pa.string())
+    if pa.types.is_floating(raw.type):
+        raw = pc.if_else(pc.is_nan(raw), pa.scalar(None, raw.type), raw)
+    return raw
+
+
 def _convert(raw: pa.Array, rule: ColumnRule) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """(typed values, value present, present but not convertible)."""
+    raw = _normalize(raw)
     target = ARROW_TYPES[rule.type]
-    is_text = pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)
+    is_text = pa.types.is_string(raw.type)
     trimmed = pc.utf8_trim_whitespace(raw) if is_text else raw
     if is_text:
         present = _np(pc.and_(pc.is_valid(raw), pc.greater(pc.utf8_length(trimmed), 0)))
     else:
         present = _np(pc.is_valid(raw))
-    if rule.type == "string":
-        typed = raw if is_text else pc.cast(raw, pa.string())
-    elif raw.type == target:
-        typed = raw
-    elif is_text:
-        typed = _parse_text(trimmed, rule, target)
-    elif rule.type in ("timestamp", "date") and pa.types.is_timestamp(raw.type):
-        typed = pc.cast(raw if raw.type.tz else pc.assume_timezone(raw, "UTC"), target)
-    elif rule.type == "int64" and pa.types.is_floating(raw.type):
-        whole = pc.equal(raw, pc.floor(raw))
-        typed = pc.cast(pc.if_else(whole, raw, None), target)
-    else:
-        try:
-            typed = pc.cast(raw, target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            typed = _parse_text(pc.cast(raw, pa.string()), rule, target)
-    if not present.any():
-        typed = pa.nulls(len(raw), type=typed.type)
+    try:
+        typed = _typed(raw, trimmed, is_text, rule, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        typed = pa.nulls(len(raw), type=target)  # a column of another kind: nothing converts
+    if rule.type != "string" and not present.any():
+        typed = pa.nulls(len(raw), type=target)
     bad_type = present & ~_np(pc.is_valid(typed))
     return typed, present, bad_type
 
 
+def _typed(
+    raw: pa.Array, trimmed: pa.Array, is_text: bool, rule: ColumnRule, target: pa.DataType
+) -> pa.Array:
+    if rule.type == "string" or raw.type == target:
+        return raw if raw.type == target else pc.cast(raw, target)
+    if is_text:
+        return _parse_text(trimmed, rule, target)
+    if rule.type in TIME_TYPES and pa.types.is_timestamp(raw.type):
+        aware = raw if raw.type.tz else pc.assume_timezone(raw, "UTC")
+        return pc.cast(aware, target, safe=False)  # finer units are truncated to microseconds
+    if rule.type == "int64" and pa.types.is_floating(raw.type):
+        whole = pc.and_(
+            pc.equal(raw, pc.floor(raw)),
+            pc.and_(pc.greater_equal(raw, float(INT64_MIN)), pc.less(raw, 2.0**63)),
+        )
+        return pc.cast(pc.if_else(whole, raw, None), target)
+    if rule.type == "bool" or (rule.type == "int64" and pa.types.is_unsigned_integer(raw.type)):
+        return _parse_text(pc.cast(raw, pa.string()), rule, target)
+    try:
+        return pc.cast(raw, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _parse_text(pc.cast(raw, pa.string()), rule, target)
+
+
 def _parse_text(text: pa.Array, rule: ColumnRule, target: pa.DataType) -> pa.Array:
-    if rule.type in ("int64", "float64"):
-        pattern = INT_PATTERN if rule.type == "int64" else FLOAT_PATTERN
-        ok = pc.match_substring_regex(text, pattern)
+    if rule.type == "int64":
+        return _parse_int(text)
+    if rule.type == "float64":
+        ok = pc.match_substring_regex(text, FLOAT_PATTERN)
         return pc.cast(pc.if_else(ok, text, None), target)
     if rule.type == "bool":
         lower = pc.utf8_lower(text)
@@ -183,23 +251,77 @@ def _parse_text(text: pa.Array, rule: ColumnRule, target: pa.DataType) -> pa.Arr
         is_false = pc.is_in(lower, value_set=pa.array(FALSE_WORDS))
         return pc.if_else(is_true, True, pc.if_else(is_false, False, None))
     # timestamp / date: pandas parses ISO 8601 (with offsets) or the given format, vectorized.
-    series = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object)
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format=rule.format or "ISO8601")
-    stamps = pa.array(parsed, type=pa.timestamp("us", tz="UTC"), from_pandas=True)
+    stamps = _parse_times(text.to_numpy(zero_copy_only=False), rule.format)
+    failed = np.flatnonzero(~_np(pc.is_valid(stamps)) & _np(pc.is_valid(text)))
+    if failed.size:
+        # pandas picks one unit per call: a nanosecond value makes far dates (year 9999) fail.
+        again = _parse_times(
+            text.take(pa.array(failed)).to_numpy(zero_copy_only=False), rule.format
+        )
+        if again.null_count < len(again):
+            values = stamps.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+            values[failed] = again.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+            stamps = pa.array(values, type=pa.timestamp("us")).cast(stamps.type)
     return stamps if rule.type == "timestamp" else pc.cast(stamps, target)
 
 
-def _bound(rule: ColumnRule, value: int | float | str, typed: pa.Array) -> pa.Scalar:
-    if rule.type in ("timestamp", "date"):
+def _parse_times(values: np.ndarray, fmt: str | None) -> pa.Array:
+    series = pd.Series(values, dtype=object)
+    parsed = pd.to_datetime(series, errors="coerce", utc=True, format=fmt or "ISO8601")
+    stamps = pa.Array.from_pandas(parsed)
+    return pc.cast(stamps, pa.timestamp("us", tz="UTC"), safe=False)
+
+
+def _parse_int(text: pa.Array) -> pa.Array:
+    """Signed decimal integers; values outside the int64 range are null (invalid)."""
+    ok = pc.match_substring_regex(text, INT_PATTERN)
+    text = pc.if_else(ok, text, None)
+    negative = pc.starts_with(text, "-")
+    digits = pc.utf8_ltrim(pc.utf8_ltrim(text, characters="+-"), characters="0")
+    digits = pc.if_else(pc.equal(digits, ""), "0", digits)
+    length = pc.utf8_length(digits)
+    limit = pc.if_else(negative, INT64_MIN_DIGITS, INT64_MAX_DIGITS)
+    fits = pc.or_(pc.less(length, 19), pc.and_(pc.equal(length, 19), pc.less_equal(digits, limit)))
+    signed = pc.if_else(negative, pc.binary_join_element_wise("-", digits, ""), digits)
+    return pc.cast(pc.if_else(fits, signed, None), pa.int64())
+
+
+def _bound(rule: ColumnRule, value: int | float | str, side: str) -> pa.Scalar:
+    if rule.type in TIME_TYPES:
         stamp = pd.Timestamp(value)
         stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
         scalar = pa.scalar(stamp, type=pa.timestamp("us", tz="UTC"))
         return scalar if rule.type == "timestamp" else pc.cast(scalar, pa.date32())
-    return (
-        pa.scalar(float(value)).cast(typed.type)
-        if rule.type == "int64"
-        else pa.scalar(float(value))
-    )
+    number = _number(value)
+    if rule.type == "float64":
+        return pa.scalar(float(number))
+    # int64: the nearest whole bound that keeps the same records (x >= 1.5 <=> x >= 2).
+    whole = math.ceil(number) if side == "min" else math.floor(number)
+    return pa.scalar(min(max(whole, INT64_MIN), INT64_MAX), type=pa.int64())
+
+
+def _below(typed: pa.Array, rule: ColumnRule, value: int | float | str) -> np.ndarray:
+    bound = _bound(rule, value, "min")
+    if rule.type == "int64" and _number(value) > INT64_MAX:
+        return np.ones(len(typed), dtype=bool)
+    return _np(pc.less(typed, bound))
+
+
+def _above(typed: pa.Array, rule: ColumnRule, value: int | float | str) -> np.ndarray:
+    bound = _bound(rule, value, "max")
+    if rule.type == "int64" and _number(value) < INT64_MIN:
+        return np.ones(len(typed), dtype=bool)
+    return _np(pc.greater(typed, bound))
+
+
+def _text(raw: pa.Array, typed: pa.Array) -> pa.Array:
+    """The text the pattern and length rules see."""
+    if pa.types.is_string(typed.type):
+        return typed
+    raw = _normalize(raw)
+    if pa.types.is_string(raw.type):
+        return pc.utf8_trim_whitespace(raw)
+    return pc.cast(raw, pa.string())
 
 
 def _rule_checks(
@@ -207,20 +329,22 @@ def _rule_checks(
 ) -> list[tuple[np.ndarray, str]]:
     checks: list[tuple[np.ndarray, str]] = []
     if rule.min is not None:
-        below = _np(pc.less(typed, _bound(rule, rule.min, typed))) & ok
+        below = _below(typed, rule, rule.min) & ok
         checks.append((below, f"{name}: below minimum {rule.min}"))
     if rule.max is not None:
-        above = _np(pc.greater(typed, _bound(rule, rule.max, typed))) & ok
+        above = _above(typed, rule, rule.max) & ok
         checks.append((above, f"{name}: above maximum {rule.max}"))
-    text = typed if pa.types.is_string(typed.type) else pc.cast(raw, pa.string())
-    if rule.pattern is not None:
+    if rule.pattern is None and rule.min_length is None and rule.max_length is None:
+        text = None
+    else:
+        text = _text(raw, typed)
+    if rule.pattern is not None and text is not None:
         no_match = ~_np(pc.match_substring_regex(text, rule.pattern)) & ok
         checks.append((no_match, f"{name}: does not match pattern {rule.pattern}"))
-    if rule.allowed is not None:
-        allowed = pa.array(rule.allowed).cast(typed.type)
-        not_allowed = ~_np(pc.is_in(typed, value_set=allowed)) & ok
+    if rule._allowed is not None:
+        not_allowed = ~_np(pc.is_in(typed, value_set=rule._allowed)) & ok
         checks.append((not_allowed, f"{name}: not one of the allowed values"))
-    if rule.min_length is not None or rule.max_length is not None:
+    if text is not None and (rule.min_length is not None or rule.max_length is not None):
         length = pc.utf8_length(text)
         if rule.min_length is not None:
             short = _np(pc.less(length, rule.min_length)) & ok
