@@ -126,13 +126,13 @@ def generate_leads(records: int, invalid_fraction: float = 0.03, seed: int = 7) 
     }
     bad = np.flatnonzero(rng.random(records) < invalid_fraction)
     kinds = rng.integers(0, 5, bad.size)
-    columns["email"][bad[kinds == 0]] = np.char.replace(columns["email"][bad[kinds == 0]], "@", "")
-    columns["email"] = columns["email"].astype(object)
+    columns = {k: v.astype(object) for k, v in columns.items()}
+    columns["email"][bad[kinds == 0]] = [
+        e.replace("@", "") for e in columns["email"][bad[kinds == 0]]
+    ]
     columns["email"][bad[kinds == 1]] = ""
-    columns["amount"] = columns["amount"].astype(object)
     columns["amount"][bad[kinds == 2]] = "-12.5"
     columns["amount"][bad[kinds == 3]] = "n/a"
-    columns["created_at"] = columns["created_at"].astype(object)
     columns["created_at"][bad[kinds == 4]] = "yesterday"
     return pa.table({k: pa.array(v.tolist(), type=pa.string()) for k, v in columns.items()})
 

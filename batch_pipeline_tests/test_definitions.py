@@ -1,0 +1,59 @@
+"""Smoke tests: the definitions load, and the job, its ops and the CLI are there by name."""
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+from batch_pipeline.definitions import defs, get_batch_job
+
+
+def test_definitions_load_with_batch_job():
+    names = {job.name for job in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert names == {"batch_job"}
+
+
+def test_batch_job_has_the_five_stages():
+    job = get_batch_job()
+    assert {node.name for node in job.nodes} == {
+        "initialize",
+        "plan_chunks",
+        "process_chunk",
+        "aggregate",
+        "deliver",
+    }
+
+
+def test_batch_job_resources_are_bound():
+    job = get_batch_job()
+    assert {"storage", "sqs"} <= set(job.resource_defs)
+
+
+def test_batch_results_asset_is_declared():
+    keys = {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()}
+    assert "batch_results" in keys
+
+
+def test_cli_entry_point_is_installed():
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("batch-pipeline") == "batch_pipeline.cli:main"
+
+
+def test_cli_lists_its_commands():
+    out = subprocess.run(
+        [sys.executable, "-m", "batch_pipeline.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "run" in out and "sample" in out
+
+
+def test_core_does_not_import_dagster():
+    code = (
+        "import sys\n"
+        "import batch_pipeline.core.batch, batch_pipeline.core.sample_data\n"
+        "bad = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

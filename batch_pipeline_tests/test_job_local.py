@@ -1,0 +1,234 @@
+"""batch_job end to end with execute_in_process, on local files and the embedded defaults."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterEventType, RunConfig
+
+from batch_pipeline.config import BatchConfig, ChunkingConfig
+from batch_pipeline.core.processors import get_processor
+from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
+from batch_pipeline.definitions import get_batch_job
+
+
+@pytest.fixture(scope="module")
+def leads(tmp_path_factory) -> Path:
+    """3,000 sample leads (quoted commas, quotes and line breaks in notes; ~5% invalid)."""
+    directory = tmp_path_factory.mktemp("leads")
+    csv_path, _ = write_sample(str(directory), 3_000, invalid_fraction=0.05)
+    return Path(csv_path)
+
+
+def run(config: BatchConfig, raise_on_error: bool = True):
+    return get_batch_job().execute_in_process(
+        run_config=RunConfig(ops={"initialize": config}), raise_on_error=raise_on_error
+    )
+
+
+def whole_file_validation(path: Path):
+    """What validate gives on the whole file read at once: the reference for chunked runs."""
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in DEMO_SCHEMA["columns"]},
+            strings_can_be_null=False,
+        ),
+    )
+    table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
+    return table, get_processor("validate", DEMO_SCHEMA).process(table)
+
+
+def validate_config(leads: Path, tmp_path: Path, **chunking) -> BatchConfig:
+    return BatchConfig(
+        source=str(leads),
+        processor="validate",
+        processor_options=DEMO_SCHEMA,
+        chunking=ChunkingConfig(**chunking),
+        output=str(tmp_path / "out"),
+    )
+
+
+def test_chunked_run_gives_the_records_a_whole_file_validation_gives(leads, tmp_path):
+    result = run(validate_config(leads, tmp_path, chunk_records=400))
+    batch = result.output_for_node("aggregate")
+    table, expected = whole_file_validation(leads)
+
+    assert batch.chunks == 8
+    assert batch.records_in == table.num_rows == 3_000
+    assert batch.records_out == expected.valid.num_rows
+    assert batch.records_rejected == len(expected.rejected)
+    assert batch.records_in == batch.records_out + batch.records_rejected
+    valid = pa.concat_tables(pq.read_table(f) for f in batch.valid_files)
+    assert valid.column("lead_id").to_pylist() == expected.valid.column("lead_id").to_pylist()
+    assert valid.equals(expected.valid.cast(valid.schema))
+
+
+def test_manifest_lists_results_in_chunk_order_with_totals(leads, tmp_path):
+    result = run(validate_config(leads, tmp_path, chunk_records=1_000))
+    batch = result.output_for_node("aggregate")
+    manifest = json.loads(Path(batch.manifest_uri).read_text())
+
+    assert manifest["batch_id"] == batch.batch_id
+    assert manifest["run_id"] == result.run_id
+    assert manifest["totals"]["records_in"] == 3_000
+    assert manifest["totals"]["records_out"] + manifest["totals"]["records_rejected"] == 3_000
+    succeeded = manifest["results"]["succeeded"]
+    assert [entry["chunk"] for entry in succeeded] == [0, 1, 2]
+    assert manifest["files"]["valid"] == [entry["valid"] for entry in succeeded]
+    assert manifest["results"]["failed"] == [] and manifest["results"]["pending"] == []
+    assert manifest["plan"]["chunks"] == 3
+    assert manifest["source"]["uri"] == str(leads)
+    assert sum(manifest["rejection_reasons"].values()) >= batch.records_rejected
+    rejected = pa.concat_tables(pq.read_table(f) for f in manifest["files"]["rejected"])
+    assert rejected.num_rows == batch.records_rejected
+    assert rejected.column("_reason").null_count == 0
+
+
+def test_rejected_records_name_their_chunk_and_line(leads, tmp_path):
+    result = run(validate_config(leads, tmp_path, chunk_records=1_000))
+    batch = result.output_for_node("aggregate")
+    rejected = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files)
+    lines = leads.read_text().split("\n")
+    for row in rejected.slice(0, 50).to_pylist():
+        # The record's line in the file starts with its lead id (quoted or not).
+        assert lines[row["_line"] - 1].split(",")[0].strip('"') == row["lead_id"]
+        assert row["_chunk"] == (int(row["lead_id"]) - 1) // 1_000
+
+
+def test_run_materializes_batch_results_with_totals(leads, tmp_path):
+    result = run(validate_config(leads, tmp_path, chunk_records=1_000))
+    materializations = [
+        e for e in result.all_events if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    assert len(materializations) == 1
+    materialization = materializations[0].step_materialization_data.materialization
+    assert materialization.asset_key.to_user_string() == "batch_results"
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    batch = result.output_for_node("aggregate")
+    assert metadata["records_in"] == 3_000
+    assert metadata["records_out"] == batch.records_out
+    assert metadata["records_rejected"] == batch.records_rejected
+    assert metadata["manifest"] == batch.manifest_uri
+    assert metadata["batch_id"] == batch.batch_id
+
+
+def test_outbox_holds_every_valid_record_once_in_order(leads, tmp_path):
+    result = run(validate_config(leads, tmp_path, chunk_records=1_000))
+    batch = result.output_for_node("aggregate")
+    delivered = result.output_for_node("deliver")
+    outbox = sorted((Path(batch.manifest_uri).parent / "outbox").glob("chunk-*.jsonl"))
+    messages = [json.loads(line) for f in outbox for line in f.read_text().splitlines()]
+
+    assert len(outbox) == 3
+    assert delivered.messages == len(messages)
+    assert [m["batch_number"] for m in messages] == list(range(1, len(messages) + 1))
+    assert {m["total_batches"] for m in messages} == {len(messages)}
+    assert {m["batch_id"] for m in messages} == {batch.batch_id}
+    assert {m["file_key"] for m in messages} == {str(leads)}
+    assert all(len(m["batch_data"]) <= 100 for m in messages)
+    ids = [record["lead_id"] for m in messages for record in m["batch_data"]]
+    valid = pa.concat_tables(pq.read_table(f) for f in batch.valid_files)
+    assert ids == valid.column("lead_id").to_pylist()
+
+
+def test_same_input_gets_same_batch_id_and_a_rerun_lands_on_the_same_files(leads, tmp_path):
+    first = run(validate_config(leads, tmp_path, chunk_records=1_000)).output_for_node("aggregate")
+    second = run(validate_config(leads, tmp_path, chunk_records=1_000)).output_for_node("aggregate")
+    assert first.batch_id == second.batch_id
+    assert first.valid_files == second.valid_files
+    assert first.records_out == second.records_out
+
+
+def test_changed_input_gets_another_batch_id(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("a,b\n1,2\n")
+    first = run(BatchConfig(source=str(source), output=str(tmp_path / "o")))
+    source.write_text("a,b\n1,2\n3,4\n")
+    second = run(BatchConfig(source=str(source), output=str(tmp_path / "o")))
+    assert first.output_for_node("initialize").batch_id != second.output_for_node(
+        "initialize"
+    ).batch_id
+    assert second.output_for_node("aggregate").records_in == 2
+
+
+def test_two_hundred_mapped_steps_complete(tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(1_000)))
+    result = run(
+        BatchConfig(
+            source=str(source),
+            chunking=ChunkingConfig(chunk_records=5, max_chunks=200),
+            output=str(tmp_path / "out"),
+        )
+    )
+    steps = [e for e in result.all_events if e.is_step_success]
+    chunk_steps = [e for e in steps if e.step_key.startswith("process_chunk[")]
+    assert len(chunk_steps) == 200
+    assert not [e for e in result.all_events if e.is_step_failure]
+    assert result.output_for_node("aggregate").records_out == 1_000
+
+
+def test_max_chunks_bounds_the_fan_out(tmp_path):
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(1_000)))
+    result = run(
+        BatchConfig(
+            source=str(source),
+            chunking=ChunkingConfig(chunk_records=1, max_chunks=12),
+            output=str(tmp_path / "out"),
+        )
+    )
+    batch = result.output_for_node("aggregate")
+    assert batch.chunks <= 12
+    assert batch.records_out == 1_000
+
+
+def failure_message(result) -> str:
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert failures, "the run should have failed"
+    return failures[0].step_failure_data.error.message
+
+
+def test_missing_source_fails_naming_it(tmp_path):
+    missing = tmp_path / "nope.csv"
+    result = run(BatchConfig(source=str(missing)), raise_on_error=False)
+    assert not result.success
+    message = failure_message(result)
+    assert str(missing) in message and "does not exist" in message
+
+
+def test_unknown_processor_fails_listing_the_known_ones(leads):
+    result = run(BatchConfig(source=str(leads), processor="nope"), raise_on_error=False)
+    message = failure_message(result)
+    assert "Unknown processor 'nope'" in message and "validate" in message
+
+
+def test_missing_required_column_fails_before_any_chunk(leads, tmp_path):
+    options = {"columns": {"customer_ref": {"type": "string", "required": True}}}
+    result = run(
+        BatchConfig(source=str(leads), processor="validate", processor_options=options),
+        raise_on_error=False,
+    )
+    message = failure_message(result)
+    assert "customer_ref" in message and str(leads) in message
+    assert not [e for e in result.all_events if (e.step_key or "").startswith("process_chunk")]
+
+
+def test_unknown_extension_asks_for_a_format(tmp_path):
+    source = tmp_path / "records.dat"
+    source.write_text("a,b\n1,2\n")
+    message = failure_message(run(BatchConfig(source=str(source)), raise_on_error=False))
+    assert "records.dat" in message and "set format" in message
+    ok = run(BatchConfig(source=str(source), format="csv", output=str(tmp_path / "o")))
+    assert ok.output_for_node("aggregate").records_out == 1
+
+
+def test_bad_csv_delimiter_is_refused(leads):
+    config = BatchConfig(source=str(leads), csv={"delimiter": ":"})
+    message = failure_message(run(config, raise_on_error=False))
+    assert "delimiter" in message and str(leads) in message
