@@ -2,7 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# The project's own instance: never a DAGSTER_HOME from the environment, whose dagster.yaml
+# `make demo` would otherwise overwrite.
+DEMO_HOME := $(CURDIR)/.dagster_home
 DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
@@ -16,8 +18,8 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
+$(DEMO_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DEMO_HOME)
 	cp dagster.yaml $@
 
 lint: install
@@ -27,18 +29,18 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install $(DEMO_HOME)/dagster.yaml
 	$(BIN)/batch-pipeline sample $(DEMO_DIR)/input --records $(DEMO_RECORDS)
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/batch-pipeline run $(DEMO_DIR)/input/leads.csv \
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/batch-pipeline run $(DEMO_DIR)/input/leads.csv \
 		--processor validate --processor-options @$(DEMO_DIR)/input/leads_schema.json \
 		--chunk-records 25000 --output $(DEMO_DIR)/output
-	@echo "Runs are in the Dagster instance at $(DAGSTER_HOME): 'make ui' shows them."
+	@echo "Runs are in the Dagster instance at $(DEMO_HOME): 'make ui' shows them."
 
-ui: install $(DAGSTER_HOME)/dagster.yaml
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+ui: install $(DEMO_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: install
 	$(BIN)/python benchmarks/executor_overhead.py
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) data output .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_HOME) data output .pytest_cache .ruff_cache *.egg-info

@@ -146,8 +146,17 @@ def dagster_instance() -> Iterator[Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def progress_bar() -> Any:
+    """A tqdm bar of chunks on stderr (drawn only when stderr is a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=0, unit="chunk", desc="chunks", file=sys.stderr, disable=None)
+
+
 class ProgressWatcher(threading.Thread):
-    """Follows the run's event log and draws chunks done / planned as a tqdm bar on stderr."""
+    """Follows the run's event log and draws chunks done / planned as a progress bar."""
+
+    make_bar = staticmethod(progress_bar)
 
     def __init__(self, instance: Any, token: str, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
@@ -158,7 +167,6 @@ class ProgressWatcher(threading.Thread):
 
     def run(self) -> None:
         from dagster import DagsterEventType, RunsFilter
-        from tqdm import tqdm
 
         run_id = None
         while run_id is None and not self.done.is_set():
@@ -174,7 +182,7 @@ class ProgressWatcher(threading.Thread):
         }
         planned = finished = 0
         cursor = None
-        bar = tqdm(total=0, unit="chunk", desc="chunks", file=sys.stderr, disable=None)
+        bar = self.make_bar()
         while True:
             stopping = self.done.is_set()
             page = self.instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds)

@@ -126,6 +126,43 @@ def test_run_prints_a_summary_and_one_json_line(tmp_path, capsys):
     assert manifest["run_id"] == summary["run_id"]
 
 
+class RecordingBar:
+    """Stands in for the tqdm bar: records what the watcher told it."""
+
+    made: list["RecordingBar"] = []
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.n = 0
+        self.closed = False
+        RecordingBar.made.append(self)
+
+    def refresh(self) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatch):
+    from batch_pipeline.cli import ProgressWatcher
+
+    monkeypatch.setattr(ProgressWatcher, "make_bar", staticmethod(RecordingBar))
+    RecordingBar.made.clear()
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(60)))
+    code, summary = run_cli(
+        capsys, str(source), "--chunk-records", "10", "--output", str(tmp_path / "out")
+    )
+    assert code == 0
+    [bar] = RecordingBar.made
+    assert bar.total == bar.n == summary["chunks"] == 6
+    assert bar.closed
+
+
 def test_run_failure_exits_non_zero_with_the_reason(tmp_path, capsys):
     code, summary = run_cli(capsys, str(tmp_path / "missing.csv"))
     assert code == 1

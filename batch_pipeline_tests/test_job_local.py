@@ -156,12 +156,17 @@ def test_changed_input_gets_another_batch_id(tmp_path):
     assert second.output_for_node("aggregate").records_in == 2
 
 
-def test_two_hundred_mapped_steps_complete(tmp_path):
+@pytest.fixture
+def thousand_rows(tmp_path) -> Path:
     source = tmp_path / "rows.csv"
     source.write_text("n\n" + "".join(f"{i}\n" for i in range(1_000)))
+    return source
+
+
+def test_two_hundred_mapped_steps_complete(thousand_rows, tmp_path):
     result = run(
         BatchConfig(
-            source=str(source),
+            source=str(thousand_rows),
             chunking=ChunkingConfig(chunk_records=5, max_chunks=200),
             output=str(tmp_path / "out"),
         )
@@ -173,12 +178,10 @@ def test_two_hundred_mapped_steps_complete(tmp_path):
     assert result.output_for_node("aggregate").records_out == 1_000
 
 
-def test_max_chunks_bounds_the_fan_out(tmp_path):
-    source = tmp_path / "rows.csv"
-    source.write_text("n\n" + "".join(f"{i}\n" for i in range(1_000)))
+def test_max_chunks_bounds_the_fan_out(thousand_rows, tmp_path):
     result = run(
         BatchConfig(
-            source=str(source),
+            source=str(thousand_rows),
             chunking=ChunkingConfig(chunk_records=1, max_chunks=12),
             output=str(tmp_path / "out"),
         )

@@ -131,6 +131,8 @@ class Chunk:
 
     def describe(self) -> str:
         """Human description for logs and errors: which chunk, which slice, of which object."""
+        if self.kind in ("row_groups", "parts") and self.end <= self.start:
+            return f"chunk {self.index + 1}/{self.count} (no records in {self.uri})"
         where = {
             "bytes": f"bytes {self.start}-{self.end}",
             "row_groups": f"row groups {self.start}-{self.end - 1}",

@@ -33,7 +33,6 @@ from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
 
 MIN_BLOCK = 1 << 20
-REJECT_COLUMNS = ("_record", "_reason", "_raw")
 
 
 @dataclass

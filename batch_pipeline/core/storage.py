@@ -221,14 +221,6 @@ class Storage:
         pq.write_table(table, target, filesystem=fs, row_group_size=row_group_size)
         self._commit(fs, target, path)
 
-    def parquet_writer(self, uri: str, schema: pa.Schema) -> pq.ParquetWriter:
-        """A streaming Parquet writer (multipart upload on S3). Not atomic: callers that need
-        atomicity write a marker after closing it."""
-        fs, path = self.filesystem(uri)
-        if not is_s3(uri):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        return pq.ParquetWriter(path, schema, filesystem=fs)
-
     def delete(self, uri: str) -> None:
         fs, path = self.filesystem(uri)
         if fs.get_file_info(path).type == pafs.FileType.File:
