@@ -19,9 +19,13 @@ setup(
         "numpy>=1.26",
         "psutil>=5.9",
         "tqdm>=4.66",
+        "sqlalchemy>=2.0",
     ],
     extras_require={
+        "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
         "dev": [
+            "dagster-postgres>=0.29.0",
+            "psycopg2-binary>=2.9",
             "pytest>=8.0",
             "pytest-timeout>=2.3",
             "moto[server]>=5.0",

@@ -1,8 +1,10 @@
-"""``batch-pipeline``: run ``batch_job`` from a shell, and make sample data.
+"""``batch-pipeline``: run ``batch_job`` from a shell, redrive and complete batches, list dead
+letters, make sample data.
 
-``batch-pipeline run SOURCE`` runs the job on the current Dagster instance (``DAGSTER_HOME``, or
-a temporary one when unset) with a progress bar on stderr, then prints a summary; with
-``--json`` the last line of stdout is one JSON object.
+``run`` and ``redrive`` execute the jobs on the current Dagster instance (``DAGSTER_HOME``, or a
+temporary one when unset) with a progress bar on stderr, then print a summary; with ``--json``
+the last line of stdout is one JSON object. ``complete`` and ``dead-letters`` work on the ledger
+directly.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,13 +34,26 @@ def _options(value: str) -> dict[str, Any]:
     return parsed
 
 
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess"])
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="steps at once with --executor multiprocess (default: CPU count)",
+    )
+    parser.add_argument("--ledger", help="ledger URL (default: BATCH_PIPELINE_LEDGER_URL, ...)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Dagster's INFO logs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batch-pipeline", description="Process big record files in parallel chunks."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run batch_job on a source file")
+    run = sub.add_parser("run", help="run batch_job on a source file (again: resume it)")
     run.add_argument("source", help="local path or s3://bucket/key")
     run.add_argument(
         "--format", default="auto", choices=["auto", "csv", "jsonl", "json", "parquet", "excel"]
@@ -52,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processor", default="passthrough")
     run.add_argument(
         "--processor-options", type=_options, default={}, help="JSON object or @file.json"
+    )
+    run.add_argument(
+        "--processor-module",
+        action="append",
+        dest="processor_modules",
+        default=[],
+        help="module that registers a custom processor (repeatable)",
     )
     run.add_argument("--chunk-records", type=int, default=500_000)
     run.add_argument("--max-chunks", type=int, default=200)
@@ -69,21 +91,54 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-id")
     for name in ("customer-id", "tenant-id", "deployment", "snapshot-id"):
         run.add_argument(f"--{name}")
-    run.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess"])
+    run.add_argument("--max-retries", type=int, default=3, help="retries of transient failures")
+    run.add_argument("--retry-delay", type=float, default=1.0, help="first retry delay (s)")
+    run.add_argument("--retry-max-delay", type=float, default=30.0, help="longest delay (s)")
+    run.add_argument("--tolerated-failure-count", type=int, default=None)
+    run.add_argument("--tolerated-failure-percentage", type=float, default=None)
+    run.add_argument("--dead-letter-queue", help="also send dead letters to this SQS queue")
     run.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=None,
-        help="steps at once with --executor multiprocess (default: CPU count)",
+        "--force", action="store_true", help="process every chunk again (nothing is re-sent)"
     )
-    run.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
-    run.add_argument("--verbose", "-v", action="store_true", help="show Dagster's INFO logs")
+    _add_execution_options(run)
+
+    redrive = sub.add_parser(
+        "redrive", help="process a batch's failed and dead-lettered chunks again"
+    )
+    redrive.add_argument("batch_id")
+    _add_execution_options(redrive)
+
+    complete = sub.add_parser("complete", help="mark a stuck batch complete (needs --force)")
+    complete.add_argument("batch_id")
+    complete.add_argument("--force", action="store_true", help="required: you mean it")
+    complete.add_argument("--reason", required=True, help="why, for the ledger")
+    complete.add_argument("--ledger", help="ledger URL")
+
+    dead = sub.add_parser("dead-letters", help="list a batch's dead-lettered chunks")
+    dead.add_argument("batch_id")
+    dead.add_argument("--ledger", help="ledger URL")
+    dead.add_argument("--json", action="store_true")
 
     sample = sub.add_parser("sample", help="write a sample leads CSV and its validate schema")
     sample.add_argument("directory")
     sample.add_argument("--records", type=int, default=300_000)
     sample.add_argument("--invalid-fraction", type=float, default=0.03)
     return parser
+
+
+def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
+    if args.executor == "multiprocess":
+        execution: dict[str, Any] = {"multiprocess": {"max_concurrent": args.max_concurrent}}
+    else:
+        execution = {"in_process": {}}
+    level = "INFO" if args.verbose else "WARNING"
+    config: dict[str, Any] = {
+        "execution": {"config": execution},
+        "loggers": {"console": {"config": {"log_level": level}}},
+    }
+    if args.ledger:
+        config["resources"] = {"ledger": {"config": {"url": args.ledger}}}
+    return config
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,6 +157,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "excel_sheets": args.sheets,
         "processor": args.processor,
         "processor_options": args.processor_options,
+        "processor_modules": args.processor_modules,
         "chunking": {
             "chunk_records": args.chunk_records,
             "max_chunks": args.max_chunks,
@@ -110,22 +166,24 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         },
         "output": args.output,
         "delivery": {"target": args.deliver, "records_per_message": args.records_per_message},
+        "retry": {
+            "max_retries": args.max_retries,
+            "base_delay_seconds": args.retry_delay,
+            "max_delay_seconds": args.retry_max_delay,
+        },
+        "failures": {
+            "tolerated_failure_count": args.tolerated_failure_count,
+            "tolerated_failure_percentage": args.tolerated_failure_percentage,
+            "dead_letter_queue": args.dead_letter_queue,
+        },
+        "force": args.force,
         "batch_id": args.batch_id,
         "customer_id": args.customer_id,
         "tenant_id": args.tenant_id,
         "deployment": args.deployment,
         "snapshot_id": args.snapshot_id,
     }
-    if args.executor == "multiprocess":
-        execution: dict[str, Any] = {"multiprocess": {"max_concurrent": args.max_concurrent}}
-    else:
-        execution = {"in_process": {}}
-    level = "INFO" if args.verbose else "WARNING"
-    return {
-        "ops": {"initialize": {"config": config}},
-        "execution": {"config": execution},
-        "loggers": {"console": {"config": {"log_level": level}}},
-    }
+    return {"ops": {"initialize": {"config": config}}, **_execution_config(args)}
 
 
 @contextmanager
@@ -217,20 +275,18 @@ def _failure_message(result: Any) -> str:
     return "; ".join(messages) or "the run failed"
 
 
-def run_command(args: argparse.Namespace) -> int:
+def execute(job_fn: Callable[[], Any], run_config: dict[str, Any], as_json: bool) -> int:
+    """Run a job on the current instance with a progress bar; print its summary."""
     from dagster import execute_job, reconstructable
 
-    from batch_pipeline.definitions import get_batch_job
-
     token = uuid.uuid4().hex
-    run_config = run_config_from_args(args)
     started = time.perf_counter()
     with dagster_instance() as instance:
         watcher = ProgressWatcher(instance, token)
         watcher.start()
         try:
             with execute_job(
-                reconstructable(get_batch_job),
+                reconstructable(job_fn),
                 instance=instance,
                 run_config=run_config,
                 tags={CLI_TAG: token, "batch_pipeline/launched_by": "cli"},
@@ -241,32 +297,56 @@ def run_command(args: argparse.Namespace) -> int:
             watcher.done.set()
             watcher.join()
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    _print_summary(summary, as_json=args.json)
+    _print_summary(summary, as_json=as_json)
     return 0 if summary["status"] == "SUCCESS" else 1
 
 
 def _output(result: Any, node: str) -> Any:
     try:
         return result.output_for_node(node)
-    except Exception:  # the step failed or was skipped
+    except Exception:  # the step failed, was skipped, or is not in this job
         return None
 
 
+def _manifest(spec: Any) -> dict[str, Any]:
+    """The manifest aggregate wrote, when it failed the run (its totals are still there)."""
+    from batch_pipeline.core.storage import Storage
+
+    try:
+        return json.loads(Storage().read_bytes(spec.manifest_uri))
+    except Exception:
+        return {}
+
+
 def _summary(result: Any) -> dict[str, Any]:
-    spec = _output(result, "initialize")
+    spec = _output(result, "initialize") or _output(result, "load_batch")
     batch = _output(result, "aggregate")
     delivered = _output(result, "deliver")
+    if batch is not None:
+        totals: dict[str, Any] = batch.to_dict()
+    else:
+        manifest = _manifest(spec) if spec else {}
+        totals = {
+            **manifest.get("totals", {}),
+            "status": manifest.get("status"),
+            "manifest_uri": spec.manifest_uri if manifest else None,
+            "rejection_reasons": manifest.get("rejection_reasons", {}),
+            "failed_chunks": manifest.get("results", {}).get("failed", []),
+        }
     summary: dict[str, Any] = {
         "batch_id": spec.batch_id if spec else None,
         "run_id": result.run_id,
         "status": "SUCCESS" if result.success else "FAILURE",
-        "records_in": batch.records_in if batch else None,
-        "records_out": batch.records_out if batch else None,
-        "records_rejected": batch.records_rejected if batch else None,
-        "chunks": batch.chunks if batch else None,
-        "manifest": batch.manifest_uri if batch else None,
+        "batch_status": totals.get("status"),
+        "records_in": totals.get("records_in"),
+        "records_out": totals.get("records_out"),
+        "records_rejected": totals.get("records_rejected"),
+        "chunks": totals.get("chunks"),
+        "chunks_failed": totals.get("chunks_failed"),
+        "manifest": totals.get("manifest_uri"),
         "output": spec.output if spec else None,
-        "rejection_reasons": batch.rejection_reasons if batch else {},
+        "rejection_reasons": totals.get("rejection_reasons", {}),
+        "failed_chunks": totals.get("failed_chunks", []),
         "delivered_messages": delivered.messages if delivered else None,
         "delivered_to": delivered.target if delivered else None,
     }
@@ -276,26 +356,102 @@ def _summary(result: Any) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    if summary["status"] == "SUCCESS":
-        print(f"batch {summary['batch_id']}: {summary['status']} in {summary['seconds']}s")
+    head = f"batch {summary['batch_id'] or '?'}: {summary['status']}"
+    if summary["batch_status"]:
+        head += f" ({summary['batch_status']})"
+    print(f"{head} in {summary['seconds']}s")
+    if summary["records_in"] is not None:
         print(
             f"  records: {summary['records_in']:,} in = {summary['records_out']:,} out + "
             f"{summary['records_rejected']:,} rejected, {summary['chunks']} chunk(s)"
         )
         for reason, count in list(summary["rejection_reasons"].items())[:5]:
             print(f"    {count:>9,}  {reason}")
+    for failed in summary["failed_chunks"][:10]:
+        print(
+            f"  chunk {failed['chunk']} {failed['status']}: {failed['category']}: "
+            f"{(failed['error'] or '')[:120]} ({failed['dead_letter']})"
+        )
+    if summary["output"]:
         print(f"  results:  {summary['output']}")
+    if summary["manifest"]:
         print(f"  manifest: {summary['manifest']}")
-        if summary["delivered_to"]:
-            print(
-                f"  delivered {summary['delivered_messages']:,} message(s) to "
-                f"{summary['delivered_to']}"
-            )
-    else:
-        print(f"batch {summary['batch_id'] or '?'}: FAILURE after {summary['seconds']}s")
+    if summary["delivered_to"]:
+        print(
+            f"  delivered {summary['delivered_messages']:,} message(s) to {summary['delivered_to']}"
+        )
+    if summary.get("error"):
         print(f"  {summary['error']}")
     if as_json:
         print(json.dumps(summary, default=str))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.definitions import get_batch_job
+
+    return execute(get_batch_job, run_config_from_args(args), args.json)
+
+
+def redrive_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.definitions import get_redrive_job
+
+    run_config = {
+        "ops": {"load_batch": {"config": {"batch_id": args.batch_id}}},
+        **_execution_config(args),
+    }
+    return execute(get_redrive_job, run_config, args.json)
+
+
+def complete_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.ledger import open_ledger
+
+    if not args.force:
+        print("refusing without --force: a forced completion is recorded in the ledger")
+        return 2
+    ledger = open_ledger(args.ledger)
+    try:
+        state = ledger.force_complete(args.batch_id, args.reason)
+    except ConfigError as exc:
+        print(str(exc))
+        return 1
+    progress = ledger.progress(args.batch_id)
+    print(
+        f"batch {state.batch_id}: {state.status} ({state.reason}); chunks: "
+        f"{progress.succeeded} succeeded, {progress.failed} failed, "
+        f"{progress.dead_lettered} dead-lettered, {progress.pending + progress.running} "
+        f"unfinished of {progress.total}"
+    )
+    return 0
+
+
+def dead_letters_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.ledger import open_ledger
+
+    ledger = open_ledger(args.ledger)
+    if ledger.batch(args.batch_id) is None:
+        print(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
+        return 1
+    letters = ledger.dead_letters(args.batch_id)
+    rows = [
+        {
+            "chunk": s.chunk,
+            "attempts": s.attempts,
+            "category": s.error_category,
+            "error": s.error_message,
+            "dead_letter": s.dead_letter,
+        }
+        for s in letters
+    ]
+    for row in rows:
+        print(
+            f"chunk {row['chunk']}: {row['category']} after {row['attempts']} attempt(s): "
+            f"{(row['error'] or '')[:160]}\n    {row['dead_letter']}"
+        )
+    print(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
 
 
 def sample_command(args: argparse.Namespace) -> int:
@@ -307,11 +463,18 @@ def sample_command(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {
+    "run": run_command,
+    "redrive": redrive_command,
+    "complete": complete_command,
+    "dead-letters": dead_letters_command,
+    "sample": sample_command,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run_command(args)
-    return sample_command(args)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

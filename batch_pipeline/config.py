@@ -9,7 +9,13 @@ from typing import Any, Literal
 from dagster import Config
 from pydantic import Field
 
-from batch_pipeline.core.models import ChunkingSettings, CsvOptions, DeliverySettings
+from batch_pipeline.core.models import (
+    ChunkingSettings,
+    CsvOptions,
+    DeliverySettings,
+    FailureSettings,
+    RetrySettings,
+)
 
 
 class CsvConfig(Config):
@@ -74,6 +80,44 @@ class DeliveryConfig(Config):
         default=256 * 1024,
         description="Most bytes in one SQS send_message_batch call, all entries together.",
     )
+    breaker_failures: int = Field(
+        default=5,
+        description="Consecutive failed calls after which the circuit breaker stops calling the "
+        "sink for a cool-down.",
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0, description="How long an open circuit breaker waits before a trial call."
+    )
+
+
+class RetryConfig(Config):
+    max_retries: int = Field(
+        default=3,
+        description="Retries of a chunk (or of delivery) after a transient failure: throttling, "
+        "timeouts, 5xx, connection resets. Permanent failures are never retried.",
+    )
+    base_delay_seconds: float = Field(
+        default=1.0, description="Delay before the first retry; doubles with each retry."
+    )
+    max_delay_seconds: float = Field(
+        default=30.0, description="Longest delay between retries. Delays get full jitter."
+    )
+
+
+class FailureConfig(Config):
+    tolerated_failure_count: int | None = Field(
+        default=None,
+        description="Failed chunks the run tolerates (succeeding as 'partial'). Unset, with "
+        "tolerated_failure_percentage unset too: any failed chunk fails the run.",
+    )
+    tolerated_failure_percentage: float | None = Field(
+        default=None, description="Percentage of failed chunks the run tolerates."
+    )
+    dead_letter_queue: str | None = Field(
+        default=None,
+        description="Also send each dead letter to this SQS queue (sqs://NAME or a queue URL); "
+        "dead letters are always written under {output}/{batch_id}/dead_letters/.",
+    )
 
 
 class BatchConfig(Config):
@@ -101,6 +145,10 @@ class BatchConfig(Config):
         description="Options of the processor (validate: {columns: {name: {type, required, "
         "min, max, pattern, allowed, ...}}}).",
     )
+    processor_modules: list[str] = Field(
+        default_factory=list,
+        description="Python modules to import first: they register custom processors.",
+    )
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk sizes.")
     output: str = Field(
         default="output",
@@ -108,6 +156,15 @@ class BatchConfig(Config):
         "under {output}/{batch_id}/.",
     )
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig, description="Delivery.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries with backoff.")
+    failures: FailureConfig = Field(
+        default_factory=FailureConfig, description="Tolerated failures and dead letters."
+    )
+    force: bool = Field(
+        default=False,
+        description="Process every chunk again, even those the ledger has as done (delivery "
+        "still sends nothing twice).",
+    )
     batch_id: str | None = Field(
         default=None,
         description="Batch id; default: derived from the source's key and ETag (or mtime), so "
@@ -134,9 +191,13 @@ class BatchConfig(Config):
             "excel_sheets": tuple(self.excel_sheets) if self.excel_sheets else None,
             "processor": self.processor,
             "processor_options": self.processor_options,
+            "processor_modules": tuple(self.processor_modules),
             "chunking": ChunkingSettings(**self.chunking.model_dump()),
             "output": self.output,
             "delivery": DeliverySettings(**self.delivery.model_dump()),
+            "retry": RetrySettings(**self.retry.model_dump()),
+            "failures": FailureSettings(**self.failures.model_dump()),
+            "force": self.force,
             "batch_id": self.batch_id,
             "ids": {
                 "customer_id": self.customer_id,
@@ -146,3 +207,9 @@ class BatchConfig(Config):
             },
             "config": self.model_dump(),
         }
+
+
+class RedriveConfig(Config):
+    """Which batch to redrive: its failed and dead-lettered chunks are processed again."""
+
+    batch_id: str = Field(description="The batch to redrive (as the run's summary named it).")

@@ -2,9 +2,9 @@
 
 from dagster import AssetSpec, Definitions, JobDefinition
 
-from batch_pipeline.jobs import batch_job
+from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.aggregate import BATCH_RESULTS_ASSET
-from batch_pipeline.resources import SQSResource, StorageResource
+from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
 batch_results = AssetSpec(
     BATCH_RESULTS_ASSET,
@@ -14,12 +14,21 @@ batch_results = AssetSpec(
 )
 
 defs = Definitions(
-    jobs=[batch_job],
+    jobs=[batch_job, redrive_job],
     assets=[batch_results],
-    resources={"storage": StorageResource(), "sqs": SQSResource()},
+    resources={
+        "storage": StorageResource(),
+        "sqs": SQSResource(),
+        "ledger": LedgerResource(),
+    },
 )
 
 
 def get_batch_job() -> JobDefinition:
     """``batch_job`` with its resources bound (for ``reconstructable``)."""
     return defs.resolve_job_def("batch_job")
+
+
+def get_redrive_job() -> JobDefinition:
+    """``redrive_job`` with its resources bound (for ``reconstructable``)."""
+    return defs.resolve_job_def("redrive_job")

@@ -1,19 +1,40 @@
-"""``batch_job``: the stages of the seed Step Function as ops, chunks as dynamic outputs."""
+"""The jobs: ``batch_job`` runs a source through the stages of the seed Step Function, chunks as
+dynamic outputs; ``redrive_job`` runs a batch's failed chunks through the same stages."""
 
 from dagster import job
 
 from batch_pipeline.executor import batch_executor
-from batch_pipeline.ops import aggregate, deliver, initialize, plan_chunks, process_chunk
+from batch_pipeline.ops import (
+    aggregate,
+    deliver,
+    initialize,
+    load_batch,
+    plan_chunks,
+    process_chunk,
+)
+
+
+def _stages(spec) -> None:
+    summaries = plan_chunks(spec).map(lambda chunk: process_chunk(spec, chunk))
+    result = aggregate(spec, summaries.collect())
+    deliver(spec, result)
 
 
 @job(
     executor_def=batch_executor,
     description="Initialize, plan chunks, process chunks in parallel, aggregate to a manifest, "
-    "deliver valid records.",
+    "deliver valid records. Running a batch again resumes it.",
     tags={"team": "batch_pipeline"},
 )
 def batch_job() -> None:
-    spec = initialize()
-    summaries = plan_chunks(spec).map(lambda chunk: process_chunk(spec, chunk))
-    result = aggregate(spec, summaries.collect())
-    deliver(spec, result)
+    _stages(initialize())
+
+
+@job(
+    executor_def=batch_executor,
+    description="Redrive a batch: process its failed and dead-lettered chunks again, "
+    "re-aggregate, and deliver what was not delivered before.",
+    tags={"team": "batch_pipeline"},
+)
+def redrive_job() -> None:
+    _stages(load_batch())

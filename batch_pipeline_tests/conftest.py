@@ -16,6 +16,20 @@ DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, nothi
 
 
 @pytest.fixture(autouse=True)
+def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
+    """Every test has a ledger of its own (SQLite in its temp folder), closed afterwards."""
+    from batch_pipeline.core import ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    monkeypatch.setenv("BATCH_PIPELINE_LEDGER_URL", url)
+    yield url
+    with ledger._LEDGERS_LOCK:
+        for opened in ledger._LEDGERS.values():
+            opened.dispose()
+        ledger._LEDGERS.clear()
+
+
+@pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
     """No test can reach real AWS: fake credentials, no profile, and an endpoint that refuses
     connections unless a test points it at the moto server. No test touches the developer's

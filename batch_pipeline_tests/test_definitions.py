@@ -4,12 +4,12 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
-from batch_pipeline.definitions import defs, get_batch_job
+from batch_pipeline.definitions import defs, get_batch_job, get_redrive_job
 
 
 def test_definitions_load_with_batch_job():
     names = {job.name for job in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert names == {"batch_job"}
+    assert names == {"batch_job", "redrive_job"}
 
 
 def test_batch_job_has_the_five_stages():
@@ -25,7 +25,18 @@ def test_batch_job_has_the_five_stages():
 
 def test_batch_job_resources_are_bound():
     job = get_batch_job()
-    assert {"storage", "sqs"} <= set(job.resource_defs)
+    assert {"storage", "sqs", "ledger"} <= set(job.resource_defs)
+
+
+def test_redrive_job_shares_the_stages_after_loading_the_batch():
+    job = get_redrive_job()
+    assert {node.name for node in job.nodes} == {
+        "load_batch",
+        "plan_chunks",
+        "process_chunk",
+        "aggregate",
+        "deliver",
+    }
 
 
 def test_batch_results_asset_is_declared():
@@ -45,7 +56,8 @@ def test_cli_lists_its_commands():
         text=True,
         check=True,
     ).stdout
-    assert "run" in out and "sample" in out
+    for command in ("run", "redrive", "complete", "dead-letters", "sample"):
+        assert command in out
 
 
 def test_core_does_not_import_dagster():

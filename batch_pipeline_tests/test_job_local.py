@@ -150,9 +150,10 @@ def test_changed_input_gets_another_batch_id(tmp_path):
     first = run(BatchConfig(source=str(source), output=str(tmp_path / "o")))
     source.write_text("a,b\n1,2\n3,4\n")
     second = run(BatchConfig(source=str(source), output=str(tmp_path / "o")))
-    assert first.output_for_node("initialize").batch_id != second.output_for_node(
-        "initialize"
-    ).batch_id
+    assert (
+        first.output_for_node("initialize").batch_id
+        != second.output_for_node("initialize").batch_id
+    )
     assert second.output_for_node("aggregate").records_in == 2
 
 

@@ -1,16 +1,20 @@
 """A batch from request to result, without Dagster.
 
 ``prepare_batch`` is what the ``initialize`` op runs: it checks the source and the config and
-returns the BatchSpec every later stage works from. ``run_batch`` runs all stages one after the
-other in this process; the Dagster job runs the same functions as separate steps.
+returns the BatchSpec every later stage works from; ``prepare_redrive`` rebuilds the spec of a
+batch from the config the ledger kept. ``run_batch`` runs every stage one after the other in
+this process, with the same ledger, retry and dead-letter logic as the Dagster job (retries
+sleep in place).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
-from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_files
+from batch_pipeline.core.delivery.breaker import breaker_for
+from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
 from batch_pipeline.core.delivery.sinks import (
     OutboxSink,
     Sink,
@@ -18,18 +22,22 @@ from batch_pipeline.core.delivery.sinks import (
     is_sqs_target,
     resolve_queue_url,
 )
-from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.errors import ConfigError, RetryableChunkError
+from batch_pipeline.core.execution import attempt_chunk
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
     ChunkingSettings,
     CsvOptions,
     DeliverySettings,
+    FailureSettings,
+    RetrySettings,
     SourceSpec,
 )
-from batch_pipeline.core.planning import plan_batch
-from batch_pipeline.core.processing import run_chunk
+from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processors import get_processor
-from batch_pipeline.core.results import BatchResult, aggregate, write_plan
+from batch_pipeline.core.results import BatchResult, aggregate
+from batch_pipeline.core.resume import select_chunks
 from batch_pipeline.core.sources import derive_batch_id, inspect_source
 from batch_pipeline.core.storage import Storage, normalize_uri, split_s3
 
@@ -47,23 +55,30 @@ def prepare_batch(
     excel_sheets: tuple[str, ...] | None = None,
     processor: str = "passthrough",
     processor_options: dict[str, Any] | None = None,
+    processor_modules: tuple[str, ...] = (),
     chunking: ChunkingSettings | None = None,
     output: str = "output",
     delivery: DeliverySettings | None = None,
+    retry: RetrySettings | None = None,
+    failures: FailureSettings | None = None,
     batch_id: str | None = None,
     ids: dict[str, str | None] | None = None,
     config: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
     chunking = chunking or ChunkingSettings()
     delivery = delivery or DeliverySettings()
+    retry = retry or RetrySettings()
+    failures = failures or FailureSettings()
     if chunking.chunk_records < 1:
         raise ConfigError(f"chunk_records must be at least 1, got {chunking.chunk_records}")
     if not 1 <= chunking.max_chunks <= 10_000:
         raise ConfigError(f"max_chunks must be between 1 and 10000, got {chunking.max_chunks}")
     _check_delivery(delivery)
-    proc = get_processor(processor, processor_options)
+    _check_failures(retry, failures)
+    proc = get_processor(processor, processor_options, processor_modules)
     spec_source = inspect_source(
         storage,
         source,
@@ -90,7 +105,30 @@ def prepare_batch(
         delivery=delivery,
         ids=dict(ids or {}),
         config=dict(config or {}),
+        retry=retry,
+        failures=failures,
+        processor_modules=tuple(processor_modules),
+        mode="force" if force else "run",
     )
+
+
+def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: Any) -> BatchSpec:
+    """The spec of an earlier batch, rebuilt from the config the ledger kept, in redrive mode.
+
+    ``prepare(config)`` turns a stored run config into a BatchSpec (the Dagster layer passes
+    its config class's). Refuses when the source changed since the batch was planned: its
+    chunks would no longer describe the same records."""
+    state = ledger.batch(batch_id)
+    if state is None:
+        raise ConfigError(f"batch {batch_id} is not in the ledger at {ledger.safe_url}")
+    spec = prepare(state.config_dict())
+    if spec.source.info.fingerprint != state.fingerprint:
+        raise ConfigError(
+            f"the source of batch {batch_id}, {state.source_uri}, changed since it was planned "
+            f"(fingerprint {state.fingerprint} is now {spec.source.info.fingerprint}); redrive "
+            "would mix two versions of it: run the new version as its own batch"
+        )
+    return replace(spec, batch_id=batch_id, mode="redrive")
 
 
 def _check_delivery(delivery: DeliverySettings) -> None:
@@ -101,6 +139,19 @@ def _check_delivery(delivery: DeliverySettings) -> None:
         raise ConfigError("records_per_message must be at least 1")
     if delivery.max_message_bytes < 1024:
         raise ConfigError("max_message_bytes must be at least 1024")
+
+
+def _check_failures(retry: RetrySettings, failures: FailureSettings) -> None:
+    if retry.max_retries < 0 or retry.base_delay_seconds < 0 or retry.max_delay_seconds < 0:
+        raise ConfigError("retry settings must not be negative")
+    count, percentage = failures.tolerated_failure_count, failures.tolerated_failure_percentage
+    if count is not None and count < 0:
+        raise ConfigError("tolerated_failure_count must not be negative")
+    if percentage is not None and not 0 <= percentage <= 100:
+        raise ConfigError("tolerated_failure_percentage must be between 0 and 100")
+    queue = failures.dead_letter_queue
+    if queue and not is_sqs_target(queue):
+        raise ConfigError(f"dead_letter_queue {queue!r} must be sqs://QUEUE_NAME or a queue URL")
 
 
 def file_key(source: SourceSpec) -> str:
@@ -120,14 +171,15 @@ def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink
     if sqs_client is None:
         raise ConfigError(f"delivery target {target} needs an SQS client")
     url = resolve_queue_url(sqs_client, target)
-    return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes)
+    breaker = breaker_for(
+        url, spec.delivery.breaker_failures, spec.delivery.breaker_cooldown_seconds
+    )
+    return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes, breaker=breaker)
 
 
-def deliver_batch(
-    storage: Storage, spec: BatchSpec, result: BatchResult, sink: Sink
-) -> DeliverySummary:
-    return deliver_files(
-        storage, spec.batch_id, file_key(spec.source), result.valid_files, spec.delivery, sink
+def deliver_batch(storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink) -> DeliverySummary:
+    return deliver_batch_records(
+        storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
     )
 
 
@@ -138,13 +190,27 @@ class LocalRun:
     delivery: DeliverySummary | None
 
 
-def run_batch(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> LocalRun:
-    """Every stage in order, in this process (tests, benchmarks, debugging)."""
-    plan = plan_batch(storage, spec)
-    write_plan(storage, spec, plan)
-    processor = get_processor(spec.processor, spec.processor_options)
-    summaries = [run_chunk(storage, spec, chunk, processor) for chunk in plan.chunks]
-    result = aggregate(storage, spec, summaries)
-    sink = open_sink(storage, spec, sqs_client)
-    delivered = deliver_batch(storage, spec, result, sink) if sink else None
+def run_batch(
+    storage: Storage, spec: BatchSpec, ledger: Ledger | None = None, sqs_client: Any = None
+) -> LocalRun:
+    """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
+    ledger unless one is given. Delivery happens unless the batch failed."""
+    ledger = ledger or Ledger("sqlite://")
+    plan = plan_or_reuse(storage, spec)
+    chunks, _ = select_chunks(ledger, storage, spec, plan)
+    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
+    for chunk in chunks:
+        retry_number = 0
+        while True:
+            try:
+                attempt_chunk(storage, ledger, spec, chunk, retry_number, lambda: sqs_client,
+                              processor)  # fmt: skip
+                break
+            except RetryableChunkError as exc:
+                time.sleep(exc.delay)
+                retry_number += 1
+    result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id))
+    ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
+    sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
+    delivered = deliver_batch(storage, ledger, spec, sink) if sink else None
     return LocalRun(spec, result, delivered)

@@ -55,12 +55,35 @@ class ChunkingSettings:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """Where valid records go and how they are packed into messages."""
+    """Where valid records go, how they are packed into messages, and when to stop hammering a
+    sink that keeps failing (circuit breaker)."""
 
     target: str = "local"
     records_per_message: int = 100
     max_message_bytes: int = 256 * 1024
     max_batch_bytes: int = 256 * 1024
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Retries of a transient failure: exponential backoff from ``base_delay_seconds``, capped
+    at ``max_delay_seconds``, with full jitter (as Step Functions' retriers)."""
+
+    max_retries: int = 3
+    base_delay_seconds: float = 1.0
+    max_delay_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class FailureSettings:
+    """What a batch does with chunks that keep failing. With neither tolerance set, any failed
+    chunk fails the run (Step Functions' default)."""
+
+    tolerated_failure_count: int | None = None
+    tolerated_failure_percentage: float | None = None
+    dead_letter_queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,14 @@ class Chunk:
     sheets: tuple[SheetRange, ...] = ()
     parts: tuple[str, ...] = ()
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Chunk:
+        """The inverse of ``dataclasses.asdict`` (as stored in plan.json and the ledger)."""
+        values = dict(data)
+        values["sheets"] = tuple(SheetRange(**s) for s in values.get("sheets", ()))
+        values["parts"] = tuple(values.get("parts", ()))
+        return cls(**values)
+
     @property
     def key(self) -> str:
         """Deterministic mapping key, valid for Dagster: ``chunk_00003``."""
@@ -169,6 +200,10 @@ class BatchSpec:
     delivery: DeliverySettings
     ids: dict[str, str | None] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    failures: FailureSettings = field(default_factory=FailureSettings)
+    processor_modules: tuple[str, ...] = ()
+    mode: Literal["run", "redrive", "force"] = "run"
 
     @property
     def output(self) -> str:
@@ -184,6 +219,9 @@ class BatchSpec:
     @property
     def manifest_uri(self) -> str:
         return join_uri(self.output, "manifest.json")
+
+    def dead_letter_uri(self, index: int) -> str:
+        return join_uri(self.output, "dead_letters", f"chunk-{index:05d}.json")
 
     @property
     def plan_uri(self) -> str:
@@ -207,9 +245,12 @@ class ChunkSummary:
     bytes_read: int
     seconds: float
     peak_rss_bytes: int
-    valid_uri: str
+    valid_uri: str | None
     rejected_uri: str | None
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    status: str = "succeeded"
+    error: str | None = None
+    dead_letter: str | None = None
 
     @property
     def balanced(self) -> bool:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +56,45 @@ class Segment:
     end: int
     records: int
     first_line: int | None
+
+
+def plan_to_json(spec: BatchSpec, plan: Plan) -> dict[str, Any]:
+    return {
+        "source_fingerprint": spec.source.info.fingerprint,
+        "chunking": asdict(spec.chunking),
+        "chunks": len(plan.chunks),
+        "chunk_records": plan.chunk_records,
+        "reason": plan.reason,
+        "total_records": plan.total_records,
+        "exact_records": plan.exact_records,
+        "descriptors": [asdict(c) for c in plan.chunks],
+    }
+
+
+def write_plan(storage: Storage, spec: BatchSpec, plan: Plan) -> None:
+    storage.write_bytes(spec.plan_uri, json.dumps(plan_to_json(spec, plan), indent=1).encode())
+
+
+def plan_or_reuse(storage: Storage, spec: BatchSpec) -> Plan:
+    """The batch's ``plan.json`` when it was made for the same source content and chunk
+    settings (so a resumed run does not scan the source again), else a new plan, written."""
+    if storage.exists(spec.plan_uri):
+        try:
+            data = json.loads(storage.read_bytes(spec.plan_uri))
+        except ValueError:
+            data = {}
+        if (
+            data.get("source_fingerprint") == spec.source.info.fingerprint
+            and data.get("chunking") == asdict(spec.chunking)
+            and data.get("descriptors")
+        ):
+            chunks = tuple(Chunk.from_dict(d) for d in data["descriptors"])
+            reason = data["reason"] + " (plan reused from plan.json)"
+            total, exact = data["total_records"], data["exact_records"]
+            return Plan(chunks, data["chunk_records"], reason, total, exact)
+    plan = plan_batch(storage, spec)
+    write_plan(storage, spec, plan)
+    return plan
 
 
 def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:

@@ -56,7 +56,9 @@ def run_chunk(
 ) -> ChunkSummary:
     """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
     files. Raises ChunkReadError / ProcessorError naming the chunk."""
-    processor = processor or get_processor(spec.processor, spec.processor_options)
+    processor = processor or get_processor(
+        spec.processor, spec.processor_options, spec.processor_modules
+    )
     started = time.perf_counter()
     with PeakRss() as memory:
         data = read_chunk(storage, spec.source, chunk)

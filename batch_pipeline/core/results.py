@@ -1,10 +1,12 @@
-"""Aggregate chunk summaries: check that records are conserved, write the manifest.
+"""Aggregate a batch from the ledger: check that records are conserved, apply the tolerated
+failures, write the manifest.
 
 The manifest (``{output}/{batch_id}/manifest.json``) is the batch's table of contents, like the
 one Step Functions' result writer leaves: result files grouped by status (succeeded, failed,
-pending), totals, rejection reasons, the plan, the run's config and ids. ``files.valid`` lists the
-Parquet files of valid records in chunk order: read in that order, they give the input's records
-in the input's order.
+pending), totals, rejection reasons, the plan, the run's config and ids. ``files.valid`` lists
+the Parquet files of valid records in chunk order: read in that order, they give the input's
+records in the input's order (minus the records of failed chunks, which the manifest lists with
+their dead letters).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batch_pipeline.core.errors import ConservationError
-from batch_pipeline.core.models import BatchSpec, ChunkSummary, Plan
+from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, SUCCEEDED, ChunkState
+from batch_pipeline.core.models import BatchSpec, ChunkSummary, FailureSettings
 from batch_pipeline.core.storage import Storage
 
 MANIFEST_VERSION = 1
@@ -24,52 +27,65 @@ MANIFEST_VERSION = 1
 
 @dataclass
 class BatchResult:
-    """The totals of a batch and where its results are."""
+    """The totals of a batch and where its results are.
+
+    ``status``: ``succeeded`` (every chunk), ``partial`` (failures within the tolerance) or
+    ``failed`` (beyond it; ``failure`` says why)."""
 
     batch_id: str
     manifest_uri: str
+    status: str
     records_in: int
     records_out: int
     records_rejected: int
     chunks: int
+    chunks_succeeded: int
+    chunks_failed: int
+    chunks_pending: int
     bytes_read: int
     processing_seconds: float
     peak_rss_bytes: int
     valid_files: list[str]
     rejected_files: list[str]
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    failed_chunks: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
-    return {
-        "chunks": len(plan.chunks),
-        "chunk_records": plan.chunk_records,
-        "reason": plan.reason,
-        "total_records": plan.total_records,
-        "exact_records": plan.exact_records,
-        "descriptors": [asdict(c) for c in plan.chunks],
-    }
+def tolerance_failure(failed: int, total: int, settings: FailureSettings) -> str | None:
+    """Why ``failed`` of ``total`` chunks fail the batch, or None when that is tolerated.
+    As in Step Functions: with neither tolerance set, one failure is too many; with either
+    set, going above any set threshold fails the batch."""
+    if not failed:
+        return None
+    count, percentage = settings.tolerated_failure_count, settings.tolerated_failure_percentage
+    share = 100.0 * failed / total if total else 100.0
+    head = f"{failed} of {total} chunk(s) failed ({share:.1f}%)"
+    if count is None and percentage is None:
+        return f"{head}; no failure is tolerated (tolerated_failure_count/percentage unset)"
+    if count is not None and failed > count:
+        return f"{head}, above tolerated_failure_count={count}"
+    if percentage is not None and share > percentage:
+        return f"{head}, above tolerated_failure_percentage={percentage}"
+    return None
 
 
-def write_plan(storage: Storage, spec: BatchSpec, plan: Plan) -> None:
-    storage.write_bytes(spec.plan_uri, json.dumps(plan_to_json(plan), indent=1).encode())
-
-
-def check_conservation(summaries: list[ChunkSummary]) -> None:
-    """Every planned chunk reported, and records in = out + rejected for each one."""
-    if not summaries:
-        raise ConservationError("no chunk reported a summary")
-    expected = set(range(summaries[0].count))
-    seen = [s.index for s in summaries]
-    missing = sorted(expected - set(seen))
-    duplicated = sorted(i for i, n in Counter(seen).items() if n > 1)
-    if missing or duplicated:
-        raise ConservationError(
-            f"chunk summaries do not match the plan: missing {missing}, duplicated {duplicated}"
-        )
+def aggregate(
+    storage: Storage, spec: BatchSpec, states: list[ChunkState], run_id: str | None = None
+) -> BatchResult:
+    """Build the batch's result from its ledger rows and write the manifest (always, also when
+    the batch fails: it lists every succeeded and every failed chunk). Raises
+    ConservationError when a succeeded chunk's counts do not add up."""
+    summaries: list[ChunkSummary] = []
+    for state in states:
+        if state.status == SUCCEEDED:
+            summary = state.chunk_summary()
+            if summary is None:
+                raise ConservationError(f"chunk {state.chunk} succeeded without a summary")
+            summaries.append(summary)
     unbalanced = [s for s in summaries if not s.balanced]
     if unbalanced:
         detail = "; ".join(
@@ -77,49 +93,59 @@ def check_conservation(summaries: list[ChunkSummary]) -> None:
             for s in unbalanced
         )
         raise ConservationError(f"records not conserved in {len(unbalanced)} chunk(s): {detail}")
-
-
-def aggregate(
-    storage: Storage,
-    spec: BatchSpec,
-    summaries: list[ChunkSummary],
-    run_id: str | None = None,
-) -> BatchResult:
-    """Check the summaries, write the manifest, and return the batch's totals."""
-    summaries = sorted(summaries, key=lambda s: s.index)
-    check_conservation(summaries)
+    failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
+    pending = [s for s in states if s.status not in (SUCCEEDED, FAILED, DEAD_LETTERED)]
     reasons: Counter[str] = Counter()
     for s in summaries:
         reasons.update(s.rejection_reasons)
+    failure = tolerance_failure(len(failed) + len(pending), len(states), spec.failures)
+    status = "failed" if failure else ("partial" if failed or pending else "succeeded")
     result = BatchResult(
         batch_id=spec.batch_id,
         manifest_uri=spec.manifest_uri,
+        status=status,
         records_in=sum(s.records_in for s in summaries),
         records_out=sum(s.records_out for s in summaries),
         records_rejected=sum(s.records_rejected for s in summaries),
-        chunks=len(summaries),
+        chunks=len(states),
+        chunks_succeeded=len(summaries),
+        chunks_failed=len(failed),
+        chunks_pending=len(pending),
         bytes_read=sum(s.bytes_read for s in summaries),
         processing_seconds=round(sum(s.seconds for s in summaries), 6),
-        peak_rss_bytes=max(s.peak_rss_bytes for s in summaries),
-        valid_files=[s.valid_uri for s in summaries],
+        peak_rss_bytes=max((s.peak_rss_bytes for s in summaries), default=0),
+        valid_files=[s.valid_uri for s in summaries if s.valid_uri],
         rejected_files=[s.rejected_uri for s in summaries if s.rejected_uri],
         rejection_reasons=dict(reasons.most_common()),
+        failed_chunks=[_failed_entry(s) for s in failed],
+        failure=failure,
     )
-    if result.records_in != result.records_out + result.records_rejected:
-        raise ConservationError(
-            f"batch {spec.batch_id}: {result.records_in} records in != {result.records_out} out "
-            f"+ {result.records_rejected} rejected"
-        )
+    if failure and pending:
+        result.failure = f"{failure}; {len(pending)} chunk(s) never finished: run again to resume"
+    if failure and result.failed_chunks:
+        result.failure = f"{result.failure}; dead letters under {spec.output}/dead_letters/"
     plan = json.loads(storage.read_bytes(spec.plan_uri)) if storage.exists(spec.plan_uri) else {}
     plan.pop("descriptors", None)
-    manifest = build_manifest(spec, summaries, result, plan, run_id)
+    manifest = build_manifest(spec, summaries, states, result, plan, run_id)
     storage.write_bytes(spec.manifest_uri, json.dumps(manifest, indent=1, default=str).encode())
     return result
+
+
+def _failed_entry(state: ChunkState) -> dict[str, Any]:
+    return {
+        "chunk": state.chunk,
+        "status": state.status,
+        "attempts": state.attempts,
+        "category": state.error_category,
+        "error": state.error_message,
+        "dead_letter": state.dead_letter,
+    }
 
 
 def build_manifest(
     spec: BatchSpec,
     summaries: list[ChunkSummary],
+    states: list[ChunkState],
     result: BatchResult,
     plan: dict[str, Any],
     run_id: str | None,
@@ -129,6 +155,8 @@ def build_manifest(
         "manifest_version": MANIFEST_VERSION,
         "batch_id": spec.batch_id,
         "run_id": run_id,
+        "status": result.status,
+        "failure": result.failure,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ids": spec.ids,
         "source": {
@@ -148,9 +176,9 @@ def build_manifest(
             "records_out": result.records_out,
             "records_rejected": result.records_rejected,
             "chunks": result.chunks,
-            "chunks_succeeded": len(summaries),
-            "chunks_failed": 0,
-            "chunks_pending": 0,
+            "chunks_succeeded": result.chunks_succeeded,
+            "chunks_failed": result.chunks_failed,
+            "chunks_pending": result.chunks_pending,
             "bytes_read": result.bytes_read,
             "processing_seconds": result.processing_seconds,
         },
@@ -169,8 +197,12 @@ def build_manifest(
                 }
                 for s in summaries
             ],
-            "failed": [],
-            "pending": [],
+            "failed": result.failed_chunks,
+            "pending": [
+                {"chunk": s.chunk, "status": s.status, "attempts": s.attempts}
+                for s in states
+                if s.status not in (SUCCEEDED, FAILED, DEAD_LETTERED)
+            ],
         },
         "files": {"valid": result.valid_files, "rejected": result.rejected_files},
     }

@@ -1,9 +1,10 @@
-"""The stages of ``batch_job``, one module each. Thin: each hands its config to the core."""
+"""The stages of ``batch_job`` and ``redrive_job``, one module each. Thin: each hands its config
+to the core."""
 
 from batch_pipeline.ops.aggregate import aggregate
 from batch_pipeline.ops.deliver import deliver
-from batch_pipeline.ops.initialize import initialize
+from batch_pipeline.ops.initialize import initialize, load_batch
 from batch_pipeline.ops.plan import plan_chunks
 from batch_pipeline.ops.process import process_chunk
 
-__all__ = ["aggregate", "deliver", "initialize", "plan_chunks", "process_chunk"]
+__all__ = ["aggregate", "deliver", "initialize", "load_batch", "plan_chunks", "process_chunk"]

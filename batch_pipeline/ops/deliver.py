@@ -1,23 +1,27 @@
-from dagster import Failure, OpExecutionContext, op
+from dagster import OpExecutionContext, RetryRequested, op
 
 from batch_pipeline.core.batch import deliver_batch, open_sink
 from batch_pipeline.core.delivery.deliver import DeliverySummary
 from batch_pipeline.core.delivery.sinks import is_sqs_target
+from batch_pipeline.core.errors import DeliveryError
 from batch_pipeline.core.models import BatchSpec
 from batch_pipeline.core.results import BatchResult
-from batch_pipeline.ops.failures import core_failures
-from batch_pipeline.resources import SQSResource, StorageResource
+from batch_pipeline.core.retries import backoff_delay
+from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
 
 @op(
-    description="Send the valid records downstream in the seed's message format: a local JSONL "
-    "outbox or SQS (batches of 10, failed entries retried).",
+    retry_policy=RETRY_POLICY,
+    description="Send the valid records downstream in the seed's message format (a local JSONL "
+    "outbox or SQS), each message once: the ledger records what the sink accepted.",
 )
 def deliver(
     context: OpExecutionContext,
     spec: BatchSpec,
     result: BatchResult,
     storage: StorageResource,
+    ledger: LedgerResource,
     sqs: SQSResource,
 ) -> DeliverySummary | None:
     store = storage.get_storage()
@@ -27,21 +31,26 @@ def deliver(
         if sink is None:
             context.log.info(f"batch {spec.batch_id}: delivery is off")
             return None
-        summary = deliver_batch(store, spec, result, sink)
-    if summary.records != result.records_out:
-        raise Failure(
-            f"batch {spec.batch_id}: delivered {summary.records} records, expected "
-            f"{result.records_out}"
-        )
+        try:
+            summary = deliver_batch(store, ledger.get_ledger(), spec, sink)
+        except DeliveryError as exc:
+            if exc.permanent or context.retry_number >= spec.retry.max_retries:
+                raise
+            delay = backoff_delay(context.retry_number, spec.retry)
+            context.log.warning(f"delivery failed ({exc}); retrying in {delay:.1f}s")
+            raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
     context.log.info(
         f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
-        f"to {summary.target} in {summary.seconds:.2f}s"
+        f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
+        "chunk(s) delivered before)"
     )
     context.add_output_metadata(
         {
             "target": summary.target,
             "messages": summary.messages,
             "records_delivered": summary.records,
+            "chunks_delivered": summary.chunks,
+            "chunks_delivered_before": summary.already_delivered_chunks,
             "seconds": summary.seconds,
         }
     )

@@ -1,10 +1,10 @@
 from dagster import MetadataValue, OpExecutionContext, op
 
-from batch_pipeline.config import BatchConfig
-from batch_pipeline.core.batch import prepare_batch
+from batch_pipeline.config import BatchConfig, RedriveConfig
+from batch_pipeline.core.batch import prepare_batch, prepare_redrive
 from batch_pipeline.core.models import BatchSpec
 from batch_pipeline.ops.failures import core_failures
-from batch_pipeline.resources import StorageResource
+from batch_pipeline.resources import LedgerResource, StorageResource
 
 
 @op(description="Validate the run config and the source before any work; resolve the batch id.")
@@ -13,14 +13,41 @@ def initialize(
 ) -> BatchSpec:
     with core_failures():
         spec = prepare_batch(storage.get_storage(), **config.prepare_kwargs())
+    _report(context, spec)
+    return spec
+
+
+@op(
+    description="Load a batch from the ledger for a redrive: its stored config, checked against "
+    "the source as it is now.",
+)
+def load_batch(
+    context: OpExecutionContext,
+    config: RedriveConfig,
+    storage: StorageResource,
+    ledger: LedgerResource,
+) -> BatchSpec:
+    store = storage.get_storage()
+
+    def prepare(stored: dict) -> BatchSpec:
+        return prepare_batch(store, **BatchConfig(**stored).prepare_kwargs())
+
+    with core_failures():
+        spec = prepare_redrive(store, ledger.get_ledger(), config.batch_id, prepare)
+    _report(context, spec)
+    return spec
+
+
+def _report(context: OpExecutionContext, spec: BatchSpec) -> None:
     source = spec.source
     context.log.info(
-        f"batch {spec.batch_id}: {source.format} source {source.uri} "
+        f"batch {spec.batch_id} ({spec.mode}): {source.format} source {source.uri} "
         f"({source.info.size:,} bytes, fingerprint {source.info.fingerprint})"
     )
     context.add_output_metadata(
         {
             "batch_id": spec.batch_id,
+            "mode": spec.mode,
             "source": source.uri,
             "format": source.format,
             "compression": source.compression or "none",
@@ -31,4 +58,3 @@ def initialize(
             "output": spec.output,
         }
     )
-    return spec

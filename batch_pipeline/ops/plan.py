@@ -3,26 +3,30 @@ from collections.abc import Iterator
 from dagster import DynamicOut, DynamicOutput, OpExecutionContext, op
 
 from batch_pipeline.core.models import BatchSpec, Chunk
-from batch_pipeline.core.planning import plan_batch
-from batch_pipeline.core.results import write_plan
+from batch_pipeline.core.planning import plan_or_reuse
+from batch_pipeline.core.resume import select_chunks
 from batch_pipeline.ops.failures import core_failures
-from batch_pipeline.resources import StorageResource
+from batch_pipeline.resources import LedgerResource, StorageResource
 
 
 @op(
     out=DynamicOut(Chunk),
-    description="Cut the source into chunk descriptors (byte ranges, row groups, sheet rows); "
-    "one dynamic output per chunk, at most max_chunks.",
+    description="Cut the source into chunk descriptors (byte ranges, row groups, sheet rows), "
+    "record them in the ledger, and yield one dynamic output per chunk still to process: a "
+    "resumed run skips what is done, a redrive takes only what failed.",
 )
 def plan_chunks(
-    context: OpExecutionContext, spec: BatchSpec, storage: StorageResource
+    context: OpExecutionContext,
+    spec: BatchSpec,
+    storage: StorageResource,
+    ledger: LedgerResource,
 ) -> Iterator[DynamicOutput[Chunk]]:
     store = storage.get_storage()
     with core_failures():
-        plan = plan_batch(store, spec)
-        write_plan(store, spec, plan)
-    context.log.info(f"batch {spec.batch_id}: {plan.reason}")
-    for chunk in plan.chunks:
+        plan = plan_or_reuse(store, spec)
+        todo, why = select_chunks(ledger.get_ledger(), store, spec, plan, context.run_id)
+    context.log.info(f"batch {spec.batch_id}: {plan.reason}; {why}")
+    for chunk in todo:
         yield DynamicOutput(
             chunk,
             mapping_key=chunk.key,

@@ -1,4 +1,4 @@
-"""deliver_files: a batch's valid files, chunk by chunk, to the outbox and to SQS (moto)."""
+"""Delivery of a batch's valid files, chunk by chunk, to the outbox and to SQS (moto)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from batch_pipeline.core.delivery.deliver import deliver_files
-from batch_pipeline.core.delivery.sinks import Message, OutboxSink, SqsSink
+from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
+from batch_pipeline.core.delivery.sinks import Message, OnSent, OutboxSink, Sink, SqsSink
 from batch_pipeline.core.errors import DeliveryError
-from batch_pipeline.core.models import DeliverySettings
+from batch_pipeline.core.ledger import SUCCEEDED, Ledger
+from batch_pipeline.core.models import ChunkSummary, DeliverySettings
 from batch_pipeline.core.storage import Storage
 from batch_pipeline_tests.conftest import drain_queue
 
@@ -40,6 +42,37 @@ def write_chunks(tmp_path: Path, sizes: Sequence[int]) -> tuple[list[str], list[
     return files, everything
 
 
+def deliver_files(
+    storage: Storage,
+    batch_id: str,
+    file_key: str,
+    files: Sequence[str],
+    settings: DeliverySettings,
+    sink: Sink,
+) -> DeliverySummary:
+    """Deliver ``files`` as the succeeded chunks of a batch in a ledger of their own."""
+    ledger = Ledger("sqlite://")
+    rows = [
+        {
+            "batch_id": batch_id,
+            "chunk": index,
+            "status": SUCCEEDED,
+            "attempts": 1,
+            "messages_sent": 0,
+            "summary": json.dumps(
+                ChunkSummary(
+                    index, f"chunk_{index:05d}", len(files), 0, 0, 0, 0, 0.0, 0, uri, None
+                ).to_dict()
+            ),
+        }
+        for index, uri in enumerate(files)
+    ]
+    if rows:
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.insert(ledger.chunks), rows)
+    return deliver_batch_records(storage, ledger, batch_id, file_key, settings, sink)
+
+
 def check_messages(bodies: list[str], records: list[dict[str, Any]], per_message: int) -> None:
     messages = [json.loads(body) for body in bodies]
     total = len(messages)
@@ -62,8 +95,12 @@ class Recording:
     def __init__(self) -> None:
         self.sent: list[tuple[int, list[Message]]] = []
 
-    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+    def send(
+        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+    ) -> None:
         self.sent.append((chunk_index, list(messages)))
+        if on_sent:
+            on_sent(len(messages))
 
 
 def test_deliver_to_the_outbox(tmp_path: Path, storage: Storage) -> None:

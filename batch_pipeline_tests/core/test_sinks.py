@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.delivery.sinks import (
     Message,
     OutboxSink,
@@ -277,6 +278,7 @@ def test_backoff_is_capped_by_max_delay() -> None:
         base_delay=1.0,
         max_delay=3.0,
         sleep=slept.append,
+        breaker=CircuitBreaker("q", failure_threshold=100),  # this test is about the backoff
     )
     sink.send(0, messages(1))
     assert len(slept) == 6

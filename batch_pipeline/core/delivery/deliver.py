@@ -1,9 +1,16 @@
-"""Deliver a batch's valid records, chunk by chunk, in order.
+"""Deliver a batch's valid records, chunk by chunk, in order, each message once.
 
-Two passes over the valid files: the first packs records into messages to learn
-``total_batches`` (and to fail before sending anything when a record cannot fit in a message);
-the second sends. Message numbers follow chunk order, so the same batch always produces the
-same messages with the same numbers and deduplication ids.
+The ledger says, per chunk, which message numbers it owns and how many of its messages the sink
+has accepted. Delivery first numbers the messages of every succeeded chunk not numbered yet
+(packing them, which also fails before anything is sent when a record cannot fit in a message),
+then sends what each chunk has not sent yet, recording progress after every accepted call. A
+retry, a resume after a crash or a redrive therefore resends nothing the sink accepted (the one
+window left is a crash between the sink accepting a call and the ledger recording it; FIFO
+queues close it with their deduplication ids).
+
+In a batch whose chunks all succeed at once, ``batch_number`` runs 1..``total_batches`` in input
+order. Chunks delivered later (a redrive after tolerated failures) continue the numbering and
+carry the total known when they were numbered; a message is never renumbered.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from batch_pipeline.core.delivery.packing import (
 )
 from batch_pipeline.core.delivery.sinks import Message, Sink
 from batch_pipeline.core.errors import DeliveryError
+from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
 from batch_pipeline.core.models import DeliverySettings
 from batch_pipeline.core.storage import Storage
+
+PACKED_CACHE_BYTES = 256 << 20
 
 
 @dataclass
@@ -33,6 +43,7 @@ class DeliverySummary:
     records: int
     chunks: int
     seconds: float
+    already_delivered_chunks: int = 0
 
 
 def _chunk_records(storage: Storage, uri: str) -> SerializedRecords:
@@ -40,42 +51,81 @@ def _chunk_records(storage: Storage, uri: str) -> SerializedRecords:
         return serialize_records(pq.read_table(f))
 
 
-def deliver_files(
+def deliver_batch_records(
     storage: Storage,
+    ledger: Ledger,
     batch_id: str,
     file_key: str,
-    valid_files: list[str],
     settings: DeliverySettings,
     sink: Sink,
 ) -> DeliverySummary:
-    """Send the records of ``valid_files`` (in chunk order) through ``sink``."""
+    """Send every succeeded chunk's records that the sink does not have yet."""
     started = time.perf_counter()
     budget = settings.max_message_bytes - envelope_overhead(batch_id, file_key)
-    plans: list[list[tuple[int, int]]] = []
-    for index, uri in enumerate(valid_files):
-        lengths = _chunk_records(storage, uri).lengths
-        try:
-            plans.append(pack(lengths, settings.records_per_message, budget))
-        except DeliveryError as exc:
+    states = [s for s in ledger.chunk_states(batch_id) if s.status == SUCCEEDED]
+    todo = [s for s in states if not s.delivered]
+    counts: dict[int, int] = {}
+    packed: dict[int, tuple[SerializedRecords, list[tuple[int, int]]]] = {}
+    kept = 0
+    for state in todo:
+        if state.first_message is None:
+            rows, ranges = _pack(storage, state, settings, budget)
+            counts[state.chunk] = len(ranges)
+            if kept + len(rows.data) <= PACKED_CACHE_BYTES:  # spare small batches a re-read
+                packed[state.chunk] = (rows, ranges)
+                kept += len(rows.data)
+    ledger.assign_messages(batch_id, counts)
+    numbered = {s.chunk: s for s in ledger.chunk_states(batch_id)}
+    messages = records = 0
+    for state in todo:
+        state = numbered[state.chunk]
+        rows, ranges = packed.pop(state.chunk, None) or _pack(storage, state, settings, budget)
+        if len(ranges) != state.messages:
             raise DeliveryError(
-                f"chunk {index} ({uri}), {exc}; nothing was sent", permanent=True
-            ) from exc
-    total = sum(len(p) for p in plans)
-    number = 0
-    records = 0
-    for index, (uri, ranges) in enumerate(zip(valid_files, plans, strict=True)):
-        rows = _chunk_records(storage, uri)
-        messages = []
-        for a, b in ranges:
-            number += 1
-            body = envelope(batch_id, file_key, rows.joined(a, b), number, total)
-            messages.append(Message(body=body.decode(), batch_id=batch_id, number=number))
-        sink.send(index, messages)
-        records += len(rows)
+                f"chunk {state.chunk}: its valid records now pack into {len(ranges)} messages, "
+                f"but {state.messages} were numbered for it; its output changed after delivery "
+                "began",
+                permanent=True,
+            )
+        assert state.first_message is not None and state.total_messages is not None
+        batch = [
+            Message(
+                body=envelope(
+                    batch_id, file_key, rows.joined(a, b), state.first_message + i,
+                    state.total_messages,
+                ).decode(),
+                batch_id=batch_id,
+                number=state.first_message + i,
+            )
+            for i, (a, b) in enumerate(ranges)
+        ][state.messages_sent :]  # fmt: skip
+        already = state.messages_sent
+
+        def record(n: int, chunk: int = state.chunk, already: int = already) -> None:
+            ledger.mark_sent(batch_id, chunk, already + n)
+
+        sink.send(state.chunk, batch, on_sent=record)
+        messages += len(batch)
+        records += sum(b - a for a, b in ranges[already:])
     return DeliverySummary(
         target=sink.description,
-        messages=total,
+        messages=messages,
         records=records,
-        chunks=len(valid_files),
+        chunks=len(todo),
         seconds=round(time.perf_counter() - started, 6),
+        already_delivered_chunks=len(states) - len(todo),
     )
+
+
+def _pack(
+    storage: Storage, state: ChunkState, settings: DeliverySettings, budget: int
+) -> tuple[SerializedRecords, list[tuple[int, int]]]:
+    summary = state.chunk_summary()
+    assert summary is not None and summary.valid_uri is not None
+    rows = _chunk_records(storage, summary.valid_uri)
+    try:
+        return rows, pack(rows.lengths, settings.records_per_message, budget)
+    except DeliveryError as exc:
+        raise DeliveryError(
+            f"chunk {state.chunk} ({summary.valid_uri}), {exc}; nothing was sent", permanent=True
+        ) from exc

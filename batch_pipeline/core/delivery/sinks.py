@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.errors import DeliveryError
 from batch_pipeline.core.models import join_uri
 from batch_pipeline.core.storage import Storage
@@ -63,11 +64,17 @@ class Message:
         return "batch-" + hashlib.sha256(self.batch_id.encode()).hexdigest()
 
 
+OnSent = Callable[[int], None]
+
+
 class Sink(Protocol):
     description: str
 
-    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
-        """Deliver all ``messages`` of a chunk, or raise DeliveryError."""
+    def send(
+        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+    ) -> None:
+        """Deliver ``messages`` of a chunk in order, or raise DeliveryError. ``on_sent(n)`` is
+        called whenever the first ``n`` messages are known to be with the sink."""
 
 
 class OutboxSink:
@@ -78,13 +85,18 @@ class OutboxSink:
         self.directory = directory
         self.description = directory
 
-    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+    def send(
+        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+    ) -> None:
+        """One file per chunk, written whole and atomically: a resend replaces it."""
         uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
         self.storage.write_bytes(uri, "".join(m.body + "\n" for m in messages).encode())
+        if on_sent:
+            on_sent(len(messages))
 
 
 class SqsSink:
-    """An SQS queue reached with a boto3 client."""
+    """An SQS queue reached with a boto3 client, behind a circuit breaker."""
 
     def __init__(
         self,
@@ -95,8 +107,10 @@ class SqsSink:
         base_delay: float = 0.2,
         max_delay: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
+        self.breaker = breaker or CircuitBreaker(queue_url)
         self.queue_url = queue_url
         self.max_batch_bytes = max_batch_bytes
         self.max_attempts = max_attempts
@@ -107,9 +121,15 @@ class SqsSink:
         self.description = queue_url
         self.calls = 0
 
-    def send(self, chunk_index: int, messages: Sequence[Message]) -> None:
+    def send(
+        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+    ) -> None:
+        sent = 0
         for batch in self._batches(messages):
             self._send_batch(batch)
+            sent += len(batch)
+            if on_sent:
+                on_sent(sent)
 
     def _batches(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
         batch: list[Message] = []
@@ -141,6 +161,7 @@ class SqsSink:
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
                 self.sleep(random.uniform(0, delay))  # full jitter
             entries = [self._entry(i, m) for i, m in pending.items()]
+            self.breaker.before_call()  # raises CircuitOpenError while the queue keeps failing
             try:
                 self.calls += 1
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -150,9 +171,11 @@ class SqsSink:
                     raise DeliveryError(
                         f"{self.queue_url} refused messages {numbers}: {exc}", permanent=True
                     ) from exc
+                self.breaker.record_failure()
                 last_error = str(exc)
                 continue
             except BotoCoreError as exc:  # connection errors and the like: worth another try
+                self.breaker.record_failure()
                 last_error = str(exc)
                 continue
             for ok in response.get("Successful", []):
@@ -166,7 +189,9 @@ class SqsSink:
                 )
                 raise DeliveryError(f"{self.queue_url} refused messages: {detail}", permanent=True)
             if not pending:
+                self.breaker.record_success()
                 return
+            self.breaker.record_failure()
             last_error = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
         numbers = sorted(m.number for m in pending.values())
         raise DeliveryError(

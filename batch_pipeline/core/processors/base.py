@@ -11,6 +11,7 @@ module in ``processors/__init__.py``.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,8 +73,21 @@ def register(cls: type[Processor]) -> type[Processor]:
     return cls
 
 
-def get_processor(name: str, options: dict[str, Any] | None = None) -> Processor:
-    """The processor ``name`` with validated options; ConfigError says what is wrong."""
+def import_processor_modules(modules: Sequence[str]) -> None:
+    """Import modules that register processors of their own (``@register`` at import)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"processor module {module!r} cannot be imported: {exc}") from exc
+
+
+def get_processor(
+    name: str, options: dict[str, Any] | None = None, modules: Sequence[str] = ()
+) -> Processor:
+    """The processor ``name`` with validated options, after importing ``modules`` (custom
+    processors); ConfigError says what is wrong."""
+    import_processor_modules(modules)
     if name not in REGISTRY:
         raise ConfigError(
             f"Unknown processor {name!r}: available are {', '.join(sorted(REGISTRY))}"

@@ -1,0 +1,83 @@
+"""A circuit breaker for sinks: stop hammering a sink that keeps failing.
+
+Closed: calls go through. After ``failure_threshold`` consecutive failed calls it opens: calls
+fail at once with CircuitOpenError (a transient DeliveryError, so the step retries later) until
+``cooldown_seconds`` have passed. Then it is half-open: one trial call goes through; success
+closes the breaker, failure opens it for another cool-down. Breakers live per sink target in
+this process (``breaker_for``), so their state outlasts a step's retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from batch_pipeline.core.errors import DeliveryError
+
+
+class CircuitOpenError(DeliveryError):
+    def __init__(self, target: str, retry_in: float) -> None:
+        super().__init__(
+            f"circuit open for {target}: too many consecutive failures; retry in {retry_in:.1f}s",
+            permanent=False,
+        )
+        self.retry_in = retry_in
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        target: str,
+        failure_threshold: int = 5,
+        cooldown_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.failure_threshold = max(failure_threshold, 1)
+        self.cooldown_seconds = cooldown_seconds
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self.clock() - self.opened_at >= self.cooldown_seconds:
+            return "half_open"
+        return "open"
+
+    def before_call(self) -> None:
+        """Raise CircuitOpenError while open; let a call through when closed or half-open."""
+        with self._lock:
+            if self.state == "open":
+                assert self.opened_at is not None
+                retry_in = self.cooldown_seconds - (self.clock() - self.opened_at)
+                raise CircuitOpenError(self.target, retry_in)
+
+    def record_success(self) -> None:
+        with self._lock:
+            self.failures = 0
+            self.opened_at = None
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.opened_at is not None or self.failures >= self.failure_threshold:
+                self.opened_at = self.clock()  # half-open trial failed, or threshold reached
+
+
+_BREAKERS: dict[str, CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def breaker_for(
+    target: str, failure_threshold: int = 5, cooldown_seconds: float = 30.0
+) -> CircuitBreaker:
+    """The process's breaker for ``target`` (created with these settings on first use)."""
+    with _BREAKERS_LOCK:
+        if target not in _BREAKERS:
+            _BREAKERS[target] = CircuitBreaker(target, failure_threshold, cooldown_seconds)
+        return _BREAKERS[target]

@@ -1,0 +1,521 @@
+"""The chunk ledger: the single record of what each chunk of each batch has done.
+
+One row per batch and chunk (``bp_chunks``): status, attempts, last error and its category,
+records in/out/rejected, timings, the chunk's input fingerprint, its dead letter, and how far
+its delivery got. A row per batch (``bp_batches``) keeps the batch's source, config (for
+redrive), plan and outcome. Progress, resume, redrive, force-complete and the dead-letter view
+all read these tables.
+
+SQLite is the embedded default; any SQLAlchemy URL works, and ``postgresql://...`` (the database
+of a production Dagster instance) is the production choice. Every update is one statement or one
+transaction, so concurrent steps never lose a count; batch progress is counted from the chunk
+rows, never kept as a counter that two steps could both overwrite. All SQL is built by
+SQLAlchemy with bound parameters.
+
+Chunk statuses: ``pending`` (planned, or waiting for a retry), ``running`` (an attempt started;
+stays so if its process died), ``succeeded``, ``failed`` (the last attempt failed; a retry,
+redrive or resume will take it), ``dead_lettered`` (gave up; in the dead-letter store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary, Plan
+
+PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "dead_lettered",
+)
+CHUNK_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED)
+LEDGER_URL_ENV = "BATCH_PIPELINE_LEDGER_URL"
+
+
+def default_ledger_url() -> str:
+    """``BATCH_PIPELINE_LEDGER_URL``; else SQLite in ``$DAGSTER_HOME``; else in
+    ``~/.batch_pipeline``. Read when called, never at import."""
+    if os.environ.get(LEDGER_URL_ENV):
+        return os.environ[LEDGER_URL_ENV]
+    home = os.environ.get("DAGSTER_HOME") or os.path.join(
+        os.path.expanduser("~"), ".batch_pipeline"
+    )
+    return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
+
+
+def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
+    """Changes whenever the chunk's output could: another source content, another slice,
+    another processor or options."""
+    payload = {
+        "source": spec.source.info.fingerprint,
+        "chunk": asdict(chunk),
+        "processor": spec.processor,
+        "options": spec.processor_options,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_hash(plan: Plan) -> str:
+    descriptors = [asdict(c) for c in plan.chunks]
+    return hashlib.sha256(json.dumps(descriptors, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ChunkState:
+    """One row of the chunk ledger."""
+
+    batch_id: str
+    chunk: int
+    status: str
+    attempts: int = 0
+    error_category: str | None = None
+    error_message: str | None = None
+    records_in: int | None = None
+    records_out: int | None = None
+    records_rejected: int | None = None
+    bytes_read: int | None = None
+    seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    fingerprint: str | None = None
+    descriptor: str | None = None
+    summary: str | None = None
+    dead_letter: str | None = None
+    first_message: int | None = None
+    messages: int | None = None
+    total_messages: int | None = None
+    messages_sent: int = 0
+    updated_at: float | None = None
+
+    def chunk_summary(self) -> ChunkSummary | None:
+        return ChunkSummary(**json.loads(self.summary)) if self.summary else None
+
+    def chunk_descriptor(self) -> Chunk | None:
+        return Chunk.from_dict(json.loads(self.descriptor)) if self.descriptor else None
+
+    @property
+    def delivered(self) -> bool:
+        return self.messages is not None and self.messages_sent >= self.messages
+
+
+@dataclass
+class BatchState:
+    """One row of the batch table."""
+
+    batch_id: str
+    source_uri: str
+    fingerprint: str
+    status: str
+    chunks: int
+    plan_hash: str | None
+    config: str | None
+    run_id: str | None
+    reason: str | None
+    created_at: float
+    updated_at: float
+
+    def config_dict(self) -> dict[str, Any]:
+        return json.loads(self.config) if self.config else {}
+
+
+@dataclass
+class Progress:
+    """A batch's counters, as Step Functions' DescribeMapRun reports them."""
+
+    batch_id: str
+    total: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    dead_lettered: int
+    records_in: int
+    records_out: int
+    records_rejected: int
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.dead_lettered
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.succeeded / self.total, 2) if self.total else 100.0
+
+
+def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData(schema=schema)
+    batches = sa.Table(
+        "bp_batches",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("source_uri", sa.Text, nullable=False),
+        sa.Column("fingerprint", sa.String(255), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("chunks", sa.Integer, nullable=False),
+        sa.Column("plan_hash", sa.String(64)),
+        sa.Column("config", sa.Text),
+        sa.Column("run_id", sa.String(64)),
+        sa.Column("reason", sa.Text),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    chunks = sa.Table(
+        "bp_chunks",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("chunk", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("error_category", sa.String(64)),
+        sa.Column("error_message", sa.Text),
+        sa.Column("records_in", sa.BigInteger),
+        sa.Column("records_out", sa.BigInteger),
+        sa.Column("records_rejected", sa.BigInteger),
+        sa.Column("bytes_read", sa.BigInteger),
+        sa.Column("seconds", sa.Float),
+        sa.Column("peak_rss_bytes", sa.BigInteger),
+        sa.Column("started_at", sa.Float),
+        sa.Column("finished_at", sa.Float),
+        sa.Column("fingerprint", sa.String(64)),
+        sa.Column("descriptor", sa.Text),
+        sa.Column("summary", sa.Text),
+        sa.Column("dead_letter", sa.Text),
+        sa.Column("first_message", sa.Integer),
+        sa.Column("messages", sa.Integer),
+        sa.Column("total_messages", sa.Integer),
+        sa.Column("messages_sent", sa.Integer, nullable=False, default=0),
+        sa.Column("updated_at", sa.Float),
+        sa.Index("ix_bp_chunks_batch_status", "batch_id", "status"),
+    )
+    return metadata, batches, chunks
+
+
+def _make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+        else:  # one shared in-memory database for every connection of this engine
+            engine = sa.create_engine(
+                "sqlite://",
+                connect_args={"check_same_thread": False},
+                poolclass=sa.pool.StaticPool,
+            )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            if path and path != ":memory:":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+_LEDGERS: dict[tuple[str, str | None], Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def open_ledger(url: str | None = None, schema: str | None = None) -> Ledger:
+    """The ledger at ``url`` (default: ``default_ledger_url()``), one per process and URL."""
+    key = (url or default_ledger_url(), schema)
+    with _LEDGERS_LOCK:
+        if key not in _LEDGERS:
+            _LEDGERS[key] = Ledger(*key)
+        return _LEDGERS[key]
+
+
+class Ledger:
+    """Reads and atomically updates the chunk ledger. Thread- and process-safe."""
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        metadata, self.batches, self.chunks = _tables(schema)
+        if schema and not url.startswith("sqlite"):
+            with self.engine.begin() as conn:
+                conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        metadata.create_all(self.engine, checkfirst=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # Batches ---------------------------------------------------------------------------------
+
+    def register_batch(
+        self, spec: BatchSpec, plan: Plan, run_id: str | None = None
+    ) -> list[ChunkState]:
+        """Record the batch and its planned chunks. A batch seen before keeps its chunk rows
+        when the plan is the same; a different plan replaces them, unless records of the old
+        plan were delivered (re-planning would then deliver them twice)."""
+        now = time.time()
+        digest = plan_hash(plan)
+        config = json.dumps(spec.config, default=str)
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(self.batches).where(self.batches.c.batch_id == spec.batch_id)
+            ).first()
+            if row is not None and row.plan_hash != digest:
+                sent = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(self.chunks.c.messages_sent), 0)).where(
+                        self.chunks.c.batch_id == spec.batch_id
+                    )
+                ).scalar_one()
+                if sent:
+                    raise ConfigError(
+                        f"batch {spec.batch_id} was planned differently before ({row.chunks} "
+                        f"chunks) and {sent} of its messages were delivered; re-planning it "
+                        "would deliver records twice. Run it with the earlier chunk settings, "
+                        "or give the new run another batch_id."
+                    )
+                conn.execute(sa.delete(self.chunks).where(self.chunks.c.batch_id == spec.batch_id))
+            values = {
+                "source_uri": spec.source.uri,
+                "fingerprint": spec.source.info.fingerprint,
+                "status": RUNNING,
+                "chunks": len(plan.chunks),
+                "plan_hash": digest,
+                "config": config,
+                "run_id": run_id,
+                "reason": None,
+                "updated_at": now,
+            }
+            if row is None:
+                conn.execute(
+                    sa.insert(self.batches).values(batch_id=spec.batch_id, created_at=now, **values)
+                )
+            else:
+                conn.execute(
+                    sa.update(self.batches)
+                    .where(self.batches.c.batch_id == spec.batch_id)
+                    .values(**values)
+                )
+            existing = {
+                r.chunk
+                for r in conn.execute(
+                    sa.select(self.chunks.c.chunk).where(self.chunks.c.batch_id == spec.batch_id)
+                )
+            }
+            new_rows = [
+                {
+                    "batch_id": spec.batch_id,
+                    "chunk": c.index,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "messages_sent": 0,
+                    "descriptor": json.dumps(asdict(c), default=str),
+                    "updated_at": now,
+                }
+                for c in plan.chunks
+                if c.index not in existing
+            ]
+            if new_rows:
+                conn.execute(sa.insert(self.chunks), new_rows)
+        return self.chunk_states(spec.batch_id)
+
+    def batch(self, batch_id: str) -> BatchState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.batches).where(self.batches.c.batch_id == batch_id)
+            ).first()
+        return BatchState(**row._mapping) if row is not None else None
+
+    def set_batch_status(
+        self, batch_id: str, status: str, reason: str | None = None, run_id: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "reason": reason, "updated_at": time.time()}
+        if run_id:
+            values["run_id"] = run_id
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.batches).where(self.batches.c.batch_id == batch_id).values(**values)
+            )
+
+    def force_complete(self, batch_id: str, reason: str) -> BatchState:
+        """Mark a batch complete whatever its chunks say, with the operator's reason."""
+        if not reason.strip():
+            raise ConfigError("force-complete needs a reason")
+        if self.batch(batch_id) is None:
+            raise ConfigError(f"batch {batch_id} is not in the ledger at {self.safe_url}")
+        self.set_batch_status(batch_id, "completed_forced", reason=reason)
+        state = self.batch(batch_id)
+        assert state is not None
+        return state
+
+    # Chunks ----------------------------------------------------------------------------------
+
+    def chunk_states(self, batch_id: str) -> list[ChunkState]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(self.chunks)
+                .where(self.chunks.c.batch_id == batch_id)
+                .order_by(self.chunks.c.chunk)
+            ).all()
+        return [ChunkState(**r._mapping) for r in rows]
+
+    def chunk_state(self, batch_id: str, chunk: int) -> ChunkState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.chunks).where(
+                    self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk
+                )
+            ).first()
+        return ChunkState(**row._mapping) if row is not None else None
+
+    def _update(self, batch_id: str, chunk: int, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.chunks)
+                .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk)
+                .values(**values)
+            )
+
+    def reset(self, batch_id: str, chunks: list[int]) -> None:
+        """Back to pending for another attempt (delivery progress is kept)."""
+        if not chunks:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.chunks)
+                .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk.in_(chunks))
+                .values(status=PENDING, updated_at=time.time())
+            )
+
+    def mark_running(self, batch_id: str, chunk: int) -> None:
+        """An attempt starts: status running, attempts + 1 (atomically)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.chunks)
+                .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk)
+                .values(
+                    status=RUNNING,
+                    attempts=self.chunks.c.attempts + 1,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def mark_succeeded(self, batch_id: str, summary: ChunkSummary, fingerprint: str) -> None:
+        self._update(
+            batch_id,
+            summary.index,
+            status=SUCCEEDED,
+            error_category=None,
+            error_message=None,
+            records_in=summary.records_in,
+            records_out=summary.records_out,
+            records_rejected=summary.records_rejected,
+            bytes_read=summary.bytes_read,
+            seconds=summary.seconds,
+            peak_rss_bytes=summary.peak_rss_bytes,
+            finished_at=time.time(),
+            fingerprint=fingerprint,
+            summary=json.dumps(summary.to_dict()),
+            dead_letter=None,
+        )
+
+    def mark_failed(self, batch_id: str, chunk: int, category: str, message: str) -> None:
+        """The attempt failed; the chunk waits for a retry (or a redrive/resume)."""
+        self._update(
+            batch_id,
+            chunk,
+            status=FAILED,
+            error_category=category,
+            error_message=message[:4000],
+            finished_at=time.time(),
+        )
+
+    def mark_dead_lettered(
+        self, batch_id: str, chunk: int, category: str, message: str, dead_letter: str
+    ) -> None:
+        self._update(
+            batch_id,
+            chunk,
+            status=DEAD_LETTERED,
+            error_category=category,
+            error_message=message[:4000],
+            finished_at=time.time(),
+            dead_letter=dead_letter,
+        )
+
+    # Delivery --------------------------------------------------------------------------------
+
+    def assign_messages(self, batch_id: str, counts: dict[int, int]) -> None:
+        """Number the messages of the chunks in ``counts`` (chunk -> messages) after the highest
+        number given so far, in chunk order, and record the batch's message total as of now
+        with each of them. Chunks numbered before keep their numbers and totals, so a message
+        is always rebuilt identically, whenever it is (re)sent."""
+        c = self.chunks.c
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(c.chunk, c.first_message, c.messages)
+                .where(c.batch_id == batch_id)
+                .with_for_update()
+            ).all()
+            numbered = {r.chunk for r in rows if r.first_message is not None}
+            last = max((r.first_message + r.messages - 1 for r in rows if r.messages), default=0)
+            firsts: dict[int, int] = {}
+            for chunk in sorted(set(counts) - numbered):
+                firsts[chunk] = last + 1
+                last += counts[chunk]
+            for chunk, first in firsts.items():
+                conn.execute(
+                    sa.update(self.chunks)
+                    .where(c.batch_id == batch_id, c.chunk == chunk)
+                    .values(first_message=first, messages=counts[chunk], total_messages=last)
+                )
+
+    def mark_sent(self, batch_id: str, chunk: int, messages_sent: int) -> None:
+        """The first ``messages_sent`` messages of the chunk are with the sink."""
+        self._update(batch_id, chunk, messages_sent=messages_sent)
+
+    # Views -----------------------------------------------------------------------------------
+
+    def progress(self, batch_id: str) -> Progress:
+        """Counted from the chunk rows in one query: exact under concurrent updates."""
+        c = self.chunks.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    c.status,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(c.records_in), 0),
+                    sa.func.coalesce(sa.func.sum(c.records_out), 0),
+                    sa.func.coalesce(sa.func.sum(c.records_rejected), 0),
+                )
+                .where(c.batch_id == batch_id)
+                .group_by(c.status)
+            ).all()
+        counts = {status: 0 for status in CHUNK_STATUSES}
+        records = [0, 0, 0]
+        for status, count, r_in, r_out, r_rej in rows:
+            counts[status] = int(count)
+            if status == SUCCEEDED:
+                records = [int(r_in), int(r_out), int(r_rej)]
+        return Progress(batch_id, sum(counts.values()), *counts.values(), *records)
+
+    def dead_letters(self, batch_id: str) -> list[ChunkState]:
+        return [s for s in self.chunk_states(batch_id) if s.status == DEAD_LETTERED]
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
