@@ -266,12 +266,36 @@ class ProgressWatcher(threading.Thread):
         bar.close()
 
 
+# Errors Dagster raises around the user code's own: their message says only where it happened.
+_WRAPPERS = frozenset({"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"})
+
+
+def _error_text(error: Any) -> str:
+    """A step's error for people: a ``Failure``'s description; for an unexpected exception that
+    Dagster wrapped, the exception itself (``OSError: ...``), never only the wrapper's
+    ``Error occurred while executing op``."""
+    wrapper = None
+    for _ in range(10):
+        if error is None:
+            break
+        message = error.message.strip()
+        head, sep, rest = message.partition(": ")
+        if error.cls_name in _WRAPPERS:
+            wrapper = wrapper or (rest if sep else message)
+            error = error.cause
+            continue
+        if sep and head.rsplit(".", 1)[-1] == error.cls_name:  # "module.Class: text"
+            message = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"
+        return message
+    return wrapper or "failed"
+
+
 def _failure_message(result: Any) -> str:
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            messages.append(f"{event.step_key}: {_error_text(error)}")
     return "; ".join(messages) or "the run failed"
 
 
@@ -369,7 +393,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
             print(f"    {count:>9,}  {reason}")
     for failed in summary["failed_chunks"][:10]:
         print(
-            f"  chunk {failed['chunk']} {failed['status']}: {failed['category']}: "
+            f"  chunk_{failed['chunk']:05d} {failed['status']}: {failed['category']}: "
             f"{(failed['error'] or '')[:120]} ({failed['dead_letter']})"
         )
     if summary["output"]:
@@ -445,7 +469,7 @@ def dead_letters_command(args: argparse.Namespace) -> int:
     ]
     for row in rows:
         print(
-            f"chunk {row['chunk']}: {row['category']} after {row['attempts']} attempt(s): "
+            f"chunk_{row['chunk']:05d}: {row['category']} after {row['attempts']} attempt(s): "
             f"{(row['error'] or '')[:160]}\n    {row['dead_letter']}"
         )
     print(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")

@@ -16,6 +16,7 @@ from batch_pipeline.core.models import (
     FailureSettings,
     RetrySettings,
 )
+from batch_pipeline.core.storage import normalize_uri
 
 
 class CsvConfig(Config):
@@ -205,7 +206,13 @@ class BatchConfig(Config):
                 "deployment": self.deployment,
                 "snapshot_id": self.snapshot_id,
             },
-            "config": self.model_dump(),
+            # Kept in the ledger for redrive: paths made absolute, so that a redrive from another
+            # working directory finds the same source and output.
+            "config": {
+                **self.model_dump(),
+                "source": normalize_uri(self.source),
+                "output": normalize_uri(self.output),
+            },
         }
 
 

@@ -82,6 +82,7 @@ _TRANSIENT_MARKERS = {
         "Broken pipe",
         "Remote end closed connection",
         "Could not connect",
+        "Failed to flush response stream",  # pyarrow's AWS SDK reading a 503 body
         "curlCode",
     ),
 }
@@ -95,7 +96,13 @@ _PERMANENT_MARKERS = {
         "NoSuchBucket",
         "Not Found",
     ),
-    "access_denied": ("AccessDenied", "ACCESS_DENIED", "Forbidden", "permission denied"),
+    "access_denied": (
+        "AccessDenied",
+        "ACCESS_DENIED",
+        "Forbidden",
+        "permission denied",
+        "Permission denied",
+    ),
 }
 
 
@@ -110,15 +117,23 @@ def classify(exc: BaseException) -> ErrorInfo:
     current: BaseException | None = exc
     while current is not None and len(chain) < 10:
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        # ``raise ... from None`` says the error being handled is not the cause: stop there.
+        context = None if current.__suppress_context__ else current.__context__
+        current = current.__cause__ or context
     text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
     message = str(exc)
     if isinstance(exc, MemoryError) or any(isinstance(e, MemoryError) for e in chain):
         return ErrorInfo("out_of_memory", False, message or "out of memory: lower chunk_records")
+    if any(isinstance(e, FileNotFoundError) for e in chain):
+        return ErrorInfo("missing_object", False, message)
+    if any(isinstance(e, PermissionError) for e in chain):
+        return ErrorInfo("access_denied", False, message)
     for category, markers in _PERMANENT_MARKERS.items():
         if any(m in text for m in markers):
             return ErrorInfo(category, False, message)
-    if any(isinstance(e, (ConnectionError, TimeoutError)) for e in chain):
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return ErrorInfo("timeout", True, message)
+    if any(isinstance(e, ConnectionError) for e in chain):
         return ErrorInfo("connection", True, message)
     for category, markers in _TRANSIENT_MARKERS.items():
         if any(m in text for m in markers):

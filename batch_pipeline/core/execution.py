@@ -35,6 +35,7 @@ def attempt_chunk(
 ) -> ChunkSummary:
     """Process ``chunk`` once (``retry_number`` retries were made before this attempt)."""
     started = time.perf_counter()
+    before = ledger.chunk_state(spec.batch_id, chunk.index)
     ledger.mark_running(spec.batch_id, chunk.index)
     try:
         summary = run_chunk(storage, spec, chunk, processor)
@@ -72,4 +73,6 @@ def attempt_chunk(
             dead_letter=uri,
         )
     ledger.mark_succeeded(spec.batch_id, summary, chunk_fingerprint(spec, chunk))
+    if before is not None and before.dead_letter:
+        storage.delete(before.dead_letter)  # redriven: its dead letter no longer applies
     return summary

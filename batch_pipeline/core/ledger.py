@@ -20,6 +20,7 @@ redrive or resume will take it), ``dead_lettered`` (gave up; in the dead-letter 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import threading
@@ -202,6 +203,21 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, batches, chunks
 
 
+WRITE = "batch_pipeline_ledger_write"  # execution option of the ledger's write transactions
+
+
+def _engine_url(url: str) -> sa.URL:
+    """``url`` with a driver that is installed: a bare ``postgresql://`` means psycopg (3) to
+    SQLAlchemy 2.1 but psycopg2 to 2.0, and the ``postgres`` extra (like dagster-postgres)
+    installs psycopg2; take whichever is there."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module) is not None:
+                return parsed.set(drivername=f"postgresql+{driver}")
+    return parsed
+
+
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -217,6 +233,10 @@ def _make_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _: Any) -> None:
+            # pysqlite would begin transactions itself, lazily, at the first write: a read
+            # before it (register_batch, assign_messages) would not be in the transaction.
+            # Transactions are begun in _begin instead.
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             if path and path != ":memory:":
                 cursor.execute("PRAGMA journal_mode=WAL")
@@ -224,8 +244,20 @@ def _make_engine(url: str) -> sa.Engine:
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
 
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # A write transaction takes the write lock at once (waiting up to busy_timeout), so
+            # that what it reads cannot change before it writes; reads take no lock.
+            immediate = conn.get_execution_options().get(WRITE)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(_engine_url(url), pool_pre_ping=True)
+
+
+def _lock_key(name: str) -> int:
+    """A Postgres advisory-lock key (signed 64-bit) for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 _LEDGERS: dict[tuple[str, str | None], Ledger] = {}
@@ -247,14 +279,30 @@ class Ledger:
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        self._writer = self.engine.execution_options(**{WRITE: True})
+        self._postgres = self.engine.dialect.name == "postgresql"
         metadata, self.batches, self.chunks = _tables(schema)
-        if schema and not url.startswith("sqlite"):
-            with self.engine.begin() as conn:
-                conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-        metadata.create_all(self.engine, checkfirst=True)
+        # Steps starting at once on a new database all try to create the tables: one at a
+        # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
+        with self._write() as conn:
+            if self._postgres:
+                self._lock(conn, f"bp_ledger_schema:{schema or ''}")
+                if schema:
+                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+            metadata.create_all(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def _write(self) -> Any:
+        """A write transaction (on SQLite: ``BEGIN IMMEDIATE``)."""
+        return self._writer.begin()
+
+    def _lock(self, conn: sa.Connection, name: str) -> None:
+        """Serialize transactions about ``name`` until this one ends (Postgres; SQLite's write
+        transactions are serialized already)."""
+        if self._postgres:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(name))))
 
     # Batches ---------------------------------------------------------------------------------
 
@@ -267,7 +315,8 @@ class Ledger:
         now = time.time()
         digest = plan_hash(plan)
         config = json.dumps(spec.config, default=str)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
+            self._lock(conn, f"bp_batch:{spec.batch_id}")
             row = conn.execute(
                 sa.select(self.batches).where(self.batches.c.batch_id == spec.batch_id)
             ).first()
@@ -342,7 +391,7 @@ class Ledger:
         values: dict[str, Any] = {"status": status, "reason": reason, "updated_at": time.time()}
         if run_id:
             values["run_id"] = run_id
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 sa.update(self.batches).where(self.batches.c.batch_id == batch_id).values(**values)
             )
@@ -380,7 +429,7 @@ class Ledger:
 
     def _update(self, batch_id: str, chunk: int, **values: Any) -> None:
         values["updated_at"] = time.time()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 sa.update(self.chunks)
                 .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk)
@@ -391,7 +440,7 @@ class Ledger:
         """Back to pending for another attempt (delivery progress is kept)."""
         if not chunks:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 sa.update(self.chunks)
                 .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk.in_(chunks))
@@ -401,7 +450,7 @@ class Ledger:
     def mark_running(self, batch_id: str, chunk: int) -> None:
         """An attempt starts: status running, attempts + 1 (atomically)."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 sa.update(self.chunks)
                 .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk)
@@ -464,7 +513,8 @@ class Ledger:
         with each of them. Chunks numbered before keep their numbers and totals, so a message
         is always rebuilt identically, whenever it is (re)sent."""
         c = self.chunks.c
-        with self.engine.begin() as conn:
+        with self._write() as conn:
+            self._lock(conn, f"bp_batch:{batch_id}")
             rows = conn.execute(
                 sa.select(c.chunk, c.first_message, c.messages)
                 .where(c.batch_id == batch_id)

@@ -161,9 +161,10 @@ class Chunk:
         return f"chunk_{self.index:05d}"
 
     def describe(self) -> str:
-        """Human description for logs and errors: which chunk, which slice, of which object."""
+        """Which chunk (its key, 0-based like its files and ledger row), which slice, of which
+        object: ``chunk_00002 of 5 (bytes 100-200 of s3://b/k.csv)``."""
         if self.kind in ("row_groups", "parts") and self.end <= self.start:
-            return f"chunk {self.index + 1}/{self.count} (no records in {self.uri})"
+            return f"{self.key} of {self.count} (no records in {self.uri})"
         where = {
             "bytes": f"bytes {self.start}-{self.end}",
             "row_groups": f"row groups {self.start}-{self.end - 1}",
@@ -173,7 +174,7 @@ class Chunk:
             ),
             "empty": "no records",
         }[self.kind]
-        return f"chunk {self.index + 1}/{self.count} ({where} of {self.uri})"
+        return f"{self.key} of {self.count} ({where} of {self.uri})"
 
 
 @dataclass(frozen=True)

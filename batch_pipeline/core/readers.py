@@ -81,6 +81,8 @@ def _rejects(records: list[int], reasons: list[str], raws: list[str | None]) -> 
 def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> ChunkData:
     """Read ``chunk`` of ``source``. Raises ChunkReadError naming the chunk when the slice as a
     whole cannot be read (missing object, not the expected format)."""
+    if chunk.kind in ("bytes", "row_groups", "sheets"):
+        _check_unchanged(storage, source, chunk)
     try:
         if chunk.kind == "empty":
             names = list(source.columns or ())
@@ -109,6 +111,22 @@ def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> ChunkData:
     except (OSError, pa.ArrowException) as exc:
         raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
     raise ChunkReadError(f"{chunk.describe()}: unknown chunk kind {chunk.kind!r}")
+
+
+def _check_unchanged(storage: Storage, source: SourceSpec, chunk: Chunk) -> None:
+    """The object is still the version that was planned (its ETag, or size and mtime): a batch
+    must not mix two versions of its source. One HEAD (or stat) per chunk."""
+    try:
+        current = storage.stat(chunk.uri).fingerprint
+    except SourceError as exc:  # gone, or no longer readable
+        raise SourceError(f"{chunk.describe()}: {exc}") from exc
+    except Exception as exc:  # the HEAD itself failed (classify tells transient from permanent)
+        raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
+    if current != source.info.fingerprint:
+        raise ChunkReadError(
+            f"{chunk.describe()}: {chunk.uri} changed after the batch was planned (fingerprint "
+            f"{source.info.fingerprint}, now {current}); run the new version as its own batch"
+        )
 
 
 # CSV -------------------------------------------------------------------------------------------

@@ -123,7 +123,11 @@ def aggregate(
     if failure and pending:
         result.failure = f"{failure}; {len(pending)} chunk(s) never finished: run again to resume"
     if failure and result.failed_chunks:
-        result.failure = f"{result.failure}; dead letters under {spec.output}/dead_letters/"
+        first = result.failed_chunks[0]
+        result.failure = (
+            f"{result.failure}; dead letters under {spec.output}/dead_letters/; first failure: "
+            f"chunk_{first['chunk']:05d} {first['category']}: {(first['error'] or '')[:300]}"
+        )
     plan = json.loads(storage.read_bytes(spec.plan_uri)) if storage.exists(spec.plan_uri) else {}
     plan.pop("descriptors", None)
     manifest = build_manifest(spec, summaries, states, result, plan, run_id)

@@ -91,11 +91,20 @@ def stage_source(
         if same_source and state.get("part_sizes") == list(astuple(sizes)):
             return [StagedPart(**p) for p in state["parts"]]
     parts: list[StagedPart] = []
-    for index, (table, rejects) in enumerate(_parts(storage, source, sizes)):
-        uri = part_uri(prefix, index)
-        storage.write_parquet(table, uri)
-        storage.write_parquet(rejects if rejects is not None else EMPTY_REJECTS, rejects_uri(uri))
-        parts.append(StagedPart(uri, table.num_rows + _rows(rejects)))
+    try:
+        for index, (table, rejects) in enumerate(_parts(storage, source, sizes)):
+            uri = part_uri(prefix, index)
+            storage.write_parquet(table, uri)
+            bad = rejects if rejects is not None else EMPTY_REJECTS
+            storage.write_parquet(bad, rejects_uri(uri))
+            parts.append(StagedPart(uri, table.num_rows + _rows(rejects)))
+    except (OSError, pa.ArrowException) as exc:
+        # A truncated or corrupt stream (or a lost connection: classify sees the cause).
+        staged = sum(p.records for p in parts)
+        raise SourceError(
+            f"{source.uri} could not be read to its end while staging (after {staged:,} "
+            f"records): {exc}"
+        ) from exc
     state = {
         "source": source.uri,
         "fingerprint": source.info.fingerprint,

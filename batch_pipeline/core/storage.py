@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import random
+import time
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,11 +22,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.errors import SourceError
+from batch_pipeline.core.errors import SourceError, classify
 from batch_pipeline.core.models import ObjectInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+
+MIN_RANGE_READ = 4096
+RANGE_READ_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
@@ -170,11 +176,22 @@ class Storage:
         return fs.open_input_stream(path, compression=compression)
 
     def read_range(self, uri: str, start: int, end: int) -> bytes:
-        """Bytes ``start``..``end`` (exclusive) of an object: a seek locally, a range GET on S3."""
+        """Bytes ``start``..``end`` (exclusive) of an object: a seek locally, a range GET on S3.
+
+        Ranges are read at least MIN_RANGE_READ bytes long, and transient errors are tried
+        again: the AWS SDK under pyarrow fails, without retrying, to read an error response
+        (a 503 SlowDown body) that is longer than the range it asked for."""
         if end <= start:
             return b""
-        with self.open_input_file(uri) as f:
-            return f.read_at(end - start, start)
+        for attempt in range(RANGE_READ_ATTEMPTS):
+            try:
+                with self.open_input_file(uri) as f:
+                    return f.read_at(max(end - start, MIN_RANGE_READ), start)[: end - start]
+            except OSError as exc:
+                if attempt + 1 == RANGE_READ_ATTEMPTS or not classify(exc).transient:
+                    raise
+                time.sleep(random.uniform(0, 0.2 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def iter_blocks(
         self, uri: str, start: int = 0, block_size: int = 8 << 20

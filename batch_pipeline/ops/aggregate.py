@@ -3,13 +3,14 @@ from dagster import AssetMaterialization, Failure, MetadataValue, OpExecutionCon
 from batch_pipeline.core.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.results import aggregate as aggregate_results
-from batch_pipeline.ops.failures import core_failures
+from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
 
 BATCH_RESULTS_ASSET = "batch_results"
 
 
 @op(
+    retry_policy=RETRY_POLICY,
     description="From the ledger: check records in = out + rejected for every chunk and the "
     "run, apply the tolerated failures, write manifest.json, materialize batch_results.",
 )
@@ -21,7 +22,7 @@ def aggregate(
     ledger: LedgerResource,
 ) -> BatchResult:
     book = ledger.get_ledger()
-    with core_failures():
+    with core_failures(f"aggregating batch {spec.batch_id} failed"):
         result = aggregate_results(
             storage.get_storage(), spec, book.chunk_states(spec.batch_id), run_id=context.run_id
         )

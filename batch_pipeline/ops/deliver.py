@@ -25,7 +25,7 @@ def deliver(
     sqs: SQSResource,
 ) -> DeliverySummary | None:
     store = storage.get_storage()
-    with core_failures():
+    with core_failures(f"delivering batch {spec.batch_id} failed"):
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
         sink = open_sink(store, spec, client)
         if sink is None:

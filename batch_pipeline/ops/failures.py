@@ -1,11 +1,13 @@
 """How ops fail and retry.
 
-Core errors become ``dagster.Failure`` with the core's message; permanent ones (bad input, bad
-config) carry ``allow_retries=False``. Transient failures that the core decides to retry become
-``RetryRequested`` with the core's backoff delay (exponential, capped, full jitter), so that the
-retry settings of a run's config apply. ``RETRY_POLICY`` is the Dagster retry policy on
-``process_chunk`` and ``deliver`` for what escapes that handling (an unreachable ledger, a
-storage error while writing a dead letter): exponential backoff with full jitter.
+Every error of an op becomes a ``dagster.Failure`` with a message that says what failed (the
+core's own message names the source, chunk and line), and ``allow_retries`` from
+``core.errors.classify``: transient failures (throttling, time-outs, 5xx, connection resets) may
+be retried, permanent ones (bad input, bad config, a missing object) never are. Transient chunk
+failures that the core decided to retry become ``RetryRequested`` with the core's backoff delay
+(exponential, capped, full jitter), so that the retry settings of the run's config apply.
+``RETRY_POLICY``, on every op, retries the other transient failures (an unreachable ledger, a
+storage error while planning or writing a dead letter) with exponential backoff and full jitter.
 """
 
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy, RetryRequested
 
-from batch_pipeline.core.errors import BatchPipelineError, RetryableChunkError
+from batch_pipeline.core.errors import BatchPipelineError, RetryableChunkError, classify
 
 RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=2.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.FULL
@@ -21,14 +23,27 @@ RETRY_POLICY = RetryPolicy(
 
 
 @contextmanager
-def core_failures(max_retries: int | None = None) -> Iterator[None]:
+def core_failures(what: str = "", max_retries: int | None = None) -> Iterator[None]:
+    """Turn errors into Dagster failures. ``what`` prefixes the message of errors that are not
+    the core's own (those already say where they happened)."""
     try:
         yield
+    except (Failure, RetryRequested):
+        raise
     except RetryableChunkError as exc:
         raise RetryRequested(max_retries=max_retries or 1, seconds_to_wait=exc.delay) from exc
-    except BatchPipelineError as exc:
+    except Exception as exc:
+        info = classify(exc)
+        if isinstance(exc, BatchPipelineError):
+            text = str(exc)
+        else:
+            text = f"{what + ': ' if what else ''}{type(exc).__name__}: {exc}"
         raise Failure(
-            description=str(exc),
-            metadata={"error": type(exc).__name__, "permanent": exc.permanent},
-            allow_retries=not exc.permanent,
+            description=text,
+            metadata={
+                "error": type(exc).__name__,
+                "category": info.category,
+                "transient": info.transient,
+            },
+            allow_retries=info.transient,
         ) from exc

@@ -3,21 +3,25 @@ from dagster import MetadataValue, OpExecutionContext, op
 from batch_pipeline.config import BatchConfig, RedriveConfig
 from batch_pipeline.core.batch import prepare_batch, prepare_redrive
 from batch_pipeline.core.models import BatchSpec
-from batch_pipeline.ops.failures import core_failures
+from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
 
 
-@op(description="Validate the run config and the source before any work; resolve the batch id.")
+@op(
+    retry_policy=RETRY_POLICY,
+    description="Validate the run config and the source before any work; resolve the batch id.",
+)
 def initialize(
     context: OpExecutionContext, config: BatchConfig, storage: StorageResource
 ) -> BatchSpec:
-    with core_failures():
+    with core_failures(f"initializing {config.source} failed"):
         spec = prepare_batch(storage.get_storage(), **config.prepare_kwargs())
     _report(context, spec)
     return spec
 
 
 @op(
+    retry_policy=RETRY_POLICY,
     description="Load a batch from the ledger for a redrive: its stored config, checked against "
     "the source as it is now.",
 )
@@ -32,7 +36,7 @@ def load_batch(
     def prepare(stored: dict) -> BatchSpec:
         return prepare_batch(store, **BatchConfig(**stored).prepare_kwargs())
 
-    with core_failures():
+    with core_failures(f"loading batch {config.batch_id} failed"):
         spec = prepare_redrive(store, ledger.get_ledger(), config.batch_id, prepare)
     _report(context, spec)
     return spec

@@ -5,12 +5,13 @@ from dagster import DynamicOut, DynamicOutput, OpExecutionContext, op
 from batch_pipeline.core.models import BatchSpec, Chunk
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.resume import select_chunks
-from batch_pipeline.ops.failures import core_failures
+from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
 
 
 @op(
     out=DynamicOut(Chunk),
+    retry_policy=RETRY_POLICY,
     description="Cut the source into chunk descriptors (byte ranges, row groups, sheet rows), "
     "record them in the ledger, and yield one dynamic output per chunk still to process: a "
     "resumed run skips what is done, a redrive takes only what failed.",
@@ -22,7 +23,7 @@ def plan_chunks(
     ledger: LedgerResource,
 ) -> Iterator[DynamicOutput[Chunk]]:
     store = storage.get_storage()
-    with core_failures():
+    with core_failures(f"planning {spec.source.uri} failed"):
         plan = plan_or_reuse(store, spec)
         todo, why = select_chunks(ledger.get_ledger(), store, spec, plan, context.run_id)
     context.log.info(f"batch {spec.batch_id}: {plan.reason}; {why}")

@@ -20,7 +20,7 @@ def process_chunk(
     ledger: LedgerResource,
     sqs: SQSResource,
 ) -> ChunkSummary:
-    with core_failures(spec.retry.max_retries):
+    with core_failures(f"{chunk.describe()} failed", spec.retry.max_retries):
         summary = attempt_chunk(
             storage.get_storage(),
             ledger.get_ledger(),

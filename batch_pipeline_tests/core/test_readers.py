@@ -570,5 +570,7 @@ def test_a_chunk_of_an_object_that_changed_after_planning_fails_naming_the_chunk
     chunk = plan_batch(storage, spec).chunks[1]
     source.write_bytes(b"id\n1\n2\n")
 
-    with pytest.raises(ChunkReadError, match=r"chunk 2/2 \(bytes 7-11 of .*c\.csv\).*changed"):
+    with pytest.raises(
+        ChunkReadError, match=r"chunk_00001 of 2 \(bytes 7-11 of .*c\.csv\).*changed"
+    ):
         read_chunk(storage, spec.source, chunk)

@@ -2,9 +2,11 @@
 
 Closed: calls go through. After ``failure_threshold`` consecutive failed calls it opens: calls
 fail at once with CircuitOpenError (a transient DeliveryError, so the step retries later) until
-``cooldown_seconds`` have passed. Then it is half-open: one trial call goes through; success
-closes the breaker, failure opens it for another cool-down. Breakers live per sink target in
-this process (``breaker_for``), so their state outlasts a step's retry.
+``cooldown_seconds`` have passed. Then it is half-open: one trial call goes through (the others
+keep failing at once); success closes the breaker, failure opens it for another cool-down. A
+trial whose outcome is never recorded (its caller failed otherwise) makes way for another trial
+after a cool-down. Breakers live per sink target in this process (``breaker_for``), so their
+state outlasts a step's retry.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class CircuitBreaker:
         self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
+        self.trial_started_at: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -50,23 +53,33 @@ class CircuitBreaker:
         return "open"
 
     def before_call(self) -> None:
-        """Raise CircuitOpenError while open; let a call through when closed or half-open."""
+        """Raise CircuitOpenError while open; let a call through when closed, and one trial
+        call when half-open."""
         with self._lock:
-            if self.state == "open":
-                assert self.opened_at is not None
-                retry_in = self.cooldown_seconds - (self.clock() - self.opened_at)
-                raise CircuitOpenError(self.target, retry_in)
+            state = self.state
+            if state == "closed":
+                return
+            now = self.clock()
+            assert self.opened_at is not None
+            if state == "open":
+                raise CircuitOpenError(self.target, self.cooldown_seconds - (now - self.opened_at))
+            trial = self.trial_started_at
+            if trial is not None and now - trial < self.cooldown_seconds:
+                raise CircuitOpenError(self.target, self.cooldown_seconds - (now - trial))
+            self.trial_started_at = now  # this call is the trial
 
     def record_success(self) -> None:
         with self._lock:
             self.failures = 0
             self.opened_at = None
+            self.trial_started_at = None
 
     def record_failure(self) -> None:
         with self._lock:
             self.failures += 1
             if self.opened_at is not None or self.failures >= self.failure_threshold:
                 self.opened_at = self.clock()  # half-open trial failed, or threshold reached
+                self.trial_started_at = None
 
 
 _BREAKERS: dict[str, CircuitBreaker] = {}

@@ -1,0 +1,313 @@
+"""classify(): real exception objects (botocore, pyarrow's AWS SDK, sockets, our own wrappers,
+chained as the readers and the chunk runner chain them) sorted into transient and permanent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from batch_pipeline.core.delivery.breaker import CircuitOpenError
+from batch_pipeline.core.errors import (
+    ChunkReadError,
+    ConfigError,
+    ConservationError,
+    DeliveryError,
+    ErrorInfo,
+    ProcessorError,
+    SourceError,
+    classify,
+)
+from batch_pipeline.core.models import Chunk, CsvOptions, ObjectInfo, SourceSpec
+from batch_pipeline.core.readers import read_chunk
+from batch_pipeline.core.storage import S3Settings, Storage
+from batch_pipeline_tests.conftest import DEAD_ENDPOINT
+
+CHUNK = "chunk_00003 of 8 (bytes 1024-2048 of s3://bucket/incoming/leads.csv)"
+
+
+def client_error(code: str, message: str, status: int, operation: str = "GetObject") -> Any:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        operation,
+    )
+
+
+def chained(outer: BaseException, cause: BaseException) -> BaseException:
+    """``outer`` raised ``from cause``, as the readers and the chunk runner raise."""
+    try:
+        raise outer from cause
+    except BaseException as exc:
+        return exc
+
+
+def raised_while_handling(handled: BaseException, new: BaseException, suppress: bool) -> Any:
+    """``new`` raised in the ``except`` block of ``handled``, optionally ``from None``."""
+    try:
+        try:
+            raise handled
+        except BaseException:
+            if suppress:
+                raise new from None
+            raise new  # noqa: B904  (an implicit context is what is being tested)
+    except BaseException as exc:
+        return exc
+
+
+def processor_failure(cause: BaseException) -> BaseException:
+    return chained(ProcessorError(f"processor 'x' failed on {CHUNK}: {cause}"), cause)
+
+
+def read_failure(cause: BaseException) -> BaseException:
+    return chained(ChunkReadError(f"{CHUNK}: {cause}"), cause)
+
+
+NETWORK = OSError(
+    "When reading information for key 'incoming/leads.csv' in bucket 'bucket': AWS Error "
+    "NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect to server"
+)
+
+CASES: list[tuple[str, BaseException, str, bool]] = [
+    # botocore errors, as S3 returns them
+    (
+        "SlowDown",
+        client_error("SlowDown", "Please reduce your request rate.", 503),
+        "throttled",
+        True,
+    ),
+    (
+        "ThrottlingException",
+        client_error("ThrottlingException", "Rate exceeded", 400, "SendMessageBatch"),
+        "throttled",
+        True,
+    ),
+    (
+        "InternalError",
+        client_error("InternalError", "We encountered an internal error.", 500),
+        "server_error",
+        True,
+    ),
+    (
+        "ServiceUnavailable",
+        client_error("ServiceUnavailable", "Service is unable to handle the request.", 503),
+        "server_error",
+        True,
+    ),
+    (
+        "NoSuchKey",
+        client_error("NoSuchKey", "The specified key does not exist.", 404),
+        "missing_object",
+        False,
+    ),
+    (
+        "HeadObject 404",
+        client_error("404", "Not Found", 404, "HeadObject"),
+        "missing_object",
+        False,
+    ),
+    ("AccessDenied", client_error("AccessDenied", "Access Denied", 403), "access_denied", False),
+    ("HeadObject 403", client_error("403", "Forbidden", 403, "HeadObject"), "access_denied", False),
+    (
+        "read time-out",
+        ReadTimeoutError(endpoint_url="https://bucket.s3.amazonaws.com/key"),
+        "timeout",
+        True,
+    ),
+    (
+        "connect time-out",
+        ConnectTimeoutError(endpoint_url="https://bucket.s3.amazonaws.com/key"),
+        "timeout",
+        True,
+    ),
+    (
+        "endpoint unreachable",
+        EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com/"),
+        "connection",
+        True,
+    ),
+    # pyarrow's AWS SDK errors (OSError with the SDK's error name)
+    ("pyarrow NETWORK_CONNECTION", NETWORK, "connection", True),
+    (
+        "pyarrow SLOW_DOWN",
+        OSError("AWS Error SLOW_DOWN during GetObject operation: Please reduce your request rate."),
+        "throttled",
+        True,
+    ),
+    (
+        "pyarrow HTTP 503",
+        OSError("AWS Error UNKNOWN (HTTP status 503) during GetObject operation: Unable to parse"),
+        "server_error",
+        True,
+    ),
+    (
+        "pyarrow ACCESS_DENIED",
+        OSError("AWS Error ACCESS_DENIED during HeadObject operation: No response body."),
+        "access_denied",
+        False,
+    ),
+    (
+        "pyarrow missing path",
+        OSError("Path does not exist 'bucket/key.csv'"),
+        "missing_object",
+        False,
+    ),
+    # sockets and the OS
+    ("connection reset", ConnectionResetError(104, "Connection reset by peer"), "connection", True),
+    ("connection refused", ConnectionRefusedError(111, "Connection refused"), "connection", True),
+    ("broken pipe", BrokenPipeError(32, "Broken pipe"), "connection", True),
+    ("TimeoutError", TimeoutError("The read operation timed out"), "timeout", True),
+    (
+        "local file missing",
+        FileNotFoundError(2, "No such file or directory"),
+        "missing_object",
+        False,
+    ),
+    ("local permission", PermissionError(13, "Permission denied"), "access_denied", False),
+    # through our wrappers (__cause__ chains)
+    ("read <- network", read_failure(NETWORK), "connection", True),
+    ("read <- reset", read_failure(ConnectionResetError(104, "reset")), "connection", True),
+    ("read <- time-out", read_failure(TimeoutError("timed out")), "timeout", True),
+    (
+        "read <- SlowDown",
+        read_failure(client_error("SlowDown", "Reduce your request rate.", 503)),
+        "throttled",
+        True,
+    ),
+    (
+        "read <- bad CSV",
+        read_failure(pa.ArrowInvalid("CSV parse error: Expected 3 columns, got 4")),
+        "bad_data",
+        False,
+    ),
+    ("read alone", ChunkReadError(f"{CHUNK}: line 77: unterminated quote"), "bad_data", False),
+    (
+        "read <- NoSuchKey",
+        read_failure(client_error("NoSuchKey", "gone", 404)),
+        "missing_object",
+        False,
+    ),
+    (
+        "source empty",
+        SourceError("s3://bucket/incoming/leads.csv: the object is empty"),
+        "bad_data",
+        False,
+    ),
+    ("processor <- ValueError", processor_failure(ValueError("bad email")), "processor", False),
+    ("processor <- KeyError", processor_failure(KeyError("email")), "processor", False),
+    (
+        "processor <- reset",
+        processor_failure(ConnectionResetError(104, "reset")),
+        "connection",
+        True,
+    ),
+    ("processor <- MemoryError", processor_failure(MemoryError()), "out_of_memory", False),
+    (
+        "processor <- ValueError from None",
+        processor_failure(
+            raised_while_handling(ConnectionResetError(104, "reset"), ValueError("bad"), True)
+        ),
+        "processor",
+        False,
+    ),
+    (
+        "processor <- ValueError while handling a reset",
+        processor_failure(
+            raised_while_handling(ConnectionResetError(104, "reset"), ValueError("bad"), False)
+        ),
+        "connection",
+        True,
+    ),
+    ("lost records", ProcessorError(f"processor 'x' lost records on {CHUNK}"), "processor", False),
+    # memory
+    ("MemoryError", MemoryError(), "out_of_memory", False),
+    (
+        "ArrowMemoryError",
+        pa.lib.ArrowMemoryError("malloc of size 1 failed"),
+        "out_of_memory",
+        False,
+    ),
+    # configuration, accounting, delivery
+    ("config", ConfigError("Unknown processor 'nope'"), "config", False),
+    ("conservation", ConservationError("10 in != 9 out + 0 rejected"), "conservation", False),
+    ("delivery retryable", DeliveryError("3 message(s) not accepted"), "delivery", True),
+    (
+        "delivery refused",
+        DeliveryError("queue refused messages [4]", permanent=True),
+        "delivery",
+        False,
+    ),
+    ("circuit open", CircuitOpenError("https://sqs.example/q", 12.0), "delivery", True),
+    # unknown: a few retries are cheaper than a lost chunk
+    ("unknown", RuntimeError("something odd happened"), "unknown", True),
+    ("unknown chained", chained(RuntimeError("outer"), LookupError("inner")), "unknown", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("exc", "category", "transient"),
+    [pytest.param(exc, category, transient, id=name) for name, exc, category, transient in CASES],
+)
+def test_classify(exc: BaseException, category: str, transient: bool) -> None:
+    info = classify(exc)
+    assert (info.category, info.transient) == (category, transient), info
+    assert isinstance(info, ErrorInfo)
+    if str(exc):
+        assert info.message == str(exc)  # the outermost message: it names the chunk
+    else:
+        assert info.message  # never empty
+
+
+def test_every_category_keeps_its_message() -> None:
+    error = read_failure(NETWORK)
+    assert classify(error).message.startswith(CHUNK)
+
+
+def test_out_of_memory_without_a_message_says_what_to_do() -> None:
+    assert "chunk_records" in classify(MemoryError()).message
+
+
+def test_long_chains_end() -> None:
+    error: BaseException = ValueError("root")
+    for depth in range(50):
+        error = chained(ChunkReadError(f"level {depth}"), error)
+    assert classify(error).category == "bad_data"
+    looped = ValueError("a")
+    other = ValueError("b")
+    looped.__context__, other.__context__ = other, looped  # a cycle must not hang
+    assert classify(looped).category == "unknown"
+
+
+def test_a_real_chunk_read_from_an_unreachable_endpoint_is_transient() -> None:
+    """The real chain: pyarrow's S3 read fails to connect, the reader wraps it."""
+    storage = Storage(S3Settings(endpoint_url=DEAD_ENDPOINT, max_attempts=1))
+    uri = "s3://bucket/incoming/leads.csv"
+    source = SourceSpec(
+        uri=uri,
+        format="csv",
+        compression=None,
+        info=ObjectInfo(uri, 100, etag="e"),
+        csv=CsvOptions(),
+        columns=("id", "name"),
+        data_start=8,
+    )
+    chunk = Chunk(0, 1, "bytes", uri, start=8, end=100, first_line=2)
+    with pytest.raises(ChunkReadError) as caught:
+        read_chunk(storage, source, chunk)
+    info = classify(caught.value)
+    assert (info.category, info.transient) == ("connection", True), caught.value
+
+
+def test_a_real_missing_key_is_permanent(s3_client: Any, s3_bucket: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        s3_client.get_object(Bucket=s3_bucket, Key="nope.csv")
+    assert classify(caught.value) == ErrorInfo("missing_object", False, str(caught.value))
