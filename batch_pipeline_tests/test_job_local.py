@@ -236,3 +236,33 @@ def test_bad_csv_delimiter_is_refused(leads):
     config = BatchConfig(source=str(leads), csv={"delimiter": ":"})
     message = failure_message(run(config, raise_on_error=False))
     assert "delimiter" in message and str(leads) in message
+
+
+def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
+    """SQS on a closed port: the breaker opens after the first failed call, deliver retries
+    exactly retry.max_retries times (no extra retries from the op's retry policy), and the run
+    fails saying how to deliver the rest."""
+    config = BatchConfig(
+        source=str(leads),
+        output=str(tmp_path / "out"),
+        chunking=ChunkingConfig(chunk_records=1_000),
+        delivery={"target": "http://127.0.0.1:9/123456789012/nowhere", "breaker_failures": 1},
+        retry={"max_retries": 1, "base_delay_seconds": 0.01, "max_delay_seconds": 0.01},
+    )
+    result = get_batch_job().execute_in_process(
+        run_config=RunConfig(
+            ops={"initialize": config}, resources={"sqs": {"config": {"max_attempts": 1}}}
+        ),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert result.output_for_node("aggregate").records_out > 0
+    retries = [
+        e
+        for e in result.all_events
+        if e.step_key == "deliver" and e.event_type == DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retries) == 1
+    message = failure_message(result)
+    assert "delivery still failing after 2 attempt(s)" in message
+    assert "circuit open" in message

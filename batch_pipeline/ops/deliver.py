@@ -1,4 +1,4 @@
-from dagster import OpExecutionContext, RetryRequested, op
+from dagster import Failure, OpExecutionContext, RetryRequested, op
 
 from batch_pipeline.core.batch import deliver_batch, open_sink
 from batch_pipeline.core.delivery.deliver import DeliverySummary
@@ -34,8 +34,15 @@ def deliver(
         try:
             summary = deliver_batch(store, ledger.get_ledger(), spec, sink)
         except DeliveryError as exc:
-            if exc.permanent or context.retry_number >= spec.retry.max_retries:
+            if exc.permanent:
                 raise
+            if context.retry_number >= spec.retry.max_retries:
+                raise Failure(
+                    description=f"batch {spec.batch_id}: delivery still failing after "
+                    f"{context.retry_number + 1} attempt(s): {exc}; run the batch again to "
+                    "deliver the rest (nothing accepted is sent twice)",
+                    allow_retries=False,
+                ) from exc
             delay = backoff_delay(context.retry_number, spec.retry)
             context.log.warning(f"delivery failed ({exc}); retrying in {delay:.1f}s")
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
