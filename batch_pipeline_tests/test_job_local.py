@@ -239,14 +239,18 @@ def test_bad_csv_delimiter_is_refused(leads):
 
 
 def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
-    """SQS on a closed port: the breaker opens after the first failed call, deliver retries
-    exactly retry.max_retries times (no extra retries from the op's retry policy), and the run
-    fails saying how to deliver the rest."""
+    """SQS on a closed port: the breaker opens after the first failed call; deliver waits out
+    the breaker's cool-down before its retry, retries exactly retry.max_retries times (none
+    more from the op's retry policy), and the run fails saying how to deliver the rest."""
     config = BatchConfig(
         source=str(leads),
         output=str(tmp_path / "out"),
         chunking=ChunkingConfig(chunk_records=1_000),
-        delivery={"target": "http://127.0.0.1:9/123456789012/nowhere", "breaker_failures": 1},
+        delivery={
+            "target": "http://127.0.0.1:9/123456789012/nowhere",
+            "breaker_failures": 1,
+            "breaker_cooldown_seconds": 0.5,
+        },
         retry={"max_retries": 1, "base_delay_seconds": 0.01, "max_delay_seconds": 0.01},
     )
     result = get_batch_job().execute_in_process(
@@ -263,6 +267,8 @@ def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
         if e.step_key == "deliver" and e.event_type == DagsterEventType.STEP_UP_FOR_RETRY
     ]
     assert len(retries) == 1
+    # The wait is the breaker's remaining cool-down, not the 0.01 s backoff.
+    assert 0.1 < retries[0].event_specific_data.seconds_to_wait <= 0.5
     message = failure_message(result)
     assert "delivery still failing after 2 attempt(s)" in message
     assert "circuit open" in message

@@ -24,7 +24,7 @@ from batch_pipeline.core.delivery.sinks import (
 )
 from batch_pipeline.core.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.execution import attempt_chunk
-from batch_pipeline.core.ledger import Ledger
+from batch_pipeline.core.ledger import COMPLETED_FORCED, Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
     ChunkingSettings,
@@ -209,7 +209,9 @@ def run_batch(
             except RetryableChunkError as exc:
                 time.sleep(exc.delay)
                 retry_number += 1
-    result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id))
+    batch = ledger.batch(spec.batch_id)
+    forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+    result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
     ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
     sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
     delivered = deliver_batch(storage, ledger, spec, sink) if sink else None

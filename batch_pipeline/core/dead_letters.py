@@ -2,8 +2,8 @@
 
 Each dead letter is a JSON document at ``{output}/{batch_id}/dead_letters/chunk-NNNNN.json`` (a
 local folder or an S3 prefix, beside the batch's results) with the chunk's descriptor, the error,
-its category, the traceback and the attempts; optionally the same document also goes to an SQS
-dead-letter queue.
+its category, the traceback and the attempts (of the run that gave up); optionally a copy goes to
+an SQS dead-letter queue, best effort: the stored document is the record.
 """
 
 from __future__ import annotations
@@ -39,19 +39,16 @@ def dead_letter_document(
 
 
 def write_dead_letter(
-    storage: Storage,
-    spec: BatchSpec,
-    chunk: Chunk,
-    document: dict[str, Any],
-    sqs_client: Any = None,
+    storage: Storage, spec: BatchSpec, chunk: Chunk, document: dict[str, Any]
 ) -> str:
-    """Store the dead letter (and send it to the dead-letter queue when one is configured);
-    returns where it is. Idempotent: the same chunk always lands on the same path."""
+    """Store the dead letter; returns where it is. Idempotent: the same chunk always lands on
+    the same path."""
     uri = spec.dead_letter_uri(chunk.index)
-    body = json.dumps(document, indent=1, default=str)
-    storage.write_bytes(uri, body.encode())
-    queue = spec.failures.dead_letter_queue
-    if queue and sqs_client is not None:
-        url = resolve_queue_url(sqs_client, queue)
-        sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps(document, default=str))
+    storage.write_bytes(uri, json.dumps(document, indent=1, default=str).encode())
     return uri
+
+
+def send_dead_letter(sqs_client: Any, queue: str, document: dict[str, Any]) -> None:
+    """A copy of the dead letter to an SQS dead-letter queue (``sqs://NAME`` or a URL)."""
+    url = resolve_queue_url(sqs_client, queue)
+    sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps(document, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -59,90 +60,137 @@ class ErrorInfo:
     message: str
 
 
-# Substrings of error messages (botocore codes, pyarrow's AWS SDK errors, socket errors).
-_TRANSIENT_MARKERS = {
-    "throttled": ("SlowDown", "SLOW_DOWN", "Throttl", "RequestLimitExceeded", "TooManyRequests"),
-    "timeout": ("timed out", "Timeout", "TIMEOUT", "RequestTimeout"),
-    "server_error": (
-        "ServiceUnavailable",
-        "Service Unavailable",
-        "InternalError",
-        "Internal Server Error",
-        "HTTP response code: 5",
-        "HTTP status 5",
-        "status code: 5",
-    ),
-    "connection": (
-        "NETWORK_CONNECTION",
-        "Connection reset",
-        "Connection refused",
-        "Connection aborted",
-        "ConnectionResetError",
-        "EndpointConnectionError",
-        "Broken pipe",
-        "Remote end closed connection",
-        "Could not connect",
-        "Failed to flush response stream",  # pyarrow's AWS SDK reading a 503 body
-        "curlCode",
-    ),
+# AWS error codes (botocore's ClientError) by category.
+_AWS_CODES: dict[str, tuple[str, bool]] = {
+    **{c: ("throttled", True) for c in (
+        "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+        "TooManyRequestsException", "RequestThrottled", "RequestThrottledException",
+        "ProvisionedThroughputExceededException", "KmsThrottled")},
+    **{c: ("timeout", True) for c in ("RequestTimeout", "RequestTimeoutException")},
+    **{c: ("server_error", True) for c in (
+        "InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException")},
+    **{c: ("missing_object", False) for c in (
+        "NoSuchKey", "NoSuchBucket", "404", "NotFound", "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue")},
+    **{c: ("access_denied", False) for c in (
+        "AccessDenied", "AccessDeniedException", "403", "Forbidden", "InvalidAccessKeyId",
+        "SignatureDoesNotMatch", "ExpiredToken", "InvalidClientTokenId")},
+}  # fmt: skip
+# pyarrow's S3 errors read "AWS Error <NAME> during <Operation> operation: ...".
+_ARROW_AWS_ERROR = re.compile(r"AWS Error ([A-Z_]+)")
+_ARROW_CODES: dict[str, tuple[str, bool]] = {
+    "NETWORK_CONNECTION": ("connection", True),
+    "SLOW_DOWN": ("throttled", True),
+    "THROTTLING": ("throttled", True),
+    "REQUEST_TIMEOUT": ("timeout", True),
+    "SERVICE_UNAVAILABLE": ("server_error", True),
+    "INTERNAL_FAILURE": ("server_error", True),
+    "NO_SUCH_KEY": ("missing_object", False),
+    "NO_SUCH_BUCKET": ("missing_object", False),
+    "RESOURCE_NOT_FOUND": ("missing_object", False),
+    "ACCESS_DENIED": ("access_denied", False),
+    "INVALID_ACCESS_KEY_ID": ("access_denied", False),
+    "SIGNATURE_DOES_NOT_MATCH": ("access_denied", False),
 }
-_PERMANENT_MARKERS = {
-    "missing_object": (
-        "NoSuchKey",
-        "NO_SUCH_KEY",
-        "does not exist",
-        "Path does not exist",
-        "No such file",
-        "NoSuchBucket",
-        "Not Found",
-    ),
-    "access_denied": (
-        "AccessDenied",
-        "ACCESS_DENIED",
-        "Forbidden",
-        "permission denied",
-        "Permission denied",
-    ),
+_BOTOCORE_CONNECTION = {"EndpointConnectionError", "ConnectionClosedError", "ProxyConnectionError"}
+_BOTOCORE_TIMEOUT = {"ConnectTimeoutError", "ReadTimeoutError"}
+_BOTOCORE_CONFIG = {"NoCredentialsError", "NoRegionError", "PartialCredentialsError"}
+# Last resort, on the messages of library errors only (ours embed file names, which could say
+# anything): connection trouble that surfaced without a telling type.
+_TRANSIENT_TEXT = {
+    "connection": ("Connection reset", "Connection refused", "Connection aborted", "Broken pipe",
+                   "Remote end closed connection", "Could not connect", "curlCode",
+                   "Failed to flush response stream"),  # pyarrow's SDK reading a 503 body
+    "timeout": ("timed out",),
+    "server_error": ("HTTP response code: 5", "HTTP status 5", "Service Unavailable"),
+}  # fmt: skip
+_PERMANENT_TEXT = {
+    "missing_object": ("Path does not exist", "No such file or directory", "NoSuchKey"),
+    "access_denied": ("Access Denied", "AccessDenied"),
 }
 
 
-def classify(exc: BaseException) -> ErrorInfo:
-    """Sort a failure into transient (throttling, timeouts, 5xx, connection resets: retry) and
-    permanent (bad data, schema or config, missing object, access denied: dead-letter at once).
+def _by_type(e: BaseException) -> tuple[str, bool] | None:
+    """The category of one exception from its type, AWS error code or errno; None: no idea."""
+    names = {cls.__name__ for cls in type(e).__mro__}
+    if isinstance(e, MemoryError):
+        return "out_of_memory", False
+    if isinstance(e, RetryableChunkError):
+        return e.category, True
+    if isinstance(e, DeliveryError):  # says itself whether it is worth another try
+        return "delivery", not e.permanent
+    if "ClientError" in names and hasattr(e, "response"):
+        response = getattr(e, "response", None) or {}
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _AWS_CODES:
+            return _AWS_CODES[code]
+        if status >= 500:
+            return "server_error", True
+        return "client_error", False  # any other 4xx: the request itself is wrong
+    if names & _BOTOCORE_CONNECTION:
+        return "connection", True
+    if names & _BOTOCORE_TIMEOUT:
+        return "timeout", True
+    if names & _BOTOCORE_CONFIG:
+        return "config", False
+    if isinstance(e, FileNotFoundError):
+        return "missing_object", False
+    if isinstance(e, PermissionError):
+        return "access_denied", False
+    if isinstance(e, TimeoutError):
+        return "timeout", True
+    if isinstance(e, ConnectionError):
+        return "connection", True
+    if isinstance(e, OSError):
+        match = _ARROW_AWS_ERROR.search(str(e))
+        if match and match.group(1) in _ARROW_CODES:
+            return _ARROW_CODES[match.group(1)]
+    return None
 
-    The whole chain of causes is looked at: a chunk-read error caused by a connection reset is
-    transient. Unknown errors are treated as transient: a few retries are cheaper than a lost
-    chunk, and the last attempt still dead-letters them."""
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what led to it: its cause (``raise ... from``), else the error it was raised
+    while handling, unless ``from None`` suppressed that. Earlier links decide first, so an
+    error raised while handling another is classified by its own type when it has a telling
+    one (a throttled dead-letter write stays throttled whatever failed before it)."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and len(chain) < 10:
         chain.append(current)
-        # ``raise ... from None`` says the error being handled is not the cause: stop there.
         context = None if current.__suppress_context__ else current.__context__
         current = current.__cause__ or context
-    text = " | ".join(f"{type(e).__name__}: {e}" for e in chain)
+    return chain
+
+
+def classify(exc: BaseException) -> ErrorInfo:
+    """Sort a failure into transient (throttling, time-outs, 5xx, connection resets: retry) and
+    permanent (bad data, schema or config, a missing object, access denied: dead-letter at once).
+
+    The error and its causes are looked at in order, by type, AWS error code and errno first:
+    a chunk-read error caused by a connection reset is transient. Then the messages of library
+    errors, for connection trouble without a telling type. Then this project's own error types.
+    Unknown errors are transient: a few retries are cheaper than a lost chunk, and the last
+    attempt still dead-letters them."""
     message = str(exc)
-    if isinstance(exc, MemoryError) or any(isinstance(e, MemoryError) for e in chain):
-        return ErrorInfo("out_of_memory", False, message or "out of memory: lower chunk_records")
-    if any(isinstance(e, FileNotFoundError) for e in chain):
-        return ErrorInfo("missing_object", False, message)
-    if any(isinstance(e, PermissionError) for e in chain):
-        return ErrorInfo("access_denied", False, message)
-    for category, markers in _PERMANENT_MARKERS.items():
-        if any(m in text for m in markers):
+    chain = _chain(exc)
+    for e in chain:
+        found = _by_type(e)
+        if found:
+            if found[0] == "out_of_memory" and not message:
+                message = "out of memory: lower chunk_records"
+            return ErrorInfo(found[0], found[1], message)
+    library = " | ".join(str(e) for e in chain if not isinstance(e, BatchPipelineError))
+    for category, markers in _PERMANENT_TEXT.items():
+        if any(m in library for m in markers):
             return ErrorInfo(category, False, message)
-    if any(isinstance(e, TimeoutError) for e in chain):
-        return ErrorInfo("timeout", True, message)
-    if any(isinstance(e, ConnectionError) for e in chain):
-        return ErrorInfo("connection", True, message)
-    for category, markers in _TRANSIENT_MARKERS.items():
-        if any(m in text for m in markers):
+    for category, markers in _TRANSIENT_TEXT.items():
+        if any(m in library for m in markers):
             return ErrorInfo(category, True, message)
     for e in chain:
-        if isinstance(e, DeliveryError):
-            return ErrorInfo("delivery", not e.permanent, message)
         if isinstance(e, (ChunkReadError, SourceError)):
-            return ErrorInfo("bad_data", False, message)
+            missing = "does not exist" in str(e)
+            return ErrorInfo("missing_object" if missing else "bad_data", False, message)
         if isinstance(e, ConfigError):
             return ErrorInfo("config", False, message)
         if isinstance(e, ConservationError):

@@ -9,12 +9,17 @@ returns a summary with status ``dead_lettered``, so that the other chunks carry 
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from batch_pipeline.core.dead_letters import dead_letter_document, write_dead_letter
+from batch_pipeline.core.dead_letters import (
+    dead_letter_document,
+    send_dead_letter,
+    write_dead_letter,
+)
 from batch_pipeline.core.errors import RetryableChunkError, classify
 from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger, chunk_fingerprint
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
@@ -22,6 +27,8 @@ from batch_pipeline.core.processing import run_chunk
 from batch_pipeline.core.processors import Processor
 from batch_pipeline.core.retries import backoff_delay
 from batch_pipeline.core.storage import Storage
+
+log = logging.getLogger(__name__)
 
 
 def attempt_chunk(
@@ -53,9 +60,19 @@ def attempt_chunk(
         document = dead_letter_document(
             spec, chunk, info, traceback.format_exc(), attempts=retry_number + 1
         )
-        client = sqs_client() if sqs_client and spec.failures.dead_letter_queue else None
-        uri = write_dead_letter(storage, spec, chunk, document, client)
+        uri = write_dead_letter(storage, spec, chunk, document)
         ledger.mark_dead_lettered(spec.batch_id, chunk.index, info.category, info.message, uri)
+        if spec.failures.dead_letter_queue:
+            try:
+                client = sqs_client() if sqs_client else None
+                if client is None:
+                    raise RuntimeError("no SQS client")
+                send_dead_letter(client, spec.failures.dead_letter_queue, document)
+            except Exception as exc:  # the dead letter is stored; the queue is a copy
+                log.warning(
+                    "dead letter of %s not sent to %s: %s",
+                    chunk.key, spec.failures.dead_letter_queue, exc,
+                )  # fmt: skip
         return ChunkSummary(
             index=chunk.index,
             key=chunk.key,

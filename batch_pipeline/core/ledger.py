@@ -41,6 +41,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED = (
     "dead_lettered",
 )
 CHUNK_STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED)
+COMPLETED_FORCED = "completed_forced"
 LEDGER_URL_ENV = "BATCH_PIPELINE_LEDGER_URL"
 
 
@@ -55,21 +56,52 @@ def default_ledger_url() -> str:
     return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
 
 
-def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
-    """Changes whenever the chunk's output could: another source content, another slice,
-    another processor or options."""
-    payload = {
-        "source": spec.source.info.fingerprint,
-        "chunk": asdict(chunk),
-        "processor": spec.processor,
-        "options": spec.processor_options,
-    }
+def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def output_digest(spec: BatchSpec) -> str:
+    """Everything besides the source's content that shapes a batch's output files: how the
+    source is parsed, the processor and its options, the chunking, where outputs go."""
+    return _digest(
+        {
+            "parse": parse_settings(spec),
+            "processor": spec.processor,
+            "options": spec.processor_options,
+            "modules": spec.processor_modules,
+            "chunking": asdict(spec.chunking),
+            "output": spec.output_root,
+        }
+    )
+
+
+def delivery_digest(spec: BatchSpec) -> str:
+    """What shapes a batch's messages: where they go and how records are packed."""
+    d = spec.delivery
+    return _digest([d.target, d.records_per_message, d.max_message_bytes])
+
+
+def parse_settings(spec: BatchSpec) -> dict[str, Any]:
+    source = spec.source
+    return {
+        "format": source.format,
+        "compression": source.compression,
+        "csv": asdict(source.csv) if source.csv else None,
+        "json_records_path": source.json_records_path,
+        "excel_sheets": source.excel_sheets,
+    }
+
+
+def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
+    """Changes whenever the chunk's output could: another source content, another slice,
+    other parse, processor, chunking or output settings."""
+    return _digest(
+        {"source": spec.source.info.fingerprint, "chunk": asdict(chunk), "out": output_digest(spec)}
+    )
+
+
 def plan_hash(plan: Plan) -> str:
-    descriptors = [asdict(c) for c in plan.chunks]
-    return hashlib.sha256(json.dumps(descriptors, sort_keys=True, default=str).encode()).hexdigest()
+    return _digest([asdict(c) for c in plan.chunks])
 
 
 @dataclass
@@ -98,17 +130,23 @@ class ChunkState:
     messages: int | None = None
     total_messages: int | None = None
     messages_sent: int = 0
+    accepted: str | None = None
     updated_at: float | None = None
 
     def chunk_summary(self) -> ChunkSummary | None:
         return ChunkSummary(**json.loads(self.summary)) if self.summary else None
 
-    def chunk_descriptor(self) -> Chunk | None:
-        return Chunk.from_dict(json.loads(self.descriptor)) if self.descriptor else None
-
     @property
     def delivered(self) -> bool:
         return self.messages is not None and self.messages_sent >= self.messages
+
+    def chunk_descriptor(self) -> Chunk | None:
+        return Chunk.from_dict(json.loads(self.descriptor)) if self.descriptor else None
+
+    def accepted_numbers(self) -> set[int]:
+        """Message numbers the sink accepted beyond the first ``messages_sent`` (out of order,
+        from a batch call that was accepted in part)."""
+        return set(json.loads(self.accepted)) if self.accepted else set()
 
 
 @dataclass
@@ -121,6 +159,8 @@ class BatchState:
     status: str
     chunks: int
     plan_hash: str | None
+    output_digest: str | None
+    delivery_digest: str | None
     config: str | None
     run_id: str | None
     reason: str | None
@@ -166,6 +206,8 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("chunks", sa.Integer, nullable=False),
         sa.Column("plan_hash", sa.String(64)),
+        sa.Column("output_digest", sa.String(64)),
+        sa.Column("delivery_digest", sa.String(64)),
         sa.Column("config", sa.Text),
         sa.Column("run_id", sa.String(64)),
         sa.Column("reason", sa.Text),
@@ -197,6 +239,7 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("messages", sa.Integer),
         sa.Column("total_messages", sa.Integer),
         sa.Column("messages_sent", sa.Integer, nullable=False, default=0),
+        sa.Column("accepted", sa.Text),
         sa.Column("updated_at", sa.Float),
         sa.Index("ix_bp_chunks_batch_status", "batch_id", "status"),
     )
@@ -274,7 +317,8 @@ def open_ledger(url: str | None = None, schema: str | None = None) -> Ledger:
 
 
 class Ledger:
-    """Reads and atomically updates the chunk ledger. Thread- and process-safe."""
+    """Reads and atomically updates the chunk ledger. Thread- and process-safe on a SQLite file
+    or Postgres; the in-memory ``sqlite://`` ledger (run_batch's default) is for one thread."""
 
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
@@ -309,40 +353,68 @@ class Ledger:
     def register_batch(
         self, spec: BatchSpec, plan: Plan, run_id: str | None = None
     ) -> list[ChunkState]:
-        """Record the batch and its planned chunks. A batch seen before keeps its chunk rows
-        when the plan is the same; a different plan replaces them, unless records of the old
-        plan were delivered (re-planning would then deliver them twice)."""
+        """Record the batch and its planned chunks.
+
+        A batch seen before keeps its chunk rows when its plan is the same. When its plan,
+        output settings or delivery settings changed, the change is refused if messages were
+        delivered (running with it could deliver records twice, or leave delivered records
+        stale downstream); otherwise a new plan replaces the chunk rows, and new delivery
+        settings clear the message numbering. A force-completed batch stays so, unless the
+        run is forced."""
         now = time.time()
         digest = plan_hash(plan)
+        outputs, deliveries = output_digest(spec), delivery_digest(spec)
         config = json.dumps(spec.config, default=str)
+        c = self.chunks.c
         with self._write() as conn:
             self._lock(conn, f"bp_batch:{spec.batch_id}")
             row = conn.execute(
                 sa.select(self.batches).where(self.batches.c.batch_id == spec.batch_id)
             ).first()
-            if row is not None and row.plan_hash != digest:
+            changed = []
+            if row is not None:
+                if row.plan_hash != digest:
+                    changed.append(f"the chunk plan, {row.chunks} chunks before")
+                if row.output_digest != outputs:
+                    changed.append("parse, processor, chunking or output settings")
+                if row.delivery_digest != deliveries:
+                    changed.append("delivery target or message packing")
+            if changed:
                 sent = conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(self.chunks.c.messages_sent), 0)).where(
-                        self.chunks.c.batch_id == spec.batch_id
+                    sa.select(sa.func.count()).where(
+                        c.batch_id == spec.batch_id,
+                        sa.or_(c.messages_sent > 0, c.accepted.is_not(None)),
                     )
                 ).scalar_one()
                 if sent:
                     raise ConfigError(
-                        f"batch {spec.batch_id} was planned differently before ({row.chunks} "
-                        f"chunks) and {sent} of its messages were delivered; re-planning it "
-                        "would deliver records twice. Run it with the earlier chunk settings, "
-                        "or give the new run another batch_id."
+                        f"batch {spec.batch_id} ran before with other settings "
+                        f"({'; '.join(changed)}), and {sent} of its chunks delivered messages: "
+                        "running it with these settings could deliver records twice or leave "
+                        "delivered ones stale. Run it with the earlier settings, or give this "
+                        "run another batch_id."
                     )
-                conn.execute(sa.delete(self.chunks).where(self.chunks.c.batch_id == spec.batch_id))
+                if row.plan_hash != digest:
+                    conn.execute(sa.delete(self.chunks).where(c.batch_id == spec.batch_id))
+                elif row.delivery_digest != deliveries:
+                    conn.execute(
+                        sa.update(self.chunks)
+                        .where(c.batch_id == spec.batch_id)
+                        .values(first_message=None, messages=None, total_messages=None,
+                                messages_sent=0, accepted=None)
+                    )  # fmt: skip
+            forced = row is not None and row.status == COMPLETED_FORCED and spec.mode == "run"
             values = {
                 "source_uri": spec.source.uri,
                 "fingerprint": spec.source.info.fingerprint,
-                "status": RUNNING,
+                "status": COMPLETED_FORCED if forced else RUNNING,
                 "chunks": len(plan.chunks),
                 "plan_hash": digest,
+                "output_digest": outputs,
+                "delivery_digest": deliveries,
                 "config": config,
                 "run_id": run_id,
-                "reason": None,
+                "reason": row.reason if forced else None,
                 "updated_at": now,
             }
             if row is None:
@@ -402,7 +474,7 @@ class Ledger:
             raise ConfigError("force-complete needs a reason")
         if self.batch(batch_id) is None:
             raise ConfigError(f"batch {batch_id} is not in the ledger at {self.safe_url}")
-        self.set_batch_status(batch_id, "completed_forced", reason=reason)
+        self.set_batch_status(batch_id, COMPLETED_FORCED, reason=reason)
         state = self.batch(batch_id)
         assert state is not None
         return state
@@ -533,9 +605,13 @@ class Ledger:
                     .values(first_message=first, messages=counts[chunk], total_messages=last)
                 )
 
-    def mark_sent(self, batch_id: str, chunk: int, messages_sent: int) -> None:
-        """The first ``messages_sent`` messages of the chunk are with the sink."""
-        self._update(batch_id, chunk, messages_sent=messages_sent)
+    def mark_sent(
+        self, batch_id: str, chunk: int, messages_sent: int, accepted: set[int] | None = None
+    ) -> None:
+        """The first ``messages_sent`` messages of the chunk are with the sink, and so are the
+        messages numbered ``accepted`` (beyond them, accepted out of order)."""
+        extra = json.dumps(sorted(accepted)) if accepted else None
+        self._update(batch_id, chunk, messages_sent=messages_sent, accepted=extra)
 
     # Views -----------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from batch_pipeline.core.boundaries import (
     exact_csv_record_ends,
 )
 from batch_pipeline.core.errors import SourceError
+from batch_pipeline.core.ledger import parse_settings
 from batch_pipeline.core.models import (
     BatchSpec,
     Chunk,
@@ -61,6 +62,7 @@ class Segment:
 def plan_to_json(spec: BatchSpec, plan: Plan) -> dict[str, Any]:
     return {
         "source_fingerprint": spec.source.info.fingerprint,
+        "parse": _parse_key(spec),
         "chunking": asdict(spec.chunking),
         "chunks": len(plan.chunks),
         "chunk_records": plan.chunk_records,
@@ -75,9 +77,15 @@ def write_plan(storage: Storage, spec: BatchSpec, plan: Plan) -> None:
     storage.write_bytes(spec.plan_uri, json.dumps(plan_to_json(spec, plan), indent=1).encode())
 
 
+def _parse_key(spec: BatchSpec) -> dict[str, Any]:
+    """How the source is read, as JSON (what plan.json must match to be reused)."""
+    return json.loads(json.dumps(parse_settings(spec), default=str))
+
+
 def plan_or_reuse(storage: Storage, spec: BatchSpec) -> Plan:
-    """The batch's ``plan.json`` when it was made for the same source content and chunk
-    settings (so a resumed run does not scan the source again), else a new plan, written."""
+    """The batch's ``plan.json`` when it was made for the same source content, parse settings
+    and chunk settings (so a resumed run does not scan the source again), else a new plan,
+    written."""
     if storage.exists(spec.plan_uri):
         try:
             data = json.loads(storage.read_bytes(spec.plan_uri))
@@ -85,6 +93,7 @@ def plan_or_reuse(storage: Storage, spec: BatchSpec) -> Plan:
             data = {}
         if (
             data.get("source_fingerprint") == spec.source.info.fingerprint
+            and data.get("parse") == _parse_key(spec)
             and data.get("chunking") == asdict(spec.chunking)
             and data.get("descriptors")
         ):

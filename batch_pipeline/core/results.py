@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from batch_pipeline.core.errors import ConservationError
-from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, SUCCEEDED, ChunkState
+from batch_pipeline.core.ledger import (
+    COMPLETED_FORCED,
+    DEAD_LETTERED,
+    FAILED,
+    SUCCEEDED,
+    ChunkState,
+)
 from batch_pipeline.core.models import BatchSpec, ChunkSummary, FailureSettings
 from batch_pipeline.core.storage import Storage
 
@@ -29,8 +35,8 @@ MANIFEST_VERSION = 1
 class BatchResult:
     """The totals of a batch and where its results are.
 
-    ``status``: ``succeeded`` (every chunk), ``partial`` (failures within the tolerance) or
-    ``failed`` (beyond it; ``failure`` says why)."""
+    ``status``: ``succeeded`` (every chunk), ``partial`` (failures within the tolerance),
+    ``failed`` (beyond it; ``failure`` says why) or ``completed_forced`` (by an operator)."""
 
     batch_id: str
     manifest_uri: str
@@ -74,11 +80,17 @@ def tolerance_failure(failed: int, total: int, settings: FailureSettings) -> str
 
 
 def aggregate(
-    storage: Storage, spec: BatchSpec, states: list[ChunkState], run_id: str | None = None
+    storage: Storage,
+    spec: BatchSpec,
+    states: list[ChunkState],
+    run_id: str | None = None,
+    forced: str | None = None,
 ) -> BatchResult:
     """Build the batch's result from its ledger rows and write the manifest (always, also when
-    the batch fails: it lists every succeeded and every failed chunk). Raises
-    ConservationError when a succeeded chunk's counts do not add up."""
+    the batch fails: it lists every succeeded and every failed chunk). ``forced`` is the reason
+    an operator force-completed the batch: its unfinished chunks then fail nothing, and its
+    status is ``completed_forced``. Raises ConservationError when a succeeded chunk's counts do
+    not add up."""
     summaries: list[ChunkSummary] = []
     for state in states:
         if state.status == SUCCEEDED:
@@ -100,6 +112,8 @@ def aggregate(
         reasons.update(s.rejection_reasons)
     failure = tolerance_failure(len(failed) + len(pending), len(states), spec.failures)
     status = "failed" if failure else ("partial" if failed or pending else "succeeded")
+    if forced is not None:
+        failure, status = None, COMPLETED_FORCED
     result = BatchResult(
         batch_id=spec.batch_id,
         manifest_uri=spec.manifest_uri,
@@ -130,7 +144,7 @@ def aggregate(
         )
     plan = json.loads(storage.read_bytes(spec.plan_uri)) if storage.exists(spec.plan_uri) else {}
     plan.pop("descriptors", None)
-    manifest = build_manifest(spec, summaries, states, result, plan, run_id)
+    manifest = build_manifest(spec, summaries, states, result, plan, run_id, forced)
     storage.write_bytes(spec.manifest_uri, json.dumps(manifest, indent=1, default=str).encode())
     return result
 
@@ -153,6 +167,7 @@ def build_manifest(
     result: BatchResult,
     plan: dict[str, Any],
     run_id: str | None,
+    forced: str | None = None,
 ) -> dict[str, Any]:
     source = spec.source
     return {
@@ -161,6 +176,7 @@ def build_manifest(
         "run_id": run_id,
         "status": result.status,
         "failure": result.failure,
+        "forced_reason": forced,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ids": spec.ids,
         "source": {

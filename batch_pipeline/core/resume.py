@@ -6,6 +6,8 @@
 - ``redrive``: only the chunks that failed or were dead-lettered.
 - ``force``: every chunk.
 
+A batch force-completed by an operator processes nothing in ``run`` mode.
+
 Chosen chunks go back to ``pending``; delivery progress is never reset, so nothing already
 delivered is delivered again.
 """
@@ -13,6 +15,7 @@ delivered is delivered again.
 from __future__ import annotations
 
 from batch_pipeline.core.ledger import (
+    COMPLETED_FORCED,
     DEAD_LETTERED,
     FAILED,
     SUCCEEDED,
@@ -29,6 +32,12 @@ def select_chunks(
 ) -> tuple[list[Chunk], str]:
     """Register the plan in the ledger and return the chunks to process, and why."""
     states = {s.chunk: s for s in ledger.register_batch(spec, plan, run_id)}
+    batch = ledger.batch(spec.batch_id)
+    if batch is not None and batch.status == COMPLETED_FORCED:
+        return [], (
+            f"batch was force-completed ({batch.reason}); nothing to process: run it with "
+            "force to process it again"
+        )
     if spec.mode == "force":
         todo = list(plan.chunks)
         why = f"force: all {len(todo)} chunk(s)"

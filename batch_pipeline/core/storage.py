@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.errors import SourceError, classify
-from batch_pipeline.core.models import ObjectInfo
+from batch_pipeline.core.models import ObjectInfo, RetrySettings
+from batch_pipeline.core.retries import backoff_delay
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 MIN_RANGE_READ = 4096
 RANGE_READ_ATTEMPTS = 4
+RANGE_READ_BACKOFF = RetrySettings(RANGE_READ_ATTEMPTS, 0.2, 2.0)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class Storage:
             except OSError as exc:
                 if attempt + 1 == RANGE_READ_ATTEMPTS or not classify(exc).transient:
                     raise
-                time.sleep(random.uniform(0, 0.2 * 2**attempt))
+                time.sleep(backoff_delay(attempt, RANGE_READ_BACKOFF))
         raise AssertionError("unreachable")
 
     def iter_blocks(

@@ -1,5 +1,6 @@
 from dagster import AssetMaterialization, Failure, MetadataValue, OpExecutionContext, op
 
+from batch_pipeline.core.ledger import COMPLETED_FORCED
 from batch_pipeline.core.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.results import aggregate as aggregate_results
@@ -23,8 +24,14 @@ def aggregate(
 ) -> BatchResult:
     book = ledger.get_ledger()
     with core_failures(f"aggregating batch {spec.batch_id} failed"):
+        batch = book.batch(spec.batch_id)
+        forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
         result = aggregate_results(
-            storage.get_storage(), spec, book.chunk_states(spec.batch_id), run_id=context.run_id
+            storage.get_storage(),
+            spec,
+            book.chunk_states(spec.batch_id),
+            run_id=context.run_id,
+            forced=forced,
         )
     book.set_batch_status(
         spec.batch_id, result.status, reason=result.failure, run_id=context.run_id

@@ -1,6 +1,7 @@
 from dagster import Failure, OpExecutionContext, RetryRequested, op
 
 from batch_pipeline.core.batch import deliver_batch, open_sink
+from batch_pipeline.core.delivery.breaker import CircuitOpenError
 from batch_pipeline.core.delivery.deliver import DeliverySummary
 from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.core.errors import DeliveryError
@@ -44,6 +45,8 @@ def deliver(
                     allow_retries=False,
                 ) from exc
             delay = backoff_delay(context.retry_number, spec.retry)
+            if isinstance(exc, CircuitOpenError):  # retrying into an open circuit is pointless
+                delay = max(delay, exc.retry_in)
             context.log.warning(f"delivery failed ({exc}); retrying in {delay:.1f}s")
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
     context.log.info(

@@ -311,3 +311,37 @@ def test_a_real_missing_key_is_permanent(s3_client: Any, s3_bucket: str) -> None
     with pytest.raises(ClientError) as caught:
         s3_client.get_object(Bucket=s3_bucket, Key="nope.csv")
     assert classify(caught.value) == ErrorInfo("missing_object", False, str(caught.value))
+
+
+def test_file_names_do_not_change_the_category() -> None:
+    """Our messages name the file; a file called Timeout_... or Not Found... says nothing about
+    what went wrong."""
+    bad_data = ChunkReadError("chunk_00001 of 2 (bytes 1-9 of s3://b/Timeout_leads.csv): junk")
+    assert (classify(bad_data).category, classify(bad_data).transient) == ("bad_data", False)
+    reset = ChunkReadError("chunk_00001 of 2 (bytes 1-9 of /data/Not Found.csv): read failed")
+    reset.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    assert (classify(reset).category, classify(reset).transient) == ("connection", True)
+
+
+def test_an_error_raised_while_handling_another_keeps_its_own_category() -> None:
+    """A dead-letter write throttled while handling a missing object is throttled."""
+    throttled = raised_while_handling(
+        FileNotFoundError("gone.csv"), client_error("SlowDown", "slow down", 503, "PutObject"),
+        False,
+    )  # fmt: skip
+    assert (classify(throttled).category, classify(throttled).transient) == ("throttled", True)
+
+
+def test_a_throttled_queue_lookup_is_transient(sqs_client: Any) -> None:
+    from batch_pipeline.core.delivery.sinks import resolve_queue_url
+
+    class Throttled:
+        def get_queue_url(self, QueueName: str) -> Any:
+            raise client_error("Throttling", "rate exceeded", 400, "GetQueueUrl")
+
+    with pytest.raises(DeliveryError) as caught:
+        resolve_queue_url(Throttled(), "sqs://leads")
+    assert not caught.value.permanent
+    with pytest.raises(DeliveryError) as missing:
+        resolve_queue_url(sqs_client, "sqs://no-such-queue")
+    assert missing.value.permanent

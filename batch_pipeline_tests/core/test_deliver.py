@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
-from batch_pipeline.core.delivery.sinks import Message, OnSent, OutboxSink, Sink, SqsSink
+from batch_pipeline.core.delivery.sinks import Message, OnAccepted, OutboxSink, Sink, SqsSink
 from batch_pipeline.core.errors import DeliveryError
 from batch_pipeline.core.ledger import SUCCEEDED, Ledger
 from batch_pipeline.core.models import ChunkSummary, DeliverySettings
@@ -96,11 +96,11 @@ class Recording:
         self.sent: list[tuple[int, list[Message]]] = []
 
     def send(
-        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+        self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
         self.sent.append((chunk_index, list(messages)))
-        if on_sent:
-            on_sent(len(messages))
+        if on_accepted:
+            on_accepted([m.number for m in messages])
 
 
 def test_deliver_to_the_outbox(tmp_path: Path, storage: Storage) -> None:

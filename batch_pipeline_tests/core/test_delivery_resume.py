@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from batch_pipeline.core.batch import file_key, prepare_batch, run_batch
 from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
-from batch_pipeline.core.delivery.sinks import Message, OnSent, SqsSink
+from batch_pipeline.core.delivery.sinks import Message, OnAccepted, SqsSink
 from batch_pipeline.core.errors import ConfigError, DeliveryError
 from batch_pipeline.core.ledger import Ledger, open_ledger
 from batch_pipeline.core.models import (
@@ -29,6 +29,7 @@ from batch_pipeline.core.models import (
     RetrySettings,
 )
 from batch_pipeline.core.storage import Storage
+from batch_pipeline_tests.conftest import drain_queue
 
 FAULTS = ("batch_pipeline_tests.fault_processors",)
 RECORDS = 20
@@ -79,8 +80,8 @@ def make_spec(
 
 class FlakySink:
     """Takes messages in calls of ``group`` (as SQS takes up to 10), reporting each accepted
-    call through ``on_sent``; once ``accept`` messages were taken, refuses the next call with
-    a transient DeliveryError. ``accept=None``: takes everything."""
+    call through ``on_accepted``; once ``accept`` messages were taken, refuses the next call
+    with a transient DeliveryError. ``accept=None``: takes everything."""
 
     description = "flaky"
 
@@ -92,21 +93,19 @@ class FlakySink:
         self.calls: list[int] = []
 
     def send(
-        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+        self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
         self.calls.append(chunk_index)
-        taken = 0
         for start in range(0, len(messages), self.group):
             group = list(messages[start : start + self.group])
             self.offered += group
             if self.accept is not None and len(group) > self.accept:
                 raise DeliveryError(f"sink unavailable at message {group[0].number}")
             self.accepted += group
-            taken += len(group)
             if self.accept is not None:
                 self.accept -= len(group)
-            if on_sent:
-                on_sent(taken)
+            if on_accepted:
+                on_accepted([m.number for m in group])
 
 
 def deliver(storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Any) -> DeliverySummary:
@@ -247,7 +246,7 @@ def test_a_different_plan_after_delivery_is_refused(
     with pytest.raises(DeliveryError):
         deliver(storage, ledger, spec, FlakySink(accept=2, group=2))
     replanned = make_spec(storage, source, chunk_records=5)
-    with pytest.raises(ConfigError, match="would deliver records twice"):
+    with pytest.raises(ConfigError, match="could deliver records twice"):
         run_batch(storage, replanned, ledger)
     assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [2, 0, 0, 0, 0]
 
@@ -346,3 +345,75 @@ def test_sqs_delivery_resumes_mid_chunk(
         assert attributes["MessageDeduplicationId"] == message.dedup_id
         assert attributes["MessageGroupId"] == "leads-2026"
     assert [m.number for m in messages] == list(range(1, RECORDS + 1))  # FIFO: in order
+
+
+class HalfAccepting:
+    """A boto3 SQS client that accepts the first half of every batch call and reports the rest
+    as failed (not the sender's fault), forever."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        half = max(len(Entries) // 2, 1)
+        if len(Entries) == 1:
+            half = 0
+        accepted = self.client.send_message_batch(QueueUrl=QueueUrl, Entries=Entries[:half]) if (
+            half
+        ) else {"Successful": []}  # fmt: skip
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "later"}
+            for e in Entries[half:]
+        ]
+        return {"Successful": accepted["Successful"], "Failed": failed}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_messages_accepted_by_a_call_that_failed_in_part_are_never_sent_again(
+    storage: Storage, ledger: Ledger, source: Path, sqs_client: Any, sqs_queue: str
+) -> None:
+    """A batch call accepted in part, whose other entries keep failing until the sink gives
+    up: the accepted ones are recorded at once, and the next delivery sends only the others."""
+    processed = make_spec(storage, source, chunk_records=20, per_message=1)
+    run_batch(storage, processed, ledger)  # delivery off: nothing delivered yet
+    spec = replace(processed, delivery=replace(processed.delivery, target=sqs_queue))
+    flaky = SqsSink(
+        HalfAccepting(sqs_client), sqs_queue, max_attempts=1, sleep=lambda _: None,
+        breaker=CircuitBreaker("q", failure_threshold=100),
+    )  # fmt: skip
+    with pytest.raises(DeliveryError):
+        deliver(storage, ledger, spec, flaky)
+    [state] = ledger.chunk_states(spec.batch_id)
+    assert state.messages_sent == 5 and state.accepted_numbers() == set()  # 1-5 of 1-10 taken
+
+    steady = SqsSink(sqs_client, sqs_queue, sleep=lambda _: None)
+    summary = deliver(storage, ledger, spec, steady)
+    assert summary.messages == 20 - 5
+    bodies = [json.loads(b) for b in drain_queue(sqs_client, sqs_queue)]
+    numbers = sorted(b["batch_number"] for b in bodies)
+    assert numbers == list(range(1, 21))  # every message exactly once
+
+
+def test_out_of_order_acceptance_is_kept_beyond_the_prefix(
+    storage: Storage, ledger: Ledger, source: Path
+) -> None:
+    spec = make_spec(storage, source, chunk_records=20, per_message=1)
+    run_batch(storage, spec, ledger)
+
+    class SkipsTwo:
+        description = "skips two"
+
+        def send(self, chunk_index: int, messages: Sequence[Message], on_accepted: Any) -> None:
+            on_accepted([m.number for m in messages if m.number != 2])
+            raise DeliveryError("message 2 failed")
+
+    spec_local = replace(spec, delivery=replace(spec.delivery, target="local"))
+    with pytest.raises(DeliveryError):
+        deliver(storage, ledger, spec_local, SkipsTwo())
+    [state] = ledger.chunk_states(spec.batch_id)
+    assert state.messages_sent == 1 and state.accepted_numbers() == set(range(3, 21))
+    sink = FlakySink()
+    deliver(storage, ledger, spec_local, sink)
+    assert [m.number for m in sink.accepted] == [2]

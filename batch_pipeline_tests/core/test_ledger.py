@@ -215,7 +215,10 @@ def test_register_another_plan_after_delivery_is_refused(ledger: Ledger) -> None
     ledger.mark_succeeded(spec.batch_id, summary_for(0, 3), "fp")
     ledger.assign_messages(spec.batch_id, {0: 4})
     ledger.mark_sent(spec.batch_id, 0, 1)
-    with pytest.raises(ConfigError, match=r"3 chunks\) and 1 of its messages were delivered"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the chunk plan, 3 chunks before\), and 1 of its chunks delivered messages",
+    ):
         ledger.register_batch(spec, make_plan(4))
     states = ledger.chunk_states(spec.batch_id)  # nothing changed
     assert len(states) == 3 and states[0].status == SUCCEEDED and states[0].messages_sent == 1

@@ -644,3 +644,101 @@ def test_chunks_that_never_finished_count_as_failures(
     assert strict.status == "failed" and strict.failure is not None
     assert "2 chunk(s) never finished: run again to resume" in strict.failure
     assert [e["chunk"] for e in read_json(spec.manifest_uri)["results"]["pending"]] == [3, 4]
+
+
+# settings that changed, force-complete, an unreachable dead-letter queue -----------------------
+
+
+def test_other_parse_settings_reprocess_every_chunk(
+    storage: Storage, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A file run once with the wrong CSV options, then with the right ones: the second run
+    must not take the first run's chunks as done."""
+    path = tmp_path / "noheader.csv"
+    path.write_text("".join(f"{i},lead {i}\n" for i in range(9)))
+
+    def spec(**csv: Any) -> BatchSpec:
+        from batch_pipeline.core.models import CsvOptions
+
+        return prepare_batch(
+            storage, str(path), csv=CsvOptions(**csv), output=str(tmp_path / "out"),
+            chunking=ChunkingSettings(chunk_records=4), delivery=DeliverySettings(target="none"),
+        )  # fmt: skip
+
+    first = run_batch(storage, spec(), ledger)
+    assert first.result.records_in == 8  # the first line was taken for a header
+    fixed = run_batch(storage, spec(has_header=False, column_names=("id", "name")), ledger)
+    assert fixed.spec.batch_id == first.spec.batch_id
+    assert fixed.result.records_in == 9
+    assert [r["id"] for r in valid_rows(storage, fixed)] == [str(i) for i in range(9)]
+
+
+def test_another_output_after_delivery_is_refused(
+    storage: Storage, ledger: Ledger, source: Path
+) -> None:
+    """Records delivered from one output must not be left behind by a run of the same batch to
+    another output (its chunks would look done, or be delivered again)."""
+    outbox = DeliverySettings(target="local")
+    run_batch(storage, make_spec(storage, source, None, delivery=outbox, value="none"), ledger)
+    moved = replace(
+        make_spec(storage, source, None, delivery=outbox, value="none"),
+        output_root=str(source.parent / "elsewhere"),
+    )
+    with pytest.raises(ConfigError, match="ran before with other settings"):
+        run_batch(storage, moved, ledger)
+    other_id = replace(moved, batch_id="leads-elsewhere")
+    run = run_batch(storage, other_id, ledger)
+    assert run.result.records_out == RECORDS and run.delivery is not None
+    assert run.delivery.records == RECORDS
+
+
+def test_another_output_before_any_delivery_reprocesses(
+    storage: Storage, ledger: Ledger, source: Path
+) -> None:
+    spec = make_spec(storage, source, None, value="none")
+    run_batch(storage, spec, ledger)
+    moved = replace(spec, output_root=str(source.parent / "elsewhere"))
+    run = run_batch(storage, moved, ledger)
+    assert run.result.records_out == RECORDS
+    assert all(f.startswith(str(source.parent / "elsewhere")) for f in run.result.valid_files)
+    assert attempts(ledger) == [2] * (RECORDS // PER_CHUNK)
+
+
+def test_a_force_completed_batch_is_left_alone_until_forced(
+    storage: Storage, ledger: Ledger, source: Path, marker: Path
+) -> None:
+    failed = run_batch(storage, make_spec(storage, source, marker), ledger)
+    assert failed.result.status == "failed"
+    ledger.force_complete("leads", "record 13 is withdrawn")
+
+    again = run_batch(storage, make_spec(storage, source, marker), ledger)
+    assert again.result.status == "completed_forced" and again.result.failure is None
+    assert attempts(ledger)[BAD_CHUNK] == 1  # not tried again
+    manifest = read_json(again.result.manifest_uri)
+    assert manifest["status"] == "completed_forced"
+    assert manifest["forced_reason"] == "record 13 is withdrawn"
+    assert [f["chunk"] for f in manifest["results"]["failed"]] == [BAD_CHUNK]
+    batch = ledger.batch("leads")
+    assert batch is not None and batch.status == "completed_forced"
+
+    marker.unlink()
+    forced = run_batch(storage, make_spec(storage, source, marker, force=True), ledger)
+    assert forced.result.status == "succeeded"
+    assert forced.result.records_out == RECORDS
+
+
+def test_an_unreachable_dead_letter_queue_does_not_stop_the_batch(
+    storage: Storage, ledger: Ledger, source: Path, marker: Path, sqs_client: Any
+) -> None:
+    """The dead letter is stored and recorded; the queue is a copy, so the batch carries on
+    and its tolerance applies."""
+    failures = FailureSettings(tolerated_failure_count=1, dead_letter_queue="sqs://no-such-queue")
+    run = run_batch(storage, make_spec(storage, source, marker, failures=failures), ledger,
+                    sqs_client)  # fmt: skip
+    assert run.result.status == "partial"
+    assert states(ledger)[BAD_CHUNK].status == DEAD_LETTERED
+    assert Path(spec_dead_letter(run, BAD_CHUNK)).exists()
+
+
+def spec_dead_letter(run: LocalRun, index: int) -> str:
+    return run.spec.dead_letter_uri(index)

@@ -1,12 +1,14 @@
 """Deliver a batch's valid records, chunk by chunk, in order, each message once.
 
-The ledger says, per chunk, which message numbers it owns and how many of its messages the sink
-has accepted. Delivery first numbers the messages of every succeeded chunk not numbered yet
-(packing them, which also fails before anything is sent when a record cannot fit in a message),
-then sends what each chunk has not sent yet, recording progress after every accepted call. A
-retry, a resume after a crash or a redrive therefore resends nothing the sink accepted (the one
-window left is a crash between the sink accepting a call and the ledger recording it; FIFO
-queues close it with their deduplication ids).
+The ledger says, per chunk, which message numbers it owns and which of them the sink has
+accepted (a prefix, plus any accepted out of order by a call that failed in part). Delivery
+first numbers the messages of every succeeded chunk not numbered yet (packing them, which also
+fails before anything is sent when a record cannot fit in a message), then sends what each
+chunk's sink has not accepted yet, recording acceptance after every call. A retry, a resume
+after a crash or a redrive therefore resends nothing the sink accepted. The one window left is
+a crash between the sink accepting a call and the ledger recording it (one call, at most 10
+messages); FIFO queues drop such a resend when it comes within their 5-minute deduplication
+interval.
 
 In a batch whose chunks all succeed at once, ``batch_number`` runs 1..``total_batches`` in input
 order. Chunks delivered later (a redrive after tolerated failures) continue the numbering and
@@ -16,6 +18,7 @@ carry the total known when they were numbered; a message is never renumbered.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
@@ -88,25 +91,29 @@ def deliver_batch_records(
                 permanent=True,
             )
         assert state.first_message is not None and state.total_messages is not None
+        first = state.first_message
+        accepted = state.accepted_numbers()
+        done = first + state.messages_sent  # every number below is with the sink
+        unsent = [
+            (i, a, b)
+            for i, (a, b) in enumerate(ranges)
+            if first + i >= done and first + i not in accepted
+        ]
         batch = [
             Message(
                 body=envelope(
-                    batch_id, file_key, rows.joined(a, b), state.first_message + i,
-                    state.total_messages,
+                    batch_id, file_key, rows.joined(a, b), first + i, state.total_messages
                 ).decode(),
                 batch_id=batch_id,
-                number=state.first_message + i,
+                number=first + i,
             )
-            for i, (a, b) in enumerate(ranges)
-        ][state.messages_sent :]  # fmt: skip
-        already = state.messages_sent
+            for i, a, b in unsent
+        ]
 
-        def record(n: int, chunk: int = state.chunk, already: int = already) -> None:
-            ledger.mark_sent(batch_id, chunk, already + n)
-
-        sink.send(state.chunk, batch, on_sent=record)
+        record = _Acceptance(ledger, batch_id, state.chunk, first, state.messages_sent, accepted)
+        sink.send(state.chunk, batch, on_accepted=record)
         messages += len(batch)
-        records += sum(b - a for a, b in ranges[already:])
+        records += sum(b - a for _, a, b in unsent)
     return DeliverySummary(
         target=sink.description,
         messages=messages,
@@ -115,6 +122,24 @@ def deliver_batch_records(
         seconds=round(time.perf_counter() - started, 6),
         already_delivered_chunks=len(states) - len(todo),
     )
+
+
+class _Acceptance:
+    """Records in the ledger the messages of a chunk that the sink accepted: the prefix of
+    numbers accepted without a gap, and those accepted beyond it."""
+
+    def __init__(
+        self, ledger: Ledger, batch_id: str, chunk: int, first: int, sent: int, accepted: set[int]
+    ) -> None:
+        self.ledger, self.batch_id, self.chunk = ledger, batch_id, chunk
+        self.first, self.sent, self.accepted = first, sent, accepted
+
+    def __call__(self, numbers: Sequence[int]) -> None:
+        self.accepted.update(numbers)
+        while self.first + self.sent in self.accepted:
+            self.accepted.discard(self.first + self.sent)
+            self.sent += 1
+        self.ledger.mark_sent(self.batch_id, self.chunk, self.sent, self.accepted)
 
 
 def _pack(

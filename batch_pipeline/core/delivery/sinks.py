@@ -10,7 +10,6 @@ get a ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationI
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -18,29 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from batch_pipeline.core.delivery.breaker import CircuitBreaker
-from batch_pipeline.core.errors import DeliveryError
-from batch_pipeline.core.models import join_uri
+from batch_pipeline.core.errors import DeliveryError, classify
+from batch_pipeline.core.models import RetrySettings, join_uri
+from batch_pipeline.core.retries import backoff_delay
 from batch_pipeline.core.storage import Storage
 
 SQS_MAX_ENTRIES = 10
 # What SQS accepts as a MessageGroupId: 1 to 128 printable ASCII characters, no space.
 GROUP_ID = re.compile(r"[!-~]{1,128}")
-# Errors of a whole send_message_batch call worth retrying; other 4xx errors are the sender's.
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -64,17 +48,18 @@ class Message:
         return "batch-" + hashlib.sha256(self.batch_id.encode()).hexdigest()
 
 
-OnSent = Callable[[int], None]
+OnAccepted = Callable[[Sequence[int]], None]
 
 
 class Sink(Protocol):
     description: str
 
     def send(
-        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+        self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
-        """Deliver ``messages`` of a chunk in order, or raise DeliveryError. ``on_sent(n)`` is
-        called whenever the first ``n`` messages are known to be with the sink."""
+        """Deliver ``messages`` of a chunk, or raise DeliveryError. ``on_accepted(numbers)`` is
+        called as soon as the sink has accepted the messages of those numbers (also when the
+        rest of a call failed), so that none of them is ever sent again."""
 
 
 class OutboxSink:
@@ -86,13 +71,13 @@ class OutboxSink:
         self.description = directory
 
     def send(
-        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+        self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
         """One file per chunk, written whole and atomically: a resend replaces it."""
         uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
         self.storage.write_bytes(uri, "".join(m.body + "\n" for m in messages).encode())
-        if on_sent:
-            on_sent(len(messages))
+        if on_accepted:
+            on_accepted([m.number for m in messages])
 
 
 class SqsSink:
@@ -114,22 +99,17 @@ class SqsSink:
         self.queue_url = queue_url
         self.max_batch_bytes = max_batch_bytes
         self.max_attempts = max_attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.backoff = RetrySettings(0, base_delay, max_delay)
         self.sleep = sleep
         self.fifo = queue_url.endswith(".fifo")
         self.description = queue_url
         self.calls = 0
 
     def send(
-        self, chunk_index: int, messages: Sequence[Message], on_sent: OnSent | None = None
+        self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
-        sent = 0
         for batch in self._batches(messages):
-            self._send_batch(batch)
-            sent += len(batch)
-            if on_sent:
-                on_sent(sent)
+            self._send_batch(batch, on_accepted)
 
     def _batches(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
         batch: list[Message] = []
@@ -151,22 +131,21 @@ class SqsSink:
             entry["MessageDeduplicationId"] = message.dedup_id[:128]
         return entry
 
-    def _send_batch(self, batch: list[Message]) -> None:
+    def _send_batch(self, batch: list[Message], on_accepted: OnAccepted | None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         pending = {str(i): m for i, m in enumerate(batch)}
         last_error = ""
         for attempt in range(self.max_attempts):
             if attempt:
-                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                self.sleep(random.uniform(0, delay))  # full jitter
+                self.sleep(backoff_delay(attempt - 1, self.backoff))
             entries = [self._entry(i, m) for i, m in pending.items()]
             self.breaker.before_call()  # raises CircuitOpenError while the queue keeps failing
             try:
                 self.calls += 1
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except ClientError as exc:
-                if not _retryable(exc):
+                if not classify(exc).transient:  # the sender's mistake: another try won't help
                     numbers = sorted(m.number for m in pending.values())
                     raise DeliveryError(
                         f"{self.queue_url} refused messages {numbers}: {exc}", permanent=True
@@ -178,8 +157,10 @@ class SqsSink:
                 self.breaker.record_failure()
                 last_error = str(exc)
                 continue
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
+            accepted = [pending.pop(ok["Id"]).number for ok in response.get("Successful", [])
+                        if ok["Id"] in pending]  # fmt: skip
+            if accepted and on_accepted:
+                on_accepted(accepted)
             failed = response.get("Failed", [])
             sender_faults = [f for f in failed if f.get("SenderFault")]
             if sender_faults:
@@ -200,15 +181,6 @@ class SqsSink:
         )
 
 
-def _retryable(exc: Any) -> bool:
-    """Whether a failed call may succeed later: throttling and server errors, not the sender's
-    mistakes (a batch too long, an invalid parameter, a missing queue)."""
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return code in RETRYABLE_CODES or status >= 500 or status == 0
-
-
 def resolve_queue_url(client: Any, target: str) -> str:
     """``sqs://name`` -> the queue's URL; an http(s) URL is taken as the queue URL."""
     if target.startswith(("https://", "http://")):
@@ -219,7 +191,10 @@ def resolve_queue_url(client: Any, target: str) -> str:
     try:
         return client.get_queue_url(QueueName=name)["QueueUrl"]
     except Exception as exc:
-        raise DeliveryError(f"SQS queue {name!r} cannot be found: {exc}", permanent=True) from exc
+        permanent = not classify(exc).transient
+        raise DeliveryError(
+            f"SQS queue {name!r} cannot be found: {exc}", permanent=permanent
+        ) from exc
 
 
 def is_sqs_target(target: str) -> bool:
