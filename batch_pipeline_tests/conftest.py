@@ -29,6 +29,14 @@ def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
         ledger._LEDGERS.clear()
 
 
+@pytest.fixture
+def ledger(own_ledger: str):
+    """This test's own ledger (the one the jobs and the CLI use too)."""
+    from batch_pipeline.core.ledger import open_ledger
+
+    return open_ledger(own_ledger)
+
+
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
     """No test can reach real AWS: fake credentials, no profile, and an endpoint that refuses

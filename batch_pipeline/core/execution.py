@@ -62,17 +62,17 @@ def attempt_chunk(
         )
         uri = write_dead_letter(storage, spec, chunk, document)
         ledger.mark_dead_lettered(spec.batch_id, chunk.index, info.category, info.message, uri)
-        if spec.failures.dead_letter_queue:
+        error = f"{info.category}: {info.message}"
+        queue = spec.failures.dead_letter_queue
+        if queue:
             try:
                 client = sqs_client() if sqs_client else None
                 if client is None:
                     raise RuntimeError("no SQS client")
-                send_dead_letter(client, spec.failures.dead_letter_queue, document)
-            except Exception as exc:  # the dead letter is stored; the queue is a copy
-                log.warning(
-                    "dead letter of %s not sent to %s: %s",
-                    chunk.key, spec.failures.dead_letter_queue, exc,
-                )  # fmt: skip
+                send_dead_letter(client, queue, document)
+            except Exception as sent:  # the dead letter is stored; the queue only has a copy
+                log.warning("dead letter of %s not sent to %s: %s", chunk.key, queue, sent)
+                error += f" (its copy to {queue} failed: {sent})"
         return ChunkSummary(
             index=chunk.index,
             key=chunk.key,
@@ -86,7 +86,7 @@ def attempt_chunk(
             valid_uri=None,
             rejected_uri=None,
             status=DEAD_LETTERED,
-            error=f"{info.category}: {info.message}",
+            error=error,
             dead_letter=uri,
         )
     ledger.mark_succeeded(spec.batch_id, summary, chunk_fingerprint(spec, chunk))

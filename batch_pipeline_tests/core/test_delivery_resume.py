@@ -20,7 +20,7 @@ from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
 from batch_pipeline.core.delivery.sinks import Message, OnAccepted, SqsSink
 from batch_pipeline.core.errors import ConfigError, DeliveryError
-from batch_pipeline.core.ledger import Ledger, open_ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
     ChunkingSettings,
@@ -41,11 +41,6 @@ def source(tmp_path: Path) -> Path:
     rows = [f"{i},lead {i},{'north' if i % 2 else 'south'}" for i in range(RECORDS)]
     path.write_text("\n".join(["id,name,region", *rows]) + "\n")
     return path
-
-
-@pytest.fixture
-def ledger(own_ledger: str) -> Ledger:
-    return open_ledger(own_ledger)
 
 
 def make_spec(

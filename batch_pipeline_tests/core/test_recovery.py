@@ -22,7 +22,6 @@ from batch_pipeline.core.ledger import (
     ChunkState,
     Ledger,
     chunk_fingerprint,
-    open_ledger,
 )
 from batch_pipeline.core.models import (
     BatchSpec,
@@ -67,11 +66,6 @@ def marker(tmp_path: Path) -> Path:
     path = tmp_path / "broken"
     path.write_text("the record with id 13 is broken")
     return path
-
-
-@pytest.fixture
-def ledger(own_ledger: str) -> Ledger:
-    return open_ledger(own_ledger)
 
 
 def make_spec(
@@ -738,6 +732,9 @@ def test_an_unreachable_dead_letter_queue_does_not_stop_the_batch(
     assert run.result.status == "partial"
     assert states(ledger)[BAD_CHUNK].status == DEAD_LETTERED
     assert Path(spec_dead_letter(run, BAD_CHUNK)).exists()
+    chunk = plan_or_reuse(storage, run.spec).chunks[BAD_CHUNK]
+    summary = attempt_chunk(storage, ledger, run.spec, chunk, 2, lambda: sqs_client)
+    assert summary.error is not None and "copy to sqs://no-such-queue failed" in summary.error
 
 
 def spec_dead_letter(run: LocalRun, index: int) -> str:
