@@ -173,7 +173,8 @@ class BatchState:
 
 @dataclass
 class Progress:
-    """A batch's counters, as Step Functions' DescribeMapRun reports them."""
+    """A batch's counters, as Step Functions' DescribeMapRun reports them, plus how far its
+    delivery got. ``records_*`` count succeeded chunks only."""
 
     batch_id: str
     total: int
@@ -185,14 +186,35 @@ class Progress:
     records_in: int
     records_out: int
     records_rejected: int
+    status: str | None = None
+    messages: int = 0
+    messages_sent: int = 0
+    first_started_at: float | None = None
+    last_finished_at: float | None = None
+    records_since: int = 0
 
     @property
     def done(self) -> int:
         return self.succeeded + self.failed + self.dead_lettered
 
     @property
+    def finished(self) -> bool:
+        """No chunk is pending or running."""
+        return self.pending == 0 and self.running == 0
+
+    @property
     def percent(self) -> float:
         return round(100.0 * self.succeeded / self.total, 2) if self.total else 100.0
+
+    def records_per_second(self, since: float | None = None, now: float | None = None) -> float:
+        """Records of the chunks that succeeded since ``since`` (as passed to ``progress``) per
+        second of wall time from ``since`` (default: the first chunk's start) to ``now``
+        (default: the last chunk's end)."""
+        start = since if since is not None else self.first_started_at
+        end = now if now is not None else self.last_finished_at
+        if start is None or end is None or end <= start:
+            return 0.0
+        return round(self.records_since / (end - start), 1)
 
 
 def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -615,9 +637,13 @@ class Ledger:
 
     # Views -----------------------------------------------------------------------------------
 
-    def progress(self, batch_id: str) -> Progress:
-        """Counted from the chunk rows in one query: exact under concurrent updates."""
+    def progress(self, batch_id: str, since: float | None = None) -> Progress:
+        """Counted from the chunk rows in one query: exact under concurrent updates.
+        ``records_since`` counts the records of chunks that succeeded at or after ``since``
+        (all of them when None), for a rate of this run only."""
         c = self.chunks.c
+        recent = c.finished_at >= since if since is not None else sa.true()
+        sent = sa.case((c.messages_sent < c.messages, c.messages_sent), else_=c.messages)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -626,17 +652,80 @@ class Ledger:
                     sa.func.coalesce(sa.func.sum(c.records_in), 0),
                     sa.func.coalesce(sa.func.sum(c.records_out), 0),
                     sa.func.coalesce(sa.func.sum(c.records_rejected), 0),
+                    sa.func.coalesce(sa.func.sum(c.messages), 0),
+                    sa.func.coalesce(sa.func.sum(sent), 0),
+                    sa.func.min(c.started_at),
+                    sa.func.max(c.finished_at),
+                    sa.func.coalesce(sa.func.sum(sa.case((recent, c.records_in), else_=0)), 0),
                 )
                 .where(c.batch_id == batch_id)
                 .group_by(c.status)
             ).all()
-        counts = {status: 0 for status in CHUNK_STATUSES}
+            status = conn.execute(
+                sa.select(self.batches.c.status).where(self.batches.c.batch_id == batch_id)
+            ).scalar()
+        counts = {s: 0 for s in CHUNK_STATUSES}
         records = [0, 0, 0]
-        for status, count, r_in, r_out, r_rej in rows:
-            counts[status] = int(count)
-            if status == SUCCEEDED:
+        messages = sent = since_records = 0
+        starts: list[float] = []
+        ends: list[float] = []
+        for st, count, r_in, r_out, r_rej, msgs, msgs_sent, started, finished, r_since in rows:
+            counts[st] = int(count)
+            messages += int(msgs)
+            sent += int(msgs_sent)
+            if started is not None:
+                starts.append(float(started))
+            if st == SUCCEEDED:
                 records = [int(r_in), int(r_out), int(r_rej)]
-        return Progress(batch_id, sum(counts.values()), *counts.values(), *records)
+                since_records = int(r_since)
+                if finished is not None:
+                    ends.append(float(finished))
+        return Progress(
+            batch_id,
+            sum(counts.values()),
+            *counts.values(),
+            *records,
+            status=status,
+            messages=messages,
+            messages_sent=sent,
+            first_started_at=min(starts) if starts else None,
+            last_finished_at=max(ends) if ends else None,
+            records_since=since_records,
+        )
+
+    def batch_statuses(self, batch_ids: list[str]) -> dict[str, str]:
+        """The status of each of ``batch_ids`` the ledger knows (one query per 500 ids)."""
+        found: dict[str, str] = {}
+        b = self.batches.c
+        with self.engine.connect() as conn:
+            for i in range(0, len(batch_ids), 500):
+                part = batch_ids[i : i + 500]
+                query = sa.select(b.batch_id, b.status).where(b.batch_id.in_(part))
+                found.update({row.batch_id: row.status for row in conn.execute(query)})
+        return found
+
+    def dead_letters_since(
+        self, after: tuple[float, str, int] | None = None, limit: int = 1000
+    ) -> list[ChunkState]:
+        """Dead-lettered chunks of every batch, oldest change first, after the position
+        ``(updated_at, batch_id, chunk)`` of the last one seen (a cursor for alerts)."""
+        c = self.chunks.c
+        query = sa.select(self.chunks).where(c.status == DEAD_LETTERED)
+        if after is not None:
+            at, batch_id, chunk = after
+            query = query.where(
+                sa.or_(
+                    c.updated_at > at,
+                    sa.and_(
+                        c.updated_at == at,
+                        sa.or_(c.batch_id > batch_id, sa.and_(c.batch_id == batch_id,
+                                                             c.chunk > chunk)),
+                    ),
+                )
+            )  # fmt: skip
+        query = query.order_by(c.updated_at, c.batch_id, c.chunk).limit(limit)
+        with self.engine.connect() as conn:
+            return [ChunkState(**r._mapping) for r in conn.execute(query)]
 
     def dead_letters(self, batch_id: str) -> list[ChunkState]:
         return [s for s in self.chunk_states(batch_id) if s.status == DEAD_LETTERED]

@@ -295,7 +295,10 @@ def test_progress_counts_rows_and_sums_records_of_succeeded_chunks(ledger: Ledge
     spec = make_spec()
     batch_id = spec.batch_id
     ledger.register_batch(spec, make_plan(6))
-    assert ledger.progress(batch_id) == Progress(batch_id, 6, 6, 0, 0, 0, 0, 0, 0, 0)
+    first = ledger.progress(batch_id)
+    assert counters(first) == counters(Progress(batch_id, 6, 6, 0, 0, 0, 0, 0, 0, 0))
+    assert first.status == RUNNING and first.first_started_at is None
+    assert first.records_per_second() == 0.0 and not first.finished
     for index in range(6):
         ledger.mark_running(batch_id, index)
     ledger.mark_succeeded(batch_id, summary_for(0, 6, records=100, rejected=5), "fp")
@@ -304,7 +307,7 @@ def test_progress_counts_rows_and_sums_records_of_succeeded_chunks(ledger: Ledge
     ledger.mark_dead_lettered(batch_id, 3, "processor", "boom", "dl")
     ledger.reset(batch_id, [4])
     progress = ledger.progress(batch_id)
-    assert progress == Progress(
+    assert counters(progress) == counters(Progress(
         batch_id,
         total=6,
         pending=1,
@@ -315,10 +318,51 @@ def test_progress_counts_rows_and_sums_records_of_succeeded_chunks(ledger: Ledge
         records_in=150,
         records_out=145,
         records_rejected=5,
-    )
+    ))  # fmt: skip
     assert progress.done == 4 and progress.percent == pytest.approx(33.33)
-    assert ledger.progress("unknown") == Progress("unknown", 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    assert ledger.progress("unknown").percent == 100.0
+    assert progress.records_since == 150 and not progress.finished
+    assert progress.first_started_at is not None and progress.last_finished_at is not None
+    assert progress.records_per_second(progress.last_finished_at - 10, progress.last_finished_at) \
+        == 15.0  # fmt: skip
+    # Only chunks that finished since a time count towards a run's own rate.
+    assert ledger.progress(batch_id, since=progress.last_finished_at + 1).records_since == 0
+    unknown = ledger.progress("unknown")
+    assert counters(unknown) == counters(Progress("unknown", 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    assert unknown.percent == 100.0 and unknown.status is None and unknown.finished
+
+
+def counters(progress: Progress) -> tuple[int, ...]:
+    p = progress
+    return (p.total, p.pending, p.running, p.succeeded, p.failed, p.dead_lettered,
+            p.records_in, p.records_out, p.records_rejected)  # fmt: skip
+
+
+def test_progress_counts_delivered_messages(ledger: Ledger) -> None:
+    spec = make_spec()
+    ledger.register_batch(spec, make_plan(3))
+    ledger.assign_messages(spec.batch_id, {0: 4, 1: 2})
+    ledger.mark_sent(spec.batch_id, 0, 4)
+    ledger.mark_sent(spec.batch_id, 1, 1, accepted={5})
+    progress = ledger.progress(spec.batch_id)
+    assert (progress.messages, progress.messages_sent) == (6, 5)
+
+
+def test_batch_statuses_and_dead_letters_since(ledger: Ledger) -> None:
+    specs = [make_spec(batch_id=f"b{i}") for i in range(3)]
+    for spec in specs:
+        ledger.register_batch(spec, make_plan(2))
+    ledger.set_batch_status("b1", "succeeded")
+    ids = ["b0", "b1", "missing"] + [f"x{i}" for i in range(1200)]
+    assert ledger.batch_statuses(ids) == {"b0": RUNNING, "b1": "succeeded"}
+    assert ledger.dead_letters_since() == []
+    ledger.mark_dead_lettered("b2", 1, "processor", "boom", "dl1")
+    ledger.mark_dead_lettered("b0", 0, "processor", "bang", "dl0")
+    seen = ledger.dead_letters_since()
+    assert [(s.batch_id, s.chunk) for s in seen] == [("b2", 1), ("b0", 0)]
+    cursor = (seen[0].updated_at, seen[0].batch_id, seen[0].chunk)
+    assert [(s.batch_id, s.chunk) for s in ledger.dead_letters_since(cursor)] == [("b0", 0)]
+    last = (seen[1].updated_at, seen[1].batch_id, seen[1].chunk)
+    assert ledger.dead_letters_since(last) == []
 
 
 # Delivery numbering ---------------------------------------------------------------------------
@@ -523,7 +567,7 @@ def _check_complete(ledger: Ledger, batch_id: str, watcher: ProgressWatcher) -> 
     expected_in = sum(i + 1 for i in range(CHUNKS))
     expected_rejected = sum(i % 3 for i in range(CHUNKS))
     progress = ledger.progress(batch_id)
-    assert progress == Progress(
+    assert counters(progress) == counters(Progress(
         batch_id,
         total=CHUNKS,
         pending=0,
@@ -534,7 +578,7 @@ def _check_complete(ledger: Ledger, batch_id: str, watcher: ProgressWatcher) -> 
         records_in=expected_in,
         records_out=expected_in - expected_rejected,
         records_rejected=expected_rejected,
-    )
+    ))  # fmt: skip
     assert progress.percent == 100.0
     states = ledger.chunk_states(batch_id)
     assert [s.attempts for s in states] == [WORKERS] * CHUNKS  # no increment lost
