@@ -56,6 +56,8 @@ class BatchResult:
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     failed_chunks: list[dict[str, Any]] = field(default_factory=list)
     failure: str | None = None
+    chunk_records: int | None = None
+    plan_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +146,8 @@ def aggregate(
         )
     plan = json.loads(storage.read_bytes(spec.plan_uri)) if storage.exists(spec.plan_uri) else {}
     plan.pop("descriptors", None)
+    result.chunk_records = plan.get("chunk_records")
+    result.plan_reason = plan.get("reason")
     manifest = build_manifest(spec, summaries, states, result, plan, run_id, forced)
     storage.write_bytes(spec.manifest_uri, json.dumps(manifest, indent=1, default=str).encode())
     return result

@@ -125,6 +125,10 @@ class Storage:
             config=Config(retries={"max_attempts": s.max_attempts, "mode": "standard"}),
         )
 
+    def s3_client(self) -> Any:
+        """The boto3 S3 client of these settings (for listings; reads go through pyarrow)."""
+        return self._boto_s3
+
     def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The pyarrow filesystem and the path within it for ``uri``."""
         if is_s3(uri):

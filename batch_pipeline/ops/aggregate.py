@@ -1,10 +1,13 @@
-from dagster import AssetMaterialization, Failure, MetadataValue, OpExecutionContext, op
+from dagster import AssetMaterialization, AssetObservation, Failure, OpExecutionContext, op
 
 from batch_pipeline.core.ledger import COMPLETED_FORCED
 from batch_pipeline.core.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.results import aggregate as aggregate_results
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.metadata import result_metadata
+from batch_pipeline.ops.process import run_start_time
+from batch_pipeline.partitions import ensure_partition, partition_key
 from batch_pipeline.resources import LedgerResource, StorageResource
 
 BATCH_RESULTS_ASSET = "batch_results"
@@ -13,7 +16,8 @@ BATCH_RESULTS_ASSET = "batch_results"
 @op(
     retry_policy=RETRY_POLICY,
     description="From the ledger: check records in = out + rejected for every chunk and the "
-    "run, apply the tolerated failures, write manifest.json, materialize batch_results.",
+    "run, apply the tolerated failures, write manifest.json, materialize the source file's "
+    "partition of batch_results (observe it when the batch failed).",
 )
 def aggregate(
     context: OpExecutionContext,
@@ -26,37 +30,31 @@ def aggregate(
     with core_failures(f"aggregating batch {spec.batch_id} failed"):
         batch = book.batch(spec.batch_id)
         forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+        states = book.chunk_states(spec.batch_id)
         result = aggregate_results(
             storage.get_storage(),
             spec,
-            book.chunk_states(spec.batch_id),
+            states,
             run_id=context.run_id,
             forced=forced,
         )
     book.set_batch_status(
         spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
     )
-    rate = result.records_in / result.processing_seconds if result.processing_seconds else 0.0
-    metadata = {
-        "batch_id": spec.batch_id,
-        "source": spec.source.uri,
-        "status": result.status,
-        "records_in": result.records_in,
-        "records_out": result.records_out,
-        "records_rejected": result.records_rejected,
-        "chunks": result.chunks,
-        "chunks_succeeded": result.chunks_succeeded,
-        "chunks_failed": result.chunks_failed,
-        "chunks_processed_this_run": len(summaries),
-        "bytes_read": result.bytes_read,
-        "processing_seconds": result.processing_seconds,
-        "records_per_second": round(rate, 1),
-        "peak_rss_bytes": result.peak_rss_bytes,
-        "manifest": MetadataValue.path(result.manifest_uri),
-        "rejection_reasons": MetadataValue.json(result.rejection_reasons),
-        "failed_chunks": MetadataValue.json(result.failed_chunks),
-    }
+    since = run_start_time(context)
+    metadata = result_metadata(
+        spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
+    )
+    partition = partition_key(spec.source.uri)
     if result.status == "failed":
+        context.log_event(
+            AssetObservation(
+                asset_key=BATCH_RESULTS_ASSET,
+                partition=_ensure(context, partition),
+                description=f"Batch {spec.batch_id} failed: {result.failure}",
+                metadata=metadata,
+            )
+        )
         raise Failure(
             description=f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}",
             metadata=metadata,
@@ -65,6 +63,7 @@ def aggregate(
     context.log_event(
         AssetMaterialization(
             asset_key=BATCH_RESULTS_ASSET,
+            partition=_ensure(context, partition),
             description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
             metadata=metadata,
         )
@@ -78,3 +77,8 @@ def aggregate(
         context.log.warning(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
     context.add_output_metadata(metadata)
     return result
+
+
+def _ensure(context: OpExecutionContext, partition: str) -> str:
+    ensure_partition(context.instance, partition)
+    return partition

@@ -3,6 +3,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 from batch_pipeline.core.execution import attempt_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
 
@@ -29,6 +30,9 @@ def process_chunk(
             retry_number=context.retry_number,
             sqs_client=sqs.get_client,
         )
+    book = ledger.get_ledger()
+    since = run_start_time(context)
+    progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
     if summary.status != "succeeded":
         context.log.error(
             f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} attempt(s): "
@@ -37,9 +41,10 @@ def process_chunk(
         context.add_output_metadata(
             {
                 "chunk": chunk.index,
-                "status": summary.status,
-                "error": summary.error or "",
-                "dead_letter": MetadataValue.path(summary.dead_letter or ""),
+                "chunk_status": summary.status,
+                "chunk_error": summary.error or "",
+                "chunk_dead_letter": MetadataValue.path(summary.dead_letter or ""),
+                **progress,
             }
         )
         return summary
@@ -47,21 +52,15 @@ def process_chunk(
     context.log.info(
         f"{chunk.describe()}: {summary.records_in:,} in, {summary.records_out:,} out, "
         f"{summary.records_rejected:,} rejected in {summary.seconds:.2f}s "
-        f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB)"
+        f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB); batch "
+        f"{progress['percent_complete']}% ({progress['chunks_succeeded']} of "
+        f"{progress['chunks_total']} chunks)"
     )
-    context.add_output_metadata(
-        {
-            "chunk": chunk.index,
-            "status": summary.status,
-            "records_in": summary.records_in,
-            "records_out": summary.records_out,
-            "records_rejected": summary.records_rejected,
-            "bytes_read": summary.bytes_read,
-            "seconds": summary.seconds,
-            "records_per_second": round(rate, 1),
-            "peak_rss_bytes": summary.peak_rss_bytes,
-            "valid": MetadataValue.path(summary.valid_uri or ""),
-            "rejection_reasons": MetadataValue.json(summary.rejection_reasons),
-        }
-    )
+    context.add_output_metadata({**chunk_metadata(summary), **progress})
     return summary
+
+
+def run_start_time(context: OpExecutionContext) -> float | None:
+    """When this run started (for rates of this run only), from the run's record."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    return record.start_time if record is not None else None

@@ -1,0 +1,81 @@
+"""``batch_job_nightly_schedule``: each night, a ``batch_job`` run for every object under the
+watched location that has no finished batch in the ledger.
+
+Finished means ``succeeded``, ``partial`` (failures within the tolerance: redrive those) or
+``completed_forced``. Anything else (never seen, ``failed``, or ``running`` because a run died)
+is requested again, and the new run resumes the batch where the ledger says it stopped. A run
+key of the tick's time and the object's key and ETag keeps a tick from requesting twice; the
+batch id tag and the run queue's per-batch limit keep a run from overlapping one the upload
+sensor started.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
+from dagster._check import CheckError
+
+from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED
+from batch_pipeline.jobs import batch_job
+from batch_pipeline.resources import LedgerResource, StorageResource
+from batch_pipeline.sensors.uploads import list_objects, run_request
+from batch_pipeline.settings import WatchSettings
+
+FINISHED = frozenset({SUCCEEDED, "partial", COMPLETED_FORCED})
+
+
+def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDefinition:
+    """The nightly schedule for ``settings`` (default: from the environment)."""
+    settings = settings or WatchSettings.from_env()
+
+    @schedule(
+        name="batch_job_nightly_schedule",
+        job=batch_job,
+        cron_schedule=settings.cron,
+        execution_timezone=settings.timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"At '{settings.cron}' ({settings.timezone}): batch_job for every record "
+        f"file under {settings.watch_uri} without a finished batch in the ledger.",
+    )
+    def batch_job_nightly_schedule(
+        context: ScheduleEvaluationContext, storage: StorageResource, ledger: LedgerResource
+    ) -> list[RunRequest] | SkipReason:
+        objects = list_objects(storage.get_storage(), settings)
+        if not objects:
+            return SkipReason(f"no record files under {settings.watch_uri}")
+        statuses = ledger.get_ledger().batch_statuses([o.batch_id for o in objects])
+        todo = sorted(
+            (o for o in objects if statuses.get(o.batch_id) not in FINISHED),
+            key=lambda o: (o.last_modified, o.uri),
+        )
+        if not todo:
+            return SkipReason(
+                f"all {len(objects)} record file(s) under {settings.watch_uri} have a finished "
+                "batch in the ledger"
+            )
+        stamp = _tick_stamp(context)
+        base = settings.base_run_config()
+        context.log.info(
+            f"{len(todo)} of {len(objects)} record file(s) under {settings.watch_uri} have no "
+            "finished batch: requesting their runs"
+        )
+        return [run_request(o, base, "schedule", f"{stamp}|{o.run_key}") for o in todo]
+
+    return batch_job_nightly_schedule
+
+
+def _tick_stamp(context: ScheduleEvaluationContext) -> str:
+    """The tick's scheduled time (an evaluation outside a tick: the current minute, UTC)."""
+    try:
+        tick = context.scheduled_execution_time
+    except CheckError:
+        tick = None
+    return (tick or datetime.now(UTC).replace(second=0, microsecond=0)).isoformat()

@@ -1,0 +1,1 @@
+"""Sensors: runs on uploads (``uploads``) and alerts (``alerts``)."""

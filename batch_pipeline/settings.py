@@ -1,0 +1,123 @@
+"""Settings of the automation (upload sensor, nightly schedule), from environment variables.
+
+A schedule's cron and a sensor's interval are fixed when Dagster loads the definitions, so these
+are read then (``WatchSettings.from_env``); the run config file is read at every tick, so an edit
+takes effect without a reload. Every variable is optional: unset, the sensor watches the local
+folder ``data/inbox`` and runs write to ``data/output`` (the embedded defaults).
+
+=================================== ===============================================================
+``BATCH_PIPELINE_WATCH_URI``        Folder or ``s3://bucket/prefix`` to watch (``data/inbox``).
+``BATCH_PIPELINE_WATCH_SUFFIXES``   Comma-separated file suffixes to take (every supported format).
+``BATCH_PIPELINE_RUN_CONFIG``       YAML or JSON file of ``batch_job`` config (everything but
+                                    ``source`` and ``batch_id``) for the runs requested.
+``BATCH_PIPELINE_SENSOR_INTERVAL``  Seconds between sensor ticks (30).
+``BATCH_PIPELINE_MAX_RUNS_PER_TICK`` Most runs one sensor tick requests (100).
+``BATCH_PIPELINE_LOOKBACK_SECONDS`` How far behind the newest object seen the sensor still looks
+                                    for late arrivals (900).
+``BATCH_PIPELINE_SETTLE_SECONDS``   Local files younger than this wait a tick (2).
+``BATCH_PIPELINE_SCHEDULE_CRON``    The nightly schedule's cron (``0 2 * * *``).
+``BATCH_PIPELINE_SCHEDULE_TIMEZONE`` Its timezone (``UTC``).
+=================================== ===============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from batch_pipeline.core.discovery import DEFAULT_SUFFIXES
+from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.storage import is_s3, normalize_uri
+
+ENV_PREFIX = "BATCH_PIPELINE_"
+DEFAULT_WATCH = "data/inbox"
+DEFAULT_OUTPUT = "data/output"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name) or default
+
+
+def _number(name: str, default: float, minimum: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} is not a number") from exc
+    if value < minimum:
+        raise ConfigError(f"{ENV_PREFIX}{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Where the sensor and schedule look, how often, and what runs they request."""
+
+    watch_uri: str = DEFAULT_WATCH
+    suffixes: tuple[str, ...] = DEFAULT_SUFFIXES
+    run_config_file: str | None = None
+    sensor_interval_seconds: int = 30
+    max_runs_per_tick: int = 100
+    lookback_seconds: float = 900.0
+    settle_seconds: float = 2.0
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_env(cls) -> WatchSettings:
+        suffixes = tuple(
+            s.strip() if s.strip().startswith(".") else "." + s.strip()
+            for s in _env("WATCH_SUFFIXES", ",".join(DEFAULT_SUFFIXES)).split(",")
+            if s.strip()
+        )
+        watch = _env("WATCH_URI", DEFAULT_WATCH)
+        return cls(
+            watch_uri=watch if is_s3(watch) else normalize_uri(watch),
+            suffixes=suffixes or DEFAULT_SUFFIXES,
+            run_config_file=os.environ.get(ENV_PREFIX + "RUN_CONFIG") or None,
+            sensor_interval_seconds=int(_number("SENSOR_INTERVAL", 30, 1)),
+            max_runs_per_tick=int(_number("MAX_RUNS_PER_TICK", 100, 1)),
+            lookback_seconds=_number("LOOKBACK_SECONDS", 900, 0),
+            settle_seconds=_number("SETTLE_SECONDS", 2, 0),
+            cron=_env("SCHEDULE_CRON", "0 2 * * *"),
+            timezone=_env("SCHEDULE_TIMEZONE", "UTC"),
+        )
+
+    @property
+    def is_s3(self) -> bool:
+        return is_s3(self.watch_uri)
+
+    def base_run_config(self) -> dict[str, Any]:
+        """The ``batch_job`` config the runs start from (read now, so edits apply at the next
+        tick). Refuses ``source`` and ``batch_id``: each run gets its object's own."""
+        config: dict[str, Any] = {}
+        if self.run_config_file:
+            path = normalize_uri(self.run_config_file)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+                loaded = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read the run config file {path}: {exc}") from exc
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"the run config file {path} must hold a mapping of options")
+            for name in ("source", "batch_id"):
+                if name in loaded:
+                    raise ConfigError(
+                        f"the run config file {path} sets {name!r}: each run requested by the "
+                        "sensor or schedule gets its own object's; remove it"
+                    )
+            config = dict(loaded)
+        config.setdefault("output", self._default_output())
+        return config
+
+    def _default_output(self) -> str:
+        if self.is_s3:
+            return normalize_uri(DEFAULT_OUTPUT)  # local unless the run config file says otherwise
+        return normalize_uri(os.path.join(os.path.dirname(self.watch_uri.rstrip("/")), "output"))
