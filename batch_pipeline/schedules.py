@@ -26,7 +26,7 @@ from dagster._check import CheckError
 from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
-from batch_pipeline.sensors.uploads import list_objects, run_request
+from batch_pipeline.sensors.uploads import list_objects, missing_folder, run_request
 from batch_pipeline.settings import WatchSettings
 
 FINISHED = frozenset({SUCCEEDED, "partial", COMPLETED_FORCED})
@@ -48,6 +48,9 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
     def batch_job_nightly_schedule(
         context: ScheduleEvaluationContext, storage: StorageResource, ledger: LedgerResource
     ) -> list[RunRequest] | SkipReason:
+        missing = missing_folder(settings)
+        if missing:
+            return SkipReason(missing)
         objects = list_objects(storage.get_storage(), settings)
         if not objects:
             return SkipReason(f"no record files under {settings.watch_uri}")

@@ -69,3 +69,33 @@ def test_core_does_not_import_dagster():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_batch_results_has_a_partition_per_source_file():
+    spec = next(iter(defs.assets or []))
+    assert spec.partitions_def is not None
+    assert spec.partitions_def.name == "source_files"
+
+
+def test_repo_instance_queues_runs_with_run_and_tag_limits(tmp_path, monkeypatch):
+    """The dagster.yaml that `make ui` installs: a queued run coordinator with a run limit, one
+    run per batch id at a time, and a cap on sensor runs."""
+    import shutil
+    from pathlib import Path
+
+    from dagster import DagsterInstance
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with DagsterInstance.get() as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        queue = coordinator.get_run_queue_config()
+        assert queue.max_concurrent_runs == 2
+        limits = {(limit["key"], str(limit.get("value"))): limit["limit"]
+                  for limit in queue.tag_concurrency_limits}  # fmt: skip
+        assert limits == {
+            ("batch_pipeline/batch_id", "{'applyLimitPerUniqueValue': True}"): 1,
+            ("batch_pipeline/trigger", "sensor"): 1,
+        }

@@ -1,4 +1,14 @@
-from dagster import AssetMaterialization, AssetObservation, Failure, OpExecutionContext, op
+from collections.abc import Iterator
+
+from dagster import (
+    AssetMaterialization,
+    AssetObservation,
+    Failure,
+    OpExecutionContext,
+    Out,
+    Output,
+    op,
+)
 
 from batch_pipeline.core.ledger import COMPLETED_FORCED
 from batch_pipeline.core.models import BatchSpec, ChunkSummary
@@ -14,6 +24,7 @@ BATCH_RESULTS_ASSET = "batch_results"
 
 
 @op(
+    out=Out(BatchResult),
     retry_policy=RETRY_POLICY,
     description="From the ledger: check records in = out + rejected for every chunk and the "
     "run, apply the tolerated failures, write manifest.json, materialize the source file's "
@@ -25,7 +36,7 @@ def aggregate(
     summaries: list[ChunkSummary],
     storage: StorageResource,
     ledger: LedgerResource,
-) -> BatchResult:
+) -> Iterator[AssetMaterialization | AssetObservation | Output[BatchResult]]:
     book = ledger.get_ledger()
     with core_failures(f"aggregating batch {spec.batch_id} failed"):
         batch = book.batch(spec.batch_id)
@@ -47,26 +58,23 @@ def aggregate(
     )
     partition = partition_key(spec.source.uri)
     if result.status == "failed":
-        context.log_event(
-            AssetObservation(
-                asset_key=BATCH_RESULTS_ASSET,
-                partition=_ensure(context, partition),
-                description=f"Batch {spec.batch_id} failed: {result.failure}",
-                metadata=metadata,
-            )
+        # Yielded (not logged) so that it is recorded before the failure ends the step.
+        yield AssetObservation(
+            asset_key=BATCH_RESULTS_ASSET,
+            partition=_ensure(context, partition),
+            description=f"Batch {spec.batch_id} failed: {result.failure}",
+            metadata=metadata,
         )
         raise Failure(
             description=f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}",
             metadata=metadata,
             allow_retries=False,
         )
-    context.log_event(
-        AssetMaterialization(
-            asset_key=BATCH_RESULTS_ASSET,
-            partition=_ensure(context, partition),
-            description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
-            metadata=metadata,
-        )
+    yield AssetMaterialization(
+        asset_key=BATCH_RESULTS_ASSET,
+        partition=_ensure(context, partition),
+        description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
+        metadata=metadata,
     )
     context.log.info(
         f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
@@ -75,8 +83,7 @@ def aggregate(
     )
     if result.failure or result.failed_chunks:
         context.log.warning(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
-    context.add_output_metadata(metadata)
-    return result
+    yield Output(result, metadata=metadata)
 
 
 def _ensure(context: OpExecutionContext, partition: str) -> str:

@@ -8,6 +8,7 @@ with dagster-aws's ``get_objects`` (ListObjectsV2, paginated).
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,13 @@ def list_objects(
     return list_local(settings.watch_uri, settings.suffixes)
 
 
+def missing_folder(settings: WatchSettings) -> str | None:
+    """Why a watched local folder cannot be listed (it does not exist yet), else None."""
+    if settings.is_s3 or os.path.isdir(settings.watch_uri):
+        return None
+    return f"the watched folder {settings.watch_uri} does not exist: create it and drop files in"
+
+
 def run_request(
     obj: SourceObject, base_config: dict[str, Any], trigger: str, run_key: str | None = None
 ) -> RunRequest:
@@ -93,6 +101,8 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
     def batch_job_on_upload(
         context: SensorEvaluationContext, storage: StorageResource
     ) -> SensorResult | SkipReason:
+        if missing_folder(settings):
+            return SkipReason(missing_folder(settings))
         cursor = UploadCursor.from_json(context.cursor)
         since = None
         if cursor.watermark is not None:  # S3: list only what could still be new (1 s margin)
