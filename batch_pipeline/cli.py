@@ -3,8 +3,8 @@ letters, make sample data.
 
 ``run`` and ``redrive`` execute the jobs on the current Dagster instance (``DAGSTER_HOME``, or a
 temporary one when unset) with a progress bar on stderr, then print a summary; with ``--json``
-the last line of stdout is one JSON object. ``complete`` and ``dead-letters`` work on the ledger
-directly.
+the last line of stdout is one JSON object. ``complete``, ``dead-letters`` and ``status`` work on
+the ledger directly.
 """
 
 import argparse
@@ -32,6 +32,13 @@ def _options(value: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError("processor options must be a JSON object")
     return parsed
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value}")
+    return number
 
 
 def _add_execution_options(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("batch_id")
     dead.add_argument("--ledger", help="ledger URL")
     dead.add_argument("--json", action="store_true")
+
+    status = sub.add_parser(
+        "status", help="a batch's progress from the ledger (follows a running batch live)"
+    )
+    status.add_argument("batch_id")
+    status.add_argument("--ledger", help="ledger URL")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow a running batch with a progress bar until no chunk is pending or running "
+        "(default: on when stdout is a terminal)",
+    )
+    status.add_argument(
+        "--interval", type=_positive, default=1.0, help="seconds between polls (default 1)"
+    )
 
     sample = sub.add_parser("sample", help="write a sample leads CSV and its validate schema")
     sample.add_argument("directory")
@@ -478,6 +502,132 @@ def dead_letters_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class BatchFollower:
+    """Polls a running batch's progress in the ledger and draws chunks done / total as a
+    progress bar, until no chunk is pending or running or the batch stops running."""
+
+    make_bar = staticmethod(progress_bar)
+
+    def __init__(self, ledger: Any, batch_id: str, interval: float = 1.0) -> None:
+        self.ledger = ledger
+        self.batch_id = batch_id
+        self.interval = interval
+
+    def follow(self) -> Any:
+        """The batch's progress once it stopped running (KeyboardInterrupt passes through)."""
+        from batch_pipeline.core.ledger import RUNNING
+
+        bar = self.make_bar()
+        try:
+            while True:
+                progress = self.ledger.progress(self.batch_id)
+                if bar.total != progress.total:
+                    bar.total = progress.total
+                    bar.refresh()
+                bar.update(progress.done - bar.n)
+                if progress.finished or progress.status != RUNNING:
+                    return progress
+                time.sleep(self.interval)
+        finally:
+            bar.close()
+
+
+def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
+    from batch_pipeline.core.ledger import RUNNING
+
+    live = progress.status == RUNNING and not progress.finished
+    return {
+        "batch_id": progress.batch_id,
+        "status": progress.status,
+        "finished": progress.finished,
+        "percent": progress.percent,
+        "chunks": progress.total,
+        "chunks_done": progress.done,
+        "chunks_pending": progress.pending,
+        "chunks_running": progress.running,
+        "chunks_succeeded": progress.succeeded,
+        "chunks_failed": progress.failed,
+        "chunks_dead_lettered": progress.dead_lettered,
+        "records_in": progress.records_in,
+        "records_out": progress.records_out,
+        "records_rejected": progress.records_rejected,
+        "records_per_second": progress.records_per_second(now=time.time() if live else None),
+        "messages": progress.messages,
+        "messages_sent": progress.messages_sent,
+        "first_started_at": _iso(progress.first_started_at),
+        "last_finished_at": _iso(progress.last_finished_at),
+        "source": batch.source_uri,
+        "run_id": batch.run_id,
+        "reason": batch.reason,
+        "ledger": ledger.safe_url,
+    }
+
+
+def _print_status(summary: dict[str, Any]) -> None:
+    print(f"batch {summary['batch_id']}: {summary['status']}")
+    print(
+        f"  chunks:   {summary['chunks_done']:,} of {summary['chunks']:,} done, "
+        f"{summary['percent']}% succeeded: {summary['chunks_succeeded']:,} succeeded, "
+        f"{summary['chunks_failed']:,} failed, {summary['chunks_dead_lettered']:,} "
+        f"dead-lettered, {summary['chunks_pending']:,} pending, "
+        f"{summary['chunks_running']:,} running"
+    )
+    print(
+        f"  records:  {summary['records_in']:,} in = {summary['records_out']:,} out + "
+        f"{summary['records_rejected']:,} rejected (succeeded chunks)"
+    )
+    print(f"  rate:     {summary['records_per_second']:,} records/s")
+    print(f"  delivery: {summary['messages_sent']:,} of {summary['messages']:,} message(s) sent")
+    if summary["first_started_at"]:
+        print(
+            f"  times:    first chunk started {summary['first_started_at']}, last finished "
+            f"{summary['last_finished_at'] or '-'}"
+        )
+    if summary["reason"]:
+        print(f"  reason:   {summary['reason']}")
+    print(f"  source:   {summary['source']}")
+    print(f"  ledger:   {summary['ledger']}")
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.ledger import RUNNING, open_ledger
+
+    ledger = open_ledger(args.ledger)
+    batch = ledger.batch(args.batch_id)
+    if batch is None:
+        print(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}", file=sys.stderr)
+        return 2
+    progress = ledger.progress(args.batch_id)
+    watch = args.watch if args.watch is not None else sys.stdout.isatty()
+    if watch and progress.status == RUNNING and not progress.finished:
+        print(
+            f"following batch {args.batch_id} every {args.interval:g}s "
+            f"({progress.done} of {progress.total} chunk(s) done); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            progress = BatchFollower(ledger, args.batch_id, args.interval).follow()
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        batch = ledger.batch(args.batch_id) or batch
+    summary = _status_summary(ledger, batch, progress)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_status(summary)
+    return 0
+
+
 def sample_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.sample_data import write_sample
 
@@ -492,6 +642,7 @@ COMMANDS = {
     "redrive": redrive_command,
     "complete": complete_command,
     "dead-letters": dead_letters_command,
+    "status": status_command,
     "sample": sample_command,
 }
 

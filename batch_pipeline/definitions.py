@@ -11,6 +11,7 @@ from batch_pipeline.ops.aggregate import BATCH_RESULTS_ASSET
 from batch_pipeline.partitions import SOURCE_FILES
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 from batch_pipeline.schedules import build_nightly_schedule
+from batch_pipeline.sensors.alerts import ALERT_SENSORS
 from batch_pipeline.sensors.uploads import build_upload_sensor
 from batch_pipeline.settings import WatchSettings
 
@@ -28,7 +29,7 @@ watch_settings = WatchSettings.from_env()
 defs = Definitions(
     jobs=[batch_job, redrive_job],
     assets=[batch_results],
-    sensors=[build_upload_sensor(watch_settings)],
+    sensors=[build_upload_sensor(watch_settings), *ALERT_SENSORS],
     schedules=[build_nightly_schedule(watch_settings)],
     resources={
         "storage": StorageResource(),

@@ -522,8 +522,10 @@ class Ledger:
         return ChunkState(**row._mapping) if row is not None else None
 
     def _update(self, batch_id: str, chunk: int, **values: Any) -> None:
-        values["updated_at"] = time.time()
         with self._write() as conn:
+            # Stamped once the write transaction holds the lock (SQLite), so that changes are
+            # stamped in the order they commit: the dead-letter alert's cursor relies on it.
+            values["updated_at"] = time.time()
             conn.execute(
                 sa.update(self.chunks)
                 .where(self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk)
