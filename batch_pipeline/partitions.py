@@ -13,7 +13,9 @@ SOURCE_FILES = DynamicPartitionsDefinition(name="source_files")
 def partition_key(uri: str) -> str:
     """The partition of a source object: its URI (``s3://bucket/key`` or an absolute path),
     with the few substrings Dagster refuses in a partition key replaced."""
-    key = uri.replace("...", "._._.")
+    key = uri
+    while "..." in key:
+        key = key.replace("...", "._._.")
     for char in "\a\b\f\n\r\t\v\0":
         key = key.replace(char, " ")
     return key

@@ -11,6 +11,7 @@ sensor started.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from dagster import (
@@ -52,6 +53,16 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
         if missing:
             return SkipReason(missing)
         objects = list_objects(storage.get_storage(), settings)
+        writing = 0
+        if not settings.is_s3:  # a local file still being written waits for the next night
+            settled = time.time() - settings.settle_seconds
+            writing = sum(o.last_modified > settled for o in objects)
+            objects = [o for o in objects if o.last_modified <= settled]
+        if not objects and writing:
+            return SkipReason(
+                f"{writing} record file(s) under {settings.watch_uri} changed in the last "
+                f"{settings.settle_seconds:g} s and may still be being written: they wait"
+            )
         if not objects:
             return SkipReason(f"no record files under {settings.watch_uri}")
         statuses = ledger.get_ledger().batch_statuses([o.batch_id for o in objects])

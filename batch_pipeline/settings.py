@@ -115,6 +115,15 @@ class WatchSettings:
                     )
             config = dict(loaded)
         config.setdefault("output", self._default_output())
+        output = str(config["output"])
+        output = output if is_s3(output) else normalize_uri(output)
+        watched = self.watch_uri.rstrip("/") + "/"
+        if (output.rstrip("/") + "/").startswith(watched):
+            raise ConfigError(
+                f"the output {output} is inside the watched location {self.watch_uri}: the "
+                "sensor would take the results (manifest.json, Parquet files) for new uploads. "
+                "Write the output elsewhere."
+            )
         return config
 
     def _default_output(self) -> str:

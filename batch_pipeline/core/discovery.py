@@ -93,11 +93,14 @@ class SourceObject:
 
 def wanted(key: str, suffixes: Sequence[str]) -> bool:
     """Whether a key names a record file to process: one of ``suffixes`` (case-insensitive),
-    and not hidden, a lock file or an upload in progress."""
-    name = key.rsplit("/", 1)[-1]
+    and not hidden, a lock file or an upload in progress, nor in a folder whose name starts with
+    ``.`` or ``_``."""
+    *folders, name = key.split("/")
     lower = name.lower()
     if not name or name.startswith(_IGNORED_PREFIXES) or lower.endswith(_IGNORED_SUFFIXES):
         return False
+    if any(f.startswith(_IGNORED_PREFIXES) for f in folders if f):
+        return False  # in a hidden or underscore folder (.git/, _tmp/, _staging/)
     return lower.endswith(tuple(s.lower() for s in suffixes))
 
 
@@ -194,6 +197,7 @@ class Selection:
     already_requested: int
     over_cap: int
     settling: int
+    too_old: int = 0
 
     def skip_reason(self, where: str) -> str:
         """Why nothing was requested, specifically."""
@@ -204,9 +208,13 @@ class Selection:
                 f"{self.settling} new file(s) under {where} modified in the last seconds, "
                 "waiting for them to settle"
             )
-        return (
-            f"no new or changed objects under {where}: all {self.listed} listed were "
-            "requested before"
+        text = f"no new or changed objects under {where}: "
+        if not self.too_old:
+            return text + f"all {self.listed} listed were requested before"
+        return text + (
+            f"{self.already_requested} recent one(s) were requested before, and {self.too_old} "
+            "older one(s) are behind the look-back (requested earlier, or left to the nightly "
+            "schedule)"
         )
 
 
@@ -225,9 +233,10 @@ def select_new(
     now = time.time() if now is None else now
     floor = None if cursor.watermark is None else cursor.watermark - lookback_seconds
     new: list[SourceObject] = []
-    settling = 0
+    settling = too_old = 0
     for obj in objects:
         if floor is not None and obj.last_modified < floor:
+            too_old += 1
             continue
         if obj.identity in cursor.seen:
             continue
@@ -250,7 +259,8 @@ def select_new(
         requested=requested,
         cursor=UploadCursor(watermark, seen),
         listed=len(objects),
-        already_requested=len(objects) - len(new) - settling,
+        already_requested=len(objects) - len(new) - settling - too_old,
         over_cap=len(new) - len(requested),
         settling=settling,
+        too_old=too_old,
     )

@@ -20,6 +20,7 @@ from dagster import (
     SensorResult,
     SkipReason,
     sensor,
+    validate_run_config,
 )
 from dagster_aws.s3.sensor import get_objects
 
@@ -71,6 +72,7 @@ def run_request(
     config = {**base_config, "source": obj.uri}
     try:
         BatchConfig(**config)
+        validate_run_config(batch_job, {"ops": {"initialize": {"config": config}}})  # names typos
     except Exception as exc:  # pydantic's message names the field
         raise ConfigError(f"the run config for {obj.uri} is not valid: {exc}") from exc
     return RunRequest(
