@@ -8,7 +8,7 @@ DEMO_HOME := $(CURDIR)/.dagster_home
 DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
-.PHONY: install test lint demo ui bench clean
+.PHONY: install test lint browser demo ui bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,33 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
+# The instance's storage is created here, before `dagster dev` starts a webserver and a daemon
+# that would otherwise both create the same SQLite tables at once.
 $(DEMO_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DEMO_HOME)
 	cp dagster.yaml $@
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster instance migrate >/dev/null
 
 lint: install
 	$(BIN)/ruff check .
 
-test: install
+# Headless Chromium and its driver for the UI tests (batch_pipeline_tests/test_ui.py), from
+# Debian's packages; only when missing, and only as root with apt-get. Otherwise the UI tests
+# are skipped.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver are installed"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		{ apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium chromium-driver; } || \
+		echo "installing chromium/chromedriver failed: the UI tests will be skipped"; \
+	else \
+		echo "chromium/chromedriver missing and cannot be installed (needs root and apt-get):" \
+			"the UI tests will be skipped"; \
+	fi
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -37,6 +56,7 @@ demo: install $(DEMO_HOME)/dagster.yaml
 	@echo "Runs are in the Dagster instance at $(DEMO_HOME): 'make ui' shows them."
 
 ui: install $(DEMO_HOME)/dagster.yaml
+	mkdir -p data/inbox
 	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: install

@@ -30,6 +30,7 @@ setup(
             "pytest-timeout>=2.3",
             "moto[server]>=5.0",
             "ruff>=0.6",
+            "selenium>=4.20",
         ],
     },
     entry_points={
