@@ -15,8 +15,12 @@ import time
 from datetime import UTC, datetime
 
 from dagster import (
+    DagsterInstance,
+    DagsterInvariantViolationError,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
@@ -27,7 +31,12 @@ from dagster._check import CheckError
 from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
-from batch_pipeline.sensors.uploads import list_objects, missing_folder, run_request
+from batch_pipeline.sensors.uploads import (
+    BATCH_ID_TAG,
+    list_objects,
+    missing_folder,
+    run_request,
+)
 from batch_pipeline.settings import WatchSettings
 
 FINISHED = frozenset({SUCCEEDED, "partial", COMPLETED_FORCED})
@@ -66,15 +75,24 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
         if not objects:
             return SkipReason(f"no record files under {settings.watch_uri}")
         statuses = ledger.get_ledger().batch_statuses([o.batch_id for o in objects])
+        busy = batches_in_flight(_instance(context))
         todo = sorted(
-            (o for o in objects if statuses.get(o.batch_id) not in FINISHED),
+            (
+                o
+                for o in objects
+                if statuses.get(o.batch_id) not in FINISHED and o.batch_id not in busy
+            ),
             key=lambda o: (o.last_modified, o.uri),
         )
         if not todo:
-            return SkipReason(
+            queued = sum(o.batch_id in busy for o in objects)
+            text = (
                 f"all {len(objects)} record file(s) under {settings.watch_uri} have a finished "
                 "batch in the ledger"
             )
+            if queued:
+                text += f", or a run queued or in progress ({queued})"
+            return SkipReason(text)
         stamp = _tick_stamp(context)
         base = settings.base_run_config()
         context.log.info(
@@ -93,3 +111,30 @@ def _tick_stamp(context: ScheduleEvaluationContext) -> str:
     except CheckError:
         tick = None
     return (tick or datetime.now(UTC).replace(second=0, microsecond=0)).isoformat()
+
+
+def _instance(context: ScheduleEvaluationContext) -> DagsterInstance | None:
+    """The instance of a real tick (a context built in a test may have none)."""
+    try:
+        return context.instance
+    except DagsterInvariantViolationError:
+        return None
+
+
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def batches_in_flight(instance: DagsterInstance | None) -> set[str]:
+    """The batch ids of ``batch_job`` runs queued or in progress (the sensor's, say): the
+    schedule leaves them to those runs rather than queueing a second run of the same batch."""
+    if instance is None:
+        return set()
+    records = instance.get_run_records(
+        RunsFilter(job_name=batch_job.name, statuses=IN_FLIGHT), limit=10_000
+    )
+    return {r.dagster_run.tags[BATCH_ID_TAG] for r in records if BATCH_ID_TAG in r.dagster_run.tags}

@@ -3,7 +3,8 @@
 A schedule's cron and a sensor's interval are fixed when Dagster loads the definitions, so these
 are read then (``WatchSettings.from_env``); the run config file is read at every tick, so an edit
 takes effect without a reload. Every variable is optional: unset, the sensor watches the local
-folder ``data/inbox`` and runs write to ``data/output`` (the embedded defaults).
+folder ``data/inbox`` and runs write to ``data/output`` (the embedded defaults); an S3 watch
+needs an ``output`` in the run config file.
 
 =================================== ===============================================================
 ``BATCH_PIPELINE_WATCH_URI``        Folder or ``s3://bucket/prefix`` to watch (``data/inbox``).
@@ -35,7 +36,6 @@ from batch_pipeline.core.storage import is_s3, normalize_uri
 
 ENV_PREFIX = "BATCH_PIPELINE_"
 DEFAULT_WATCH = "data/inbox"
-DEFAULT_OUTPUT = "data/output"
 
 
 def _env(name: str, default: str) -> str:
@@ -114,6 +114,12 @@ class WatchSettings:
                         "sensor or schedule gets its own object's; remove it"
                     )
             config = dict(loaded)
+        if "output" not in config and self.is_s3:
+            raise ConfigError(
+                f"the sensor and schedule watch {self.watch_uri}: set output (an s3:// URI) in "
+                f"the run config file ({ENV_PREFIX}RUN_CONFIG), or results would be written to "
+                "the local disk of whichever machine runs the job"
+            )
         config.setdefault("output", self._default_output())
         output = str(config["output"])
         output = output if is_s3(output) else normalize_uri(output)
@@ -127,6 +133,4 @@ class WatchSettings:
         return config
 
     def _default_output(self) -> str:
-        if self.is_s3:
-            return normalize_uri(DEFAULT_OUTPUT)  # local unless the run config file says otherwise
         return normalize_uri(os.path.join(os.path.dirname(self.watch_uri.rstrip("/")), "output"))

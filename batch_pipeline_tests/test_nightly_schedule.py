@@ -63,10 +63,19 @@ class Local:
         os.utime(self.root / key, (1_700_000_000, 1_700_000_000))  # old: settled long ago
 
 
+def settings_for(backend: Any) -> WatchSettings:
+    config = getattr(backend, "run_config_file", None)
+    return WatchSettings(
+        watch_uri=backend.watch_uri, run_config_file=str(config) if config else None
+    )
+
+
 class S3:
-    def __init__(self, client: Any, bucket: str, endpoint: str) -> None:
+    def __init__(self, client: Any, bucket: str, endpoint: str, config_dir: Path) -> None:
         self.client, self.bucket, self.endpoint = client, bucket, endpoint
         self.watch_uri = f"s3://{bucket}/nightly/"
+        self.run_config_file = config_dir / "s3-runs.yaml"  # an S3 watch must name an output
+        self.run_config_file.write_text(f"output: s3://{bucket}/results\n")
 
     def resource(self) -> StorageResource:
         return StorageResource(endpoint_url=self.endpoint)
@@ -86,6 +95,7 @@ def backend(request, tmp_path):
         request.getfixturevalue("s3_client"),
         request.getfixturevalue("s3_bucket"),
         request.getfixturevalue("aws_endpoint"),
+        tmp_path,
     )
 
 
@@ -141,7 +151,7 @@ def sources(data: ScheduleExecutionData) -> list[str]:
 
 def test_only_batches_not_finished_are_requested(backend, ledger, own_ledger, tmp_path):
     ids = seed(backend, ledger, tmp_path / "out")
-    schedule = build_nightly_schedule(WatchSettings(watch_uri=backend.watch_uri))
+    schedule = build_nightly_schedule(settings_for(backend))
     data = evaluate(schedule, backend, own_ledger)
 
     assert data.skip_message is None
@@ -162,7 +172,7 @@ def test_the_same_tick_gives_the_same_run_keys_the_next_night_new_ones(
     backend, ledger, own_ledger, tmp_path
 ):
     seed(backend, ledger, tmp_path / "out")
-    schedule = build_nightly_schedule(WatchSettings(watch_uri=backend.watch_uri))
+    schedule = build_nightly_schedule(settings_for(backend))
     first = evaluate(schedule, backend, own_ledger)
     again = evaluate(schedule, backend, own_ledger)
     next_night = evaluate(schedule, backend, own_ledger, NIGHT + timedelta(days=1))
@@ -181,7 +191,7 @@ def test_a_changed_file_is_requested_although_its_old_version_succeeded(
 ):
     backend.put("a.csv", csv_for("a"))
     old_id = process(backend, ledger, "a.csv", tmp_path / "out")
-    schedule = build_nightly_schedule(WatchSettings(watch_uri=backend.watch_uri))
+    schedule = build_nightly_schedule(settings_for(backend))
     assert evaluate(schedule, backend, own_ledger).skip_message
 
     backend.put("a.csv", csv_for("a, changed"))
@@ -195,7 +205,7 @@ def test_skips_when_every_batch_is_finished(backend, ledger, own_ledger, tmp_pat
     process(backend, ledger, "sub/never.csv", tmp_path / "out")
     ledger.set_batch_status(ids["failed.csv"], SUCCEEDED)
     ledger.set_batch_status(ids["died.csv"], COMPLETED_FORCED, reason="operator")
-    schedule = build_nightly_schedule(WatchSettings(watch_uri=backend.watch_uri))
+    schedule = build_nightly_schedule(settings_for(backend))
     data = evaluate(schedule, backend, own_ledger)
     assert data.run_requests == []
     assert data.skip_message == (
@@ -205,7 +215,7 @@ def test_skips_when_every_batch_is_finished(backend, ledger, own_ledger, tmp_pat
 
 def test_skips_when_the_folder_is_empty(backend, own_ledger):
     backend.put("ignored.csv.part", b"id\n1\n")  # not a record file
-    schedule = build_nightly_schedule(WatchSettings(watch_uri=backend.watch_uri))
+    schedule = build_nightly_schedule(settings_for(backend))
     data = evaluate(schedule, backend, own_ledger)
     assert data.run_requests == []
     assert data.skip_message == f"no record files under {backend.watch_uri}"
@@ -319,3 +329,33 @@ def test_an_output_inside_the_watched_folder_is_refused(tmp_path, own_ledger):
         settings.base_run_config()
     config_file.write_text(f"output: {tmp_path / 'inbox-results'}\n")  # a sibling is fine
     assert settings.base_run_config()["output"] == str(tmp_path / "inbox-results")
+
+
+def test_a_batch_with_a_run_queued_or_in_progress_is_left_to_that_run(tmp_path, own_ledger):
+    """The sensor's run of a file is queued: the schedule does not queue a second one."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    inbox = Local(tmp_path / "inbox")
+    for key in ("queued.csv", "finished-run.csv", "waiting.csv"):
+        inbox.put(key, csv_for(key))
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:  # schedules need one
+        for key, status in (
+            ("queued.csv", DagsterRunStatus.STARTED),
+            ("finished-run.csv", DagsterRunStatus.FAILURE),  # over: may be requested again
+        ):
+            instance.add_run(
+                DagsterRun(
+                    job_name="batch_job",
+                    status=status,
+                    tags={BATCH_ID_TAG: batch_id_of(inbox, key)},
+                )
+            )
+        context = build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=NIGHT,
+            resources={"storage": inbox.resource(), "ledger": LedgerResource(url=own_ledger)},
+        )
+        data = build_nightly_schedule(settings_for(inbox)).evaluate_tick(context)
+    assert sorted(sources(data)) == [inbox.uri("finished-run.csv"), inbox.uri("waiting.csv")]

@@ -85,9 +85,12 @@ class S3Backend:
     name = "s3"
     can_set_mtime = False
 
-    def __init__(self, client: Any, bucket: str, endpoint: str) -> None:
+    def __init__(self, client: Any, bucket: str, endpoint: str, config_dir: Path) -> None:
         self.client, self.bucket, self.endpoint = client, bucket, endpoint
         self.watch_uri = f"s3://{bucket}/inbox/"
+        self.output = f"s3://{bucket}/results"  # an S3 watch must name an output
+        self.run_config_file = config_dir / "s3-runs.yaml"
+        self.run_config_file.write_text(f"output: {self.output}\n")
 
     def resource(self) -> StorageResource:
         return StorageResource(endpoint_url=self.endpoint)
@@ -130,8 +133,8 @@ def local(tmp_path) -> LocalBackend:
 
 
 @pytest.fixture
-def s3(s3_client, s3_bucket, aws_endpoint) -> S3Backend:
-    return S3Backend(s3_client, s3_bucket, aws_endpoint)
+def s3(s3_client, s3_bucket, aws_endpoint, tmp_path) -> S3Backend:
+    return S3Backend(s3_client, s3_bucket, aws_endpoint, tmp_path)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -141,7 +144,10 @@ def backend(request) -> Backend:
 
 def watch(backend: Backend, **overrides: Any) -> WatchSettings:
     """Settings watching ``backend``; local files settle at once unless a test says otherwise."""
-    return WatchSettings(**{"watch_uri": backend.watch_uri, "settle_seconds": 0.0, **overrides})
+    defaults: dict[str, Any] = {"watch_uri": backend.watch_uri, "settle_seconds": 0.0}
+    if isinstance(backend, S3Backend):
+        defaults["run_config_file"] = str(backend.run_config_file)
+    return WatchSettings(**{**defaults, **overrides})
 
 
 def tick(
@@ -191,10 +197,10 @@ def assert_no_duplicates(requests: list[RunRequest]) -> None:
 
 
 def request_output(backend: Backend) -> str:
-    """Where runs write without a run config file: next to a watched folder, else data/output."""
+    """Where runs write: next to a watched folder, else the output the S3 run config names."""
     if isinstance(backend, LocalBackend):
         return str(backend.root.parent / "output")
-    return os.path.abspath("data/output")
+    return backend.output
 
 
 # Scenarios ---------------------------------------------------------------------------------
@@ -347,14 +353,18 @@ def test_equal_mtimes_on_local_files_are_all_taken_late_ones_within_the_lookback
 
     local.put("same_second.csv", mtime=stamp)  # appears later, stamped the watermark itself
     local.put("older.csv", mtime=stamp - 600)  # older than the watermark, within the look-back
-    local.put("too_old.csv", mtime=stamp - 1_000)  # older than the look-back: the schedule's
-    later = tick(sensor, local, cursor)
-    assert sorted(sources(later.run_requests)) == [
+    # Older than the look-back by its mtime, but it just arrived (ctime): moved or copied in
+    # with its mtime kept (mv, cp -p, rsync -a, unzip), it is new all the same.
+    local.put("moved_in.csv", mtime=stamp - 100_000)
+    later, cursor, _ = drain(sensor, local, cursor)
+    assert [len(t) for t in later] == [2, 1]
+    assert sorted(sources(r for t in later for r in t)) == [
+        local.uri("moved_in.csv"),
         local.uri("older.csv"),
         local.uri("same_second.csv"),
     ]
-    assert UploadCursor.from_json(later.cursor).watermark == stamp
-    final = tick(sensor, local, later.cursor)
+    assert UploadCursor.from_json(cursor).watermark == stamp
+    final = tick(sensor, local, cursor)
     assert final.run_requests == [] and final.skip_message
 
 
@@ -696,3 +706,21 @@ def test_partition_requests_apply_to_a_real_instance(local):
 def test_partition_keys_never_hold_a_range_separator(name):
     key = partition_key(f"s3://bucket/in/{name}")
     assert "..." not in key and key.startswith("s3://bucket/in/a")
+
+
+def test_an_s3_watch_without_an_output_is_refused(s3):
+    """Results would land on the local disk of whichever machine runs the job."""
+    settings = WatchSettings(watch_uri=s3.watch_uri)
+    with pytest.raises(ConfigError, match="set output"):
+        settings.base_run_config()
+
+
+def test_an_output_beside_a_prefix_without_slash_is_not_listed(s3):
+    """s3://b/inbox is a folder: its sibling inbox-out/ (the results) is not watched."""
+    s3.client.put_object(Bucket=s3.bucket, Key="inbox-out/manifest.json", Body=b"{}")
+    s3.put("a.csv")
+    settings = watch(s3, watch_uri=s3.watch_uri.rstrip("/"))
+    data = tick(build_upload_sensor(settings), s3)
+    assert [r.run_config["ops"]["initialize"]["config"]["source"] for r in data.run_requests] == [
+        s3.uri("a.csv")
+    ]

@@ -18,10 +18,12 @@ How ``select_new`` never misses an object nor requests one twice:
   the next tick, since the watermark only moves to the newest object actually taken.
 - Local files modified less than ``settle_seconds`` ago may still be being written: they wait.
 
-The cursor is JSON, small (16 hex characters and a timestamp per object in the look-back
-window), and versioned. Objects older than the look-back when first listed (a file copied in
-with its old mtime preserved, say) are left to the nightly schedule, which compares every
-object with the ledger instead.
+The cursor is versioned JSON with 16 hex characters and a timestamp per object requested within
+the look-back window (about 38 bytes each: 450 kB after a burst of 12,000). Local files are
+placed in time by the later of mtime and ctime (``SourceObject.seen_at``), so a file moved or
+copied in with an old mtime is still new. Objects that appear later than the look-back behind
+the newest one taken (an S3 multipart upload that took longer than that) are left to the
+nightly schedule, which compares every object with the ledger instead.
 """
 
 from __future__ import annotations
@@ -66,6 +68,15 @@ class SourceObject:
     size: int
     last_modified: float
     etag: str | None = None
+    arrived: float | None = None
+
+    @property
+    def seen_at(self) -> float:
+        """When the object appeared here, as far as storage tells: LastModified on S3; for a
+        local file the later of its mtime and ctime (``arrived``), since ``mv``, ``cp -p``,
+        ``rsync -a`` or ``unzip`` keep an old mtime, but renaming or re-stamping a file sets
+        its ctime."""
+        return max(self.last_modified, self.arrived or self.last_modified)
 
     @property
     def info(self) -> ObjectInfo:
@@ -121,7 +132,7 @@ def list_local(root: str, suffixes: Sequence[str] = DEFAULT_SUFFIXES) -> list[So
                 st = os.stat(path)
             except FileNotFoundError:  # removed while listing
                 continue
-            found.append(SourceObject(path, key, st.st_size, st.st_mtime))
+            found.append(SourceObject(path, key, st.st_size, st.st_mtime, arrived=st.st_ctime))
     return found
 
 
@@ -149,6 +160,8 @@ def split_watch_uri(uri: str) -> tuple[str, str]:
     bucket, prefix = split_s3(uri if "/" in uri[len("s3://") :] else uri + "/")
     if not bucket:
         raise ConfigError(f"{uri} names no bucket")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"  # a folder: s3://b/inbox must not also list s3://b/inbox-out/
     return bucket, prefix
 
 
@@ -234,24 +247,32 @@ def select_new(
     floor = None if cursor.watermark is None else cursor.watermark - lookback_seconds
     new: list[SourceObject] = []
     settling = too_old = 0
+
+    # Objects are ordered, and the watermark moves, by LastModified (mtime); whether an object
+    # is still within the look-back goes by ``seen_at``, so a file moved in with an old mtime
+    # is new. Times in the future (a skewed clock, a touched file) count as now.
+    def modified(o: SourceObject) -> float:
+        return min(o.last_modified, now)
+
     for obj in objects:
-        if floor is not None and obj.last_modified < floor:
+        if floor is not None and min(obj.seen_at, now) < floor:
             too_old += 1
             continue
         if obj.identity in cursor.seen:
             continue
-        if settle_seconds and obj.last_modified > now - settle_seconds:
+        settled_since = obj.last_modified if obj.last_modified <= now else obj.arrived or now
+        if settle_seconds and settled_since > now - settle_seconds:
             settling += 1
             continue
         new.append(obj)
-    new.sort(key=lambda o: (o.last_modified, o.uri))
+    new.sort(key=lambda o: (modified(o), o.uri))
     requested = new[:max_requests]
     watermark = cursor.watermark
     if requested:
-        newest = requested[-1].last_modified
+        newest = modified(requested[-1])
         watermark = newest if watermark is None else max(watermark, newest)
     seen = dict(cursor.seen)
-    seen.update({o.identity: o.last_modified for o in requested})
+    seen.update({o.identity: min(o.seen_at, now) for o in requested})
     if watermark is not None:
         keep_from = watermark - lookback_seconds
         seen = {k: v for k, v in seen.items() if v >= keep_from}

@@ -199,8 +199,8 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        """No chunk is pending or running."""
-        return self.pending == 0 and self.running == 0
+        """No chunk is pending, running, or failed and waiting for a retry."""
+        return self.pending == 0 and self.running == 0 and self.failed == 0
 
     @property
     def percent(self) -> float:

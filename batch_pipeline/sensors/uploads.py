@@ -118,6 +118,11 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
             settle_seconds=0.0 if settings.is_s3 else settings.settle_seconds,
         )
         if not selection.requested:
+            if since is not None and settings.is_s3 and not objects:
+                stamp = datetime.fromtimestamp(since, tz=UTC).isoformat(timespec="seconds")
+                return SkipReason(
+                    f"no record files under {settings.watch_uri} modified since {stamp}"
+                )
             return SkipReason(selection.skip_reason(settings.watch_uri))
         base = settings.base_run_config()
         requests = [run_request(o, base, "sensor") for o in selection.requested]

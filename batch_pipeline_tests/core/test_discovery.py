@@ -366,7 +366,7 @@ def test_random_arrivals_are_each_taken_exactly_once(seed):
         ("s3://bucket", ("bucket", "")),
         ("s3://bucket/", ("bucket", "")),
         ("s3://bucket/in/", ("bucket", "in/")),
-        ("s3://bucket/in", ("bucket", "in")),
+        ("s3://bucket/in", ("bucket", "in/")),  # a folder, never also in-out/
     ],
 )
 def test_split_watch_uri(uri, expected):
