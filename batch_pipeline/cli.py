@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--chunk-records", type=int, default=500_000)
     run.add_argument("--max-chunks", type=int, default=200)
+    run.add_argument(
+        "--auto-chunk-records",
+        action="store_true",
+        help="pick the chunk size from the ledger's history of similar batches "
+        "(--chunk-records is the cold-start size)",
+    )
     run.add_argument("--chunk-bytes", type=int, default=None)
     run.add_argument(
         "--no-scan",
@@ -184,6 +190,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "processor_modules": args.processor_modules,
         "chunking": {
             "chunk_records": args.chunk_records,
+            "auto": args.auto_chunk_records,
             "max_chunks": args.max_chunks,
             "chunk_bytes": args.chunk_bytes,
             "scan": not args.no_scan,

@@ -46,6 +46,13 @@ class ChunkingConfig(Config):
         description="Target records per chunk. Each chunk is one Dagster step: keep it large "
         "enough that the step's fixed cost is small next to its work.",
     )
+    auto: bool = Field(
+        default=False,
+        description="Pick chunk_records from the history of earlier batches of the same "
+        "processor and format in the ledger (rate, peak memory, errors): see the run's "
+        "tuning_* metadata for the decision and its reasons. A batch run before keeps its size; "
+        "a cold start uses chunk_records.",
+    )
     max_chunks: int = Field(
         default=200,
         description="Most chunks (mapped steps) a run may have. Wins over chunk_records: a big "
@@ -193,7 +200,7 @@ class BatchConfig(Config):
             "processor": self.processor,
             "processor_options": self.processor_options,
             "processor_modules": tuple(self.processor_modules),
-            "chunking": ChunkingSettings(**self.chunking.model_dump()),
+            "chunking": ChunkingSettings(**self.chunking.model_dump(exclude={"auto"})),
             "output": self.output,
             "delivery": DeliverySettings(**self.delivery.model_dump()),
             "retry": RetrySettings(**self.retry.model_dump()),

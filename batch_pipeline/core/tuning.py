@@ -83,7 +83,7 @@ import os
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -827,3 +827,34 @@ def _secs(seconds: float) -> str:
 
 def _mib(n: float) -> str:
     return f"{n / (1 << 20):,.0f} MiB"
+
+
+# The batch ------------------------------------------------------------------------------------
+
+
+def tune_batch(
+    ledger: Ledger, spec: BatchSpec, settings: TuningSettings | None = None
+) -> tuple[BatchSpec, Decision | None]:
+    """``spec`` with the chunk size the history of its workload calls for, and the decision.
+
+    A batch the ledger knows already keeps the size it was planned with (resume and redrive
+    must cut the same chunks): the spec comes back with that size and no decision. The
+    decision goes into the spec's stored config (``config["tuning"]``, with
+    ``workload_chunk_records`` for the next decision to start from)."""
+    state = ledger.batch(spec.batch_id)
+    if state is not None:
+        stored = state.config_dict().get("chunking", {}).get("chunk_records")
+        if isinstance(stored, int) and stored > 0:
+            return _with_size(spec, stored, state.config_dict().get("tuning")), None
+    history = history_from_ledger(ledger, workload_key(spec), exclude_batch_id=spec.batch_id)
+    decision = choose_chunk_records(history, settings, estimate_total_records(spec.source))
+    tuning = {"workload_chunk_records": decision.workload_chunk_records, **decision.to_metadata()}
+    return _with_size(spec, decision.chunk_records, tuning), decision
+
+
+def _with_size(spec: BatchSpec, records: int, tuning: Any) -> BatchSpec:
+    config = dict(spec.config)
+    config["chunking"] = {**dict(config.get("chunking") or {}), "chunk_records": records}
+    if tuning is not None:
+        config["tuning"] = tuning
+    return replace(spec, chunking=replace(spec.chunking, chunk_records=records), config=config)

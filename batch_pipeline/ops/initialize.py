@@ -1,8 +1,16 @@
+from dataclasses import replace
+
 from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.config import BatchConfig, RedriveConfig
 from batch_pipeline.core.batch import prepare_batch, prepare_redrive
 from batch_pipeline.core.models import BatchSpec
+from batch_pipeline.core.tuning import (
+    STEP_OVERHEAD_SECONDS,
+    TuningSettings,
+    default_concurrency,
+    tune_batch,
+)
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
 
@@ -12,12 +20,49 @@ from batch_pipeline.resources import LedgerResource, StorageResource
     description="Validate the run config and the source before any work; resolve the batch id.",
 )
 def initialize(
-    context: OpExecutionContext, config: BatchConfig, storage: StorageResource
+    context: OpExecutionContext,
+    config: BatchConfig,
+    storage: StorageResource,
+    ledger: LedgerResource,
 ) -> BatchSpec:
     with core_failures(f"initializing {config.source} failed"):
         spec = prepare_batch(storage.get_storage(), **config.prepare_kwargs())
+        decision = None
+        if config.chunking.auto:
+            size = config.chunking.chunk_records  # the cold start, and a floor it lowers
+            settings = replace(
+                tuning_settings(context),
+                default_chunk_records=size,
+                min_chunk_records=min(size, TuningSettings.min_chunk_records),
+            )
+            spec, decision = tune_batch(ledger.get_ledger(), spec, settings)
+    if decision is not None:
+        context.log.info(
+            f"batch {spec.batch_id}: chunk_records {decision.chunk_records:,} "
+            f"({'cold start' if decision.cold_start else 'from history'}): {decision.reason}"
+        )
+        context.add_output_metadata(decision.to_metadata())
+    elif config.chunking.auto:
+        context.log.info(
+            f"batch {spec.batch_id}: ran before, keeps chunk_records "
+            f"{spec.chunking.chunk_records:,}"
+        )
     _report(context, spec)
     return spec
+
+
+def tuning_settings(context: OpExecutionContext) -> TuningSettings:
+    """What the optimizer aims for under this run's executor: its per-step cost, and how many
+    steps run at once (one in process; ``max_concurrent``, default the CPU count, otherwise)."""
+    execution = (context.run_config.get("execution") or {}).get("config") or {}
+    multiprocess = execution.get("multiprocess")
+    if multiprocess is None:
+        return TuningSettings(step_overhead_seconds=STEP_OVERHEAD_SECONDS["in_process"], workers=1)
+    start = next(iter(multiprocess.get("start_method") or {"forkserver": {}}), "forkserver")
+    return TuningSettings(
+        step_overhead_seconds=STEP_OVERHEAD_SECONDS.get(start, STEP_OVERHEAD_SECONDS["spawn"]),
+        workers=int(multiprocess.get("max_concurrent") or default_concurrency()),
+    )
 
 
 @op(

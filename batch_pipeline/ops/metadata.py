@@ -132,4 +132,6 @@ def result_metadata(
         "results": MetadataValue.path(join_uri(spec.output, "valid")),
         "rejected": MetadataValue.path(join_uri(spec.output, "rejected")),
         "dead_letters": MetadataValue.path(join_uri(spec.output, "dead_letters")),
+        # The optimizer's decision, when chunking.auto chose the size (README, Chunks).
+        **{k: v for k, v in (spec.config.get("tuning") or {}).items() if k.startswith("tuning_")},
     }
