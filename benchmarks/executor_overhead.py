@@ -22,7 +22,7 @@ none inherits another's warm state), is timed around ``execute_job`` only, and i
 its process group if it exceeds ``--timeout``. Every run must succeed with every chunk step
 succeeded, or the script exits 1.
 
-Run it from the repository root (``make bench`` runs the full one)::
+Run it from the repository root (``make bench-executor`` runs the full one)::
 
     .venv/bin/python benchmarks/executor_overhead.py           # full: ~10-15 minutes
     .venv/bin/python benchmarks/executor_overhead.py --quick   # ~1-2 minutes
