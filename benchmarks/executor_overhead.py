@@ -48,6 +48,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+from processes import end_group
+
 # Only the standard library at module level: with ``spawn`` every step process imports this
 # file as ``__mp_main__``, and it should cost them no more than the CLI's entry point does.
 
@@ -184,41 +187,6 @@ def worker(spec: RunSpec) -> dict[str, Any]:
 # --- the driver ----------------------------------------------------------------------------------
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def _end_group(pgid: int, grace: float = 5.0) -> int:
-    """Wait up to ``grace`` s for the group we started to be gone; then end it. Returns how many
-    processes were still there."""
-    deadline = time.monotonic() + grace
-    members = _group_members(pgid)
-    while members and time.monotonic() < deadline:
-        time.sleep(0.2)
-        members = _group_members(pgid)
-    if members:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(1.0)
-    return len(members)
-
-
 def measure(spec: RunSpec, timeout: float) -> RunResult:
     """Run one measurement in a fresh worker process (its own session and process group)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec))]
@@ -234,7 +202,7 @@ def measure(spec: RunSpec, timeout: float) -> RunResult:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
     elapsed = time.perf_counter() - started
-    leftover = _end_group(proc.pid)
+    leftover = end_group(proc.pid)
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     data: dict[str, Any] = json.loads(lines[-1]) if lines and not timed_out else {}
     result = RunResult(

@@ -72,6 +72,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+from processes import end_group
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 STDERR_TAIL = 3000
@@ -554,41 +557,6 @@ class Measurement:
     stderr_tail: str | None = None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def _end_group(pgid: int, grace: float = 5.0) -> int:
-    """Wait up to ``grace`` s for the group we started to be gone; then end it. Returns how many
-    processes were still there."""
-    deadline = time.monotonic() + grace
-    members = _group_members(pgid)
-    while members and time.monotonic() < deadline:
-        time.sleep(0.2)
-        members = _group_members(pgid)
-    if members:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(1.0)
-    return len(members)
-
-
 class TreePoller(threading.Thread):
     """Polls the resident memory of a process and its descendants; ``peak`` is the highest sum."""
 
@@ -659,7 +627,7 @@ def _run_task(task: dict[str, Any], timeout: float) -> tuple[dict[str, Any], Mea
         poller.stop.set()
         poller.join()
     elapsed = time.perf_counter() - started
-    leftover = _end_group(proc.pid)
+    leftover = end_group(proc.pid)
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     data: dict[str, Any] = json.loads(lines[-1]) if lines and not timed_out else {}
     m = Measurement(kind=task["kind"], size=task["size"], records=task["records"])
