@@ -26,7 +26,9 @@ columns and to the trimmed text of the others.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
@@ -47,6 +49,7 @@ FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
 TIME_TYPES = ("timestamp", "date")
+MAX_CHECK_THREADS = 4  # columns checked at once (at most the CPU count)
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int64": pa.int64(),
@@ -146,20 +149,33 @@ class Validate(Processor):
 
     def process(self, table: pa.Table) -> ProcessResult:
         n = table.num_rows
-        reject = np.zeros(n, dtype=bool)
-        checks: list[tuple[np.ndarray, str]] = []
-        typed_columns: dict[str, pa.Array] = {}
-        for name, rule in self.options.columns.items():
+
+        def check(name: str, rule: ColumnRule) -> tuple[pa.Array, list[tuple[np.ndarray, str]]]:
             if name in table.column_names:
                 raw = table.column(name).combine_chunks()
             else:
                 raw = pa.nulls(n, type=pa.string())
             typed, present, bad_type = _convert(raw, rule)
+            found = [(~present, f"{name}: required value missing")] if rule.required else []
+            found.append((bad_type, f"{name}: not a valid {rule.type}"))
+            found.extend(_rule_checks(name, rule, raw, typed, present & ~bad_type))
+            return typed, found
+
+        # Columns are checked in threads: Arrow's kernels release the GIL, so the columns of a
+        # chunk use every core. map keeps the columns' order, so reasons come out the same.
+        rules = list(self.options.columns.items())
+        workers = min(len(rules), os.cpu_count() or 1, MAX_CHECK_THREADS)
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="validate") as pool:
+                results = list(pool.map(lambda item: check(*item), rules))
+        else:
+            results = [check(name, rule) for name, rule in rules]
+        reject = np.zeros(n, dtype=bool)
+        checks: list[tuple[np.ndarray, str]] = []
+        typed_columns: dict[str, pa.Array] = {}
+        for (name, _), (typed, found) in zip(rules, results, strict=True):
             typed_columns[name] = typed
-            if rule.required:
-                checks.append((~present, f"{name}: required value missing"))
-            checks.append((bad_type, f"{name}: not a valid {rule.type}"))
-            checks.extend(_rule_checks(name, rule, raw, typed, present & ~bad_type))
+            checks.extend(found)
         for mask, _ in checks:
             reject |= mask
         valid = self._typed_table(table, typed_columns)
