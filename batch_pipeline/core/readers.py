@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
 
 MIN_BLOCK = 1 << 20
+
+_CONTENT = re.compile(rb"[^\r\n]")
 
 
 @dataclass
@@ -194,7 +197,7 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
             return None
         return record_line_offsets(data, quote, delimiter, np.asarray(idx)) + chunk.first_line
 
-    if not data.strip(b"\r\n"):
+    if _CONTENT.search(data) is None:  # only line breaks (strip would copy the whole chunk)
         table = pa.table({n: pa.array([], type=pa.string()) for n in names})
         return ChunkData(table, len(data), lines)
     try:
