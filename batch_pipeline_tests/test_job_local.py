@@ -272,3 +272,22 @@ def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
     message = failure_message(result)
     assert "delivery still failing after 2 attempt(s)" in message
     assert "circuit open" in message
+
+
+def test_rejects_name_their_line_in_a_file_without_quoted_line_breaks(tmp_path):
+    """One record per line: line numbers come straight from the record index (no re-scan)."""
+    rows = ["id,amount"] + [f"{i},{-1 if i % 97 == 0 else i}" for i in range(1, 5_001)]
+    source = tmp_path / "plain.csv"
+    source.write_text("\n".join(rows) + "\n")
+    config = BatchConfig(
+        source=str(source),
+        processor="validate",
+        processor_options={"columns": {"amount": {"type": "int64", "min": 0}}},
+        chunking=ChunkingConfig(chunk_records=700),
+        output=str(tmp_path / "out"),
+    )
+    batch = run(config).output_for_node("aggregate")
+    rejected = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files).to_pylist()
+    assert len(rejected) == 5_000 // 97
+    for row in rejected:  # line 1 is the header: id i is on line i + 1
+        assert row["_line"] == int(row["id"]) + 1

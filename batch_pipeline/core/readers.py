@@ -192,9 +192,13 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
     names = list(source.columns)
     quote, delimiter = source.csv.quote_char, source.csv.delimiter
 
+    parsed: list[int] = []  # how many records the chunk holds, once parsed
+
     def lines(idx: np.ndarray) -> np.ndarray | None:
         if chunk.first_line is None:
             return None
+        if parsed and one_record_per_line(data, parsed[0]):
+            return np.asarray(idx, dtype=np.int64) + chunk.first_line
         return record_line_offsets(data, quote, delimiter, np.asarray(idx)) + chunk.first_line
 
     if _CONTENT.search(data) is None:  # only line breaks (strip would copy the whole chunk)
@@ -207,17 +211,32 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
             raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
         return _read_csv_bad_utf8(data, source, chunk, lines)
     if not invalid:
+        parsed.append(table.num_rows)
         return ChunkData(table, len(data), lines)
     # Rows with the wrong number of fields were skipped; read again on one thread, where
     # pyarrow numbers them, to know which records they were.
     table, invalid_numbered = _parse_csv(data, source, pa.string(), use_threads=False)
     bad = [int(number) - 1 for number, *_ in invalid_numbered]  # type: ignore[arg-type]
     total = table.num_rows + len(bad)
+    parsed.append(total)
     records = np.setdiff1d(np.arange(total, dtype=np.int64), np.asarray(bad, dtype=np.int64))
     rejects = _rejects(
         bad, [r for _, r, _ in invalid_numbered], [t for _, _, t in invalid_numbered]
     )
     return ChunkData(table, len(data), lines, records=records, rejects=rejects)
+
+
+def one_record_per_line(data: bytes, records: int) -> bool:
+    """Whether each line of ``data`` is exactly one of its ``records`` records, so that record
+    ``i`` is on line ``i`` of the chunk. Quoted line breaks and blank lines only ever add lines,
+    so the chunk's line count equals its record count exactly when it has neither. A lone
+    carriage return (which also ends a line) sends the caller to the exact scan."""
+    breaks = data.count(b"\n")
+    returns = data.count(b"\r")
+    if returns and returns != breaks:
+        return False
+    last = 0 if data.endswith(b"\n") or not data else 1
+    return breaks + last == records
 
 
 def _read_csv_bad_utf8(data: bytes, source: SourceSpec, chunk: Chunk, lines) -> ChunkData:

@@ -574,3 +574,24 @@ def test_a_chunk_of_an_object_that_changed_after_planning_fails_naming_the_chunk
         ChunkReadError, match=r"chunk_00001 of 2 \(bytes 7-11 of .*c\.csv\).*changed"
     ):
         read_chunk(storage, spec.source, chunk)
+
+
+@pytest.mark.parametrize(
+    ("data", "records", "fast"),
+    [
+        (b"a,1\nb,2\nc,3\n", 3, True),
+        (b"a,1\r\nb,2\r\nc,3", 3, True),  # CRLF, no line break after the last record
+        (b'a,"x\ny"\nb,2\n', 2, False),  # a quoted line break: 3 lines, 2 records
+        (b"a,1\n\nb,2\n", 2, False),  # a blank line is not a record
+        (b"a,1\rb,2\n", 2, False),  # a lone carriage return ends a line too: exact scan
+        (b"", 0, True),
+    ],
+)
+def test_one_record_per_line_only_when_lines_and_records_agree(data, records, fast):
+    from batch_pipeline.core.boundaries import record_line_offsets
+    from batch_pipeline.core.readers import one_record_per_line
+
+    assert one_record_per_line(data, records) is fast
+    if fast and records:
+        idx = np.arange(records)
+        assert (record_line_offsets(data, '"', ",", idx) == idx).all()
