@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -79,6 +80,24 @@ def normalize_uri(uri: str) -> str:
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return os.path.abspath(os.path.expanduser(uri))
+
+
+def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
+    """The columns worth dictionary-encoding: fewer distinct values than half of a sample of
+    their first rows (names, countries, statuses; not ids, e-mails or timestamps). Encoding
+    every column, pyarrow's default, spends a third of a chunk's write time building
+    dictionaries that it then abandons for high-cardinality columns."""
+    rows = min(table.num_rows, sample)
+    if rows == 0:
+        return []
+    chosen = []
+    for name in table.column_names:
+        head = table.column(name).slice(0, rows)
+        if pa.types.is_nested(head.type):
+            continue
+        if pc.count_distinct(head).as_py() * 2 < rows:
+            chosen.append(name)
+    return chosen
 
 
 class Storage:
@@ -240,7 +259,13 @@ class Storage:
         """Write a table as one Parquet object, atomically as for ``write_bytes``."""
         fs, path = self.filesystem(uri)
         target = self._temp_path(fs, path)
-        pq.write_table(table, target, filesystem=fs, row_group_size=row_group_size)
+        pq.write_table(
+            table,
+            target,
+            filesystem=fs,
+            row_group_size=row_group_size,
+            use_dictionary=dictionary_columns(table),
+        )
         self._commit(fs, target, path)
 
     def delete(self, uri: str) -> None:

@@ -1,0 +1,36 @@
+"""Storage's Parquet writes: dictionary encoding only where it pays, the records unchanged."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batch_pipeline.core.storage import Storage, dictionary_columns
+
+
+def table(rows: int = 20_000) -> pa.Table:
+    return pa.table(
+        {
+            "status": ["new", "open", "closed", "open"] * (rows // 4),
+            "email": [f"user{i}@example.org" for i in range(rows)],
+            "amount": [float(i) for i in range(rows)],
+            "tags": pa.array([["a"]] * rows),
+        }
+    )
+
+
+def test_only_low_cardinality_columns_are_dictionary_encoded():
+    assert dictionary_columns(table()) == ["status"]
+    assert dictionary_columns(table(0)) == []
+
+
+def test_written_parquet_holds_the_same_records_with_dictionaries_where_chosen(tmp_path):
+    data = table()
+    uri = str(tmp_path / "out.parquet")
+    Storage().write_parquet(data, uri)
+    assert pq.read_table(uri).equals(data)
+    column_chunks = pq.ParquetFile(uri).metadata.row_group(0)
+    encodings = {
+        column_chunks.column(i).path_in_schema: column_chunks.column(i).encodings
+        for i in range(column_chunks.num_columns)
+    }
+    assert any("DICTIONARY" in e for e in encodings["status"])
+    assert not any("DICTIONARY" in e for e in encodings["email"])
