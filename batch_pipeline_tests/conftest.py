@@ -170,3 +170,16 @@ def storage():
 
 def pytest_configure(config) -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_defs_state_storage() -> Iterator[None]:
+    """Every Dagster instance makes its defs-state storage the current one (a context variable)
+    until it is closed; instances closed out of order (a context's own instance, built from an
+    instance ref and closed when collected) can leave a closed one current, and the next
+    ``Definitions`` load in the process then fails with "undefined DagsterInstance weakref".
+    Each test starts with none."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
