@@ -33,6 +33,7 @@ from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
 from batch_pipeline.sensors.uploads import (
     BATCH_ID_TAG,
+    check_run_config,
     list_objects,
     missing_folder,
     run_request,
@@ -95,6 +96,7 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             return SkipReason(text)
         stamp = _tick_stamp(context)
         base = settings.base_run_config()
+        check_run_config(base, todo[0].uri)
         context.log.info(
             f"{len(todo)} of {len(objects)} record file(s) under {settings.watch_uri} have no "
             "finished batch: requesting their runs"

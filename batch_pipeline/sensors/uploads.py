@@ -64,17 +64,24 @@ def missing_folder(settings: WatchSettings) -> str | None:
     return f"the watched folder {settings.watch_uri} does not exist: create it and drop files in"
 
 
-def run_request(
-    obj: SourceObject, base_config: dict[str, Any], trigger: str, run_key: str | None = None
-) -> RunRequest:
-    """A ``batch_job`` run for one object, tagged with its batch id (the run queue keeps two
-    runs of one batch from running at once) and its partition."""
-    config = {**base_config, "source": obj.uri}
+def check_run_config(base_config: dict[str, Any], source: str) -> None:
+    """Refuse a run config the job would refuse, before requesting any run with it: once per
+    tick, since the runs differ only in their source. Names the bad option."""
+    config = {**base_config, "source": source}
     try:
         BatchConfig(**config)
         validate_run_config(batch_job, {"ops": {"initialize": {"config": config}}})  # names typos
-    except Exception as exc:  # pydantic's message names the field
-        raise ConfigError(f"the run config for {obj.uri} is not valid: {exc}") from exc
+    except Exception as exc:  # pydantic's and Dagster's messages name the field
+        raise ConfigError(f"the run config for {source} is not valid: {exc}") from exc
+
+
+def run_request(
+    obj: SourceObject, base_config: dict[str, Any], trigger: str, run_key: str | None = None
+) -> RunRequest:
+    """A ``batch_job`` run for one object (``base_config`` checked by ``check_run_config``),
+    tagged with its batch id (the run queue keeps two runs of one batch from running at once)
+    and its partition."""
+    config = {**base_config, "source": obj.uri}
     return RunRequest(
         run_key=run_key or obj.run_key,
         run_config={"ops": {"initialize": {"config": config}}},
@@ -103,8 +110,9 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
     def batch_job_on_upload(
         context: SensorEvaluationContext, storage: StorageResource
     ) -> SensorResult | SkipReason:
-        if missing_folder(settings):
-            return SkipReason(missing_folder(settings))
+        missing = missing_folder(settings)
+        if missing:
+            return SkipReason(missing)
         cursor = UploadCursor.from_json(context.cursor)
         since = None
         if cursor.watermark is not None:  # S3: list only what could still be new (1 s margin)
@@ -125,6 +133,7 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
                 )
             return SkipReason(selection.skip_reason(settings.watch_uri))
         base = settings.base_run_config()
+        check_run_config(base, selection.requested[0].uri)
         requests = [run_request(o, base, "sensor") for o in selection.requested]
         context.log.info(
             f"{len(requests)} run(s) for new or changed objects under {settings.watch_uri}; "
