@@ -60,7 +60,15 @@ def process_chunk(
     return summary
 
 
+_RUN_STARTS: dict[str, float] = {}
+
+
 def run_start_time(context: OpExecutionContext) -> float | None:
-    """When this run started (for rates of this run only), from the run's record."""
-    record = context.instance.get_run_record_by_id(context.run_id)
-    return record.start_time if record is not None else None
+    """When this run started (for rates of this run only), from the run's record: read once
+    per run and process, not once per chunk."""
+    if context.run_id not in _RUN_STARTS:
+        record = context.instance.get_run_record_by_id(context.run_id)
+        if record is None or record.start_time is None:
+            return None
+        _RUN_STARTS[context.run_id] = record.start_time
+    return _RUN_STARTS[context.run_id]
