@@ -297,36 +297,14 @@ class ProgressWatcher(threading.Thread):
         bar.close()
 
 
-# Errors Dagster raises around the user code's own: their message says only where it happened.
-_WRAPPERS = frozenset({"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"})
-
-
-def _error_text(error: Any) -> str:
-    """A step's error for people: a ``Failure``'s description; for an unexpected exception that
-    Dagster wrapped, the exception itself (``OSError: ...``), never only the wrapper's
-    ``Error occurred while executing op``."""
-    wrapper = None
-    for _ in range(10):
-        if error is None:
-            break
-        message = error.message.strip()
-        head, sep, rest = message.partition(": ")
-        if error.cls_name in _WRAPPERS:
-            wrapper = wrapper or (rest if sep else message)
-            error = error.cause
-            continue
-        if sep and head.rsplit(".", 1)[-1] == error.cls_name:  # "module.Class: text"
-            message = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"
-        return message
-    return wrapper or "failed"
-
-
 def _failure_message(result: Any) -> str:
+    from batch_pipeline.ops.failures import step_error_text
+
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            messages.append(f"{event.step_key}: {_error_text(error)}")
+            messages.append(f"{event.step_key}: {step_error_text(error)}")
     return "; ".join(messages) or "the run failed"
 
 

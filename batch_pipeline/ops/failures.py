@@ -12,6 +12,7 @@ storage error while planning or writing a dead letter) with exponential backoff 
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy, RetryRequested
 
@@ -47,3 +48,27 @@ def core_failures(what: str = "", max_retries: int | None = None) -> Iterator[No
             },
             allow_retries=info.transient,
         ) from exc
+
+
+# Errors Dagster raises around the user code's own: their message says only where it happened.
+_WRAPPERS = frozenset({"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"})
+
+
+def step_error_text(error: Any) -> str:
+    """A step's error for people: a ``Failure``'s description; for an unexpected exception that
+    Dagster wrapped, the exception itself (``OSError: ...``), never only the wrapper's
+    ``Error occurred while executing op``."""
+    wrapper = None
+    for _ in range(10):
+        if error is None:
+            break
+        message = error.message.strip()
+        head, sep, rest = message.partition(": ")
+        if error.cls_name in _WRAPPERS:
+            wrapper = wrapper or (rest if sep else message)
+            error = error.cause
+            continue
+        if sep and head.rsplit(".", 1)[-1] == error.cls_name:  # "module.Class: text"
+            message = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"
+        return message
+    return wrapper or "failed"

@@ -49,6 +49,7 @@ from batch_pipeline.core.alerts import (
 )
 from batch_pipeline.core.ledger import ChunkState, Ledger
 from batch_pipeline.jobs import batch_job, redrive_job
+from batch_pipeline.ops.failures import step_error_text
 from batch_pipeline.resources import LedgerResource
 from batch_pipeline.sensors.uploads import BATCH_ID_TAG
 
@@ -97,12 +98,10 @@ def run_batch_id(instance: DagsterInstance, run: DagsterRun) -> tuple[str | None
 
 def run_failure_reason(context: RunFailureSensorContext) -> str:
     """The failed steps' errors (``step: message``), else the run failure's message."""
-    from batch_pipeline.cli import _error_text
-
     reasons: list[str] = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
-        text = f"{event.step_key}: {_error_text(error) if error else 'failed'}"
+        text = f"{event.step_key}: {step_error_text(error) if error else 'failed'}"
         if text not in reasons:
             reasons.append(text)
     return "; ".join(reasons) or context.failure_event.message or "the run failed"
