@@ -47,6 +47,16 @@ def run(config: BatchConfig, instance: DagsterInstance, raise_on_error: bool = T
     )
 
 
+def validate_config(leads: Path, tmp_path: Path) -> BatchConfig:
+    return BatchConfig(
+        source=str(leads),
+        processor="validate",
+        processor_options=DEMO_SCHEMA,
+        chunking=ChunkingConfig(chunk_records=CHUNK),
+        output=str(tmp_path / "out"),
+    )
+
+
 def chunk_outputs(result) -> list[dict]:
     """The output metadata of the process_chunk steps, in the order they finished."""
     found = []
@@ -59,13 +69,7 @@ def chunk_outputs(result) -> list[dict]:
 
 
 def test_each_chunk_reports_the_batch_counters_up_to_the_totals(leads, tmp_path):
-    config = BatchConfig(
-        source=str(leads),
-        processor="validate",
-        processor_options=DEMO_SCHEMA,
-        chunking=ChunkingConfig(chunk_records=CHUNK),
-        output=str(tmp_path / "out"),
-    )
+    config = validate_config(leads, tmp_path)
     with DagsterInstance.ephemeral() as instance:
         result = run(config, instance)
     batch = result.output_for_node("aggregate")
@@ -100,13 +104,7 @@ def test_each_chunk_reports_the_batch_counters_up_to_the_totals(leads, tmp_path)
 
 
 def test_the_files_partition_carries_totals_tables_and_links(leads, tmp_path):
-    config = BatchConfig(
-        source=str(leads),
-        processor="validate",
-        processor_options=DEMO_SCHEMA,
-        chunking=ChunkingConfig(chunk_records=CHUNK),
-        output=str(tmp_path / "out"),
-    )
+    config = validate_config(leads, tmp_path)
     with DagsterInstance.ephemeral() as instance:
         result = run(config, instance)
         assert instance.get_dynamic_partitions(SOURCE_FILES.name) == [str(leads)]

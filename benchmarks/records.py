@@ -43,6 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from batch_pipeline.core import sample_data
+
 GENERATOR_VERSION = 1
 BLOCK_RECORDS = 500_000
 DEFAULT_SEED = 7
@@ -78,25 +80,9 @@ SCHEMA: dict[str, Any] = {
     "extra_columns": "keep",
 }
 
+# The demo's names (sample_data) and more, so that names repeat less in big files.
 FIRST = [
-    "Ada",
-    "Grace",
-    "Alan",
-    "Linus",
-    "Barbara",
-    "Ken",
-    "Margaret",
-    "Dennis",
-    "Radia",
-    "Tim",
-    "Frances",
-    "John",
-    "Hedy",
-    "Edsger",
-    "Katherine",
-    "Guido",
-    "Sophie",
-    "Niklaus",
+    *sample_data.FIRST,
     "Donald",
     "Leslie",
     "Shafi",
@@ -121,22 +107,7 @@ FIRST = [
     "Evelyn",
 ]
 LAST = [
-    "Lovelace",
-    "Hopper",
-    "Turing",
-    "Torvalds",
-    "Liskov",
-    "Thompson",
-    "Hamilton",
-    "Ritchie",
-    "Perlman",
-    "Berners-Lee",
-    "Allen",
-    "McCarthy",
-    "Lamarr",
-    "Dijkstra",
-    "Johnson",
-    "Rossum",
+    *sample_data.LAST,
     "Wilson",
     "Wirth",
     "Knuth",

@@ -177,18 +177,18 @@ def dead_letter_alert(
         run_id=batch.run_id if batch else None,
         source=batch.source_uri if batch else None,
         links=[s.dead_letter for s in ordered if s.dead_letter],
-        chunks=[
-            {
-                "chunk": s.chunk,
-                "attempts": s.attempts,
-                "category": s.error_category,
-                "error": s.error_message,
-                "dead_letter": s.dead_letter,
-                "dead_lettered_at": _iso(s.updated_at),
-            }
-            for s in ordered
-        ],
+        chunks=[{**_chunk_entry(s), "dead_lettered_at": _iso(s.updated_at)} for s in ordered],
     )
+
+
+def _chunk_entry(state: ChunkState) -> dict[str, Any]:
+    return {
+        "chunk": state.chunk,
+        "attempts": state.attempts,
+        "category": state.error_category,
+        "error": state.error_message,
+        "dead_letter": state.dead_letter,
+    }
 
 
 def run_failure_alert(
@@ -227,16 +227,7 @@ def run_failure_alert(
         job_name=job_name,
         source=batch.source_uri if batch else source,
         links=links,
-        chunks=[
-            {
-                "chunk": s.chunk,
-                "attempts": s.attempts,
-                "category": s.error_category,
-                "error": s.error_message,
-                "dead_letter": s.dead_letter,
-            }
-            for s in sorted(dead_letters, key=lambda s: s.chunk)
-        ],
+        chunks=[_chunk_entry(s) for s in sorted(dead_letters, key=lambda s: s.chunk)],
     )
 
 
