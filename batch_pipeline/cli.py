@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run batch_job on a source file (again: resume it)")
-    run.add_argument("source", help="local path or s3://bucket/key")
+    run.add_argument(
+        "source",
+        help="local path or s3://bucket/key; a folder or s3://bucket/prefix/ is a file set "
+        "(its small files processed as one batch, whole files grouped into chunks)",
+    )
     run.add_argument(
         "--format", default="auto", choices=["auto", "csv", "jsonl", "json", "parquet", "excel"]
     )

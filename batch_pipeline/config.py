@@ -131,7 +131,16 @@ class FailureConfig(Config):
 class BatchConfig(Config):
     """What to process, how, and where the results go."""
 
-    source: str = Field(description="The record file: a local path or s3://bucket/key.")
+    source: str = Field(
+        description="The record file: a local path or s3://bucket/key. A folder, or a prefix "
+        "ending in '/', is a file set: its small record files are processed as one batch, "
+        "whole files grouped into chunks."
+    )
+    members: list[str] | None = Field(
+        default=None,
+        description="For a folder or prefix source: only these files (keys relative to it). "
+        "Default: every record file under it when the batch starts.",
+    )
     format: Literal["auto", "csv", "jsonl", "json", "parquet", "excel"] = Field(
         default="auto", description="File format; auto: from the extension."
     )
@@ -187,6 +196,7 @@ class BatchConfig(Config):
         """Keyword arguments of ``core.batch.prepare_batch``."""
         return {
             "source": self.source,
+            "members": tuple(self.members) if self.members else None,
             "format": self.format,
             "compression": self.compression,
             "csv": CsvOptions(

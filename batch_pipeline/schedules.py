@@ -1,5 +1,13 @@
-"""``batch_job_nightly_schedule``: each night, a ``batch_job`` run for every object under the
-watched location that has no finished batch in the ledger.
+"""``batch_job_nightly_schedule``: each night, ``batch_job`` runs for the objects under the
+watched location that have no finished batch in the ledger.
+
+Objects above ``BATCH_PIPELINE_GROUP_MAX_BYTES`` (64 MiB) get a run each. Smaller ones, once
+a format has ``BATCH_PIPELINE_GROUP_MIN_FILES`` (20) of them, are grouped in key order into
+file-set runs of at most ``BATCH_PIPELINE_GROUP_MAX_FILES`` files (the folder as source, the
+files as ``members``): a night of thousands of small files is a few runs whose chunks each read
+many whole files, not thousands of runs of one step each. A file that a finished set processed
+(the ledger's ``bp_members``), or that a set run queued or in progress takes, is not requested
+again.
 
 Finished means ``succeeded``, ``partial`` (failures within the tolerance: redrive those) or
 ``completed_forced``. Anything else (never seen, ``failed``, or ``running`` because a run died)
@@ -28,6 +36,8 @@ from dagster import (
 )
 from dagster._check import CheckError
 
+from batch_pipeline.core.discovery import SourceObject
+from batch_pipeline.core.filesets import group_small_files, set_uri
 from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
@@ -37,6 +47,7 @@ from batch_pipeline.sensors.uploads import (
     list_objects,
     missing_folder,
     run_request,
+    set_run_request,
 )
 from batch_pipeline.settings import WatchSettings
 
@@ -75,18 +86,26 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             )
         if not objects:
             return SkipReason(f"no record files under {settings.watch_uri}")
-        statuses = ledger.get_ledger().batch_statuses([o.batch_id for o in objects])
-        busy = batches_in_flight(_instance(context))
+        book = ledger.get_ledger()
+        statuses = book.batch_statuses([o.batch_id for o in objects])
+        processed = book.processed_members([o.uri for o in objects], FINISHED)
+        busy, busy_files = batches_in_flight(_instance(context))
+
+        def in_flight(o: SourceObject) -> bool:
+            return o.batch_id in busy or o.uri in busy_files
+
         todo = sorted(
             (
                 o
                 for o in objects
-                if statuses.get(o.batch_id) not in FINISHED and o.batch_id not in busy
+                if statuses.get(o.batch_id) not in FINISHED
+                and o.fingerprint not in processed.get(o.uri, ())
+                and not in_flight(o)
             ),
             key=lambda o: (o.last_modified, o.uri),
         )
         if not todo:
-            queued = sum(o.batch_id in busy for o in objects)
+            queued = sum(in_flight(o) for o in objects)
             text = (
                 f"all {len(objects)} record file(s) under {settings.watch_uri} have a finished "
                 "batch in the ledger"
@@ -97,11 +116,22 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
         stamp = _tick_stamp(context)
         base = settings.base_run_config()
         check_run_config(base, todo[0].uri)
+        singles, groups = group_small_files(
+            todo,
+            set_uri(settings.watch_uri),
+            settings.group_max_bytes,
+            settings.group_max_files,
+            settings.group_min_files,
+        )
+        grouped = sum(len(g.objects) for g in groups)
         context.log.info(
             f"{len(todo)} of {len(objects)} record file(s) under {settings.watch_uri} have no "
-            "finished batch: requesting their runs"
+            f"finished batch: requesting {len(singles)} run(s) of one file and {len(groups)} "
+            f"file-set run(s) of {grouped} small file(s)"
         )
-        return [run_request(o, base, "schedule", f"{stamp}|{o.run_key}") for o in todo]
+        requests = [run_request(o, base, "schedule", f"{stamp}|{o.run_key}") for o in singles]
+        requests += [set_run_request(g, base, "schedule", f"{stamp}|{g.run_key}") for g in groups]
+        return requests
 
     return batch_job_nightly_schedule
 
@@ -131,12 +161,23 @@ IN_FLIGHT = [
 ]
 
 
-def batches_in_flight(instance: DagsterInstance | None) -> set[str]:
-    """The batch ids of ``batch_job`` runs queued or in progress (the sensor's, say): the
-    schedule leaves them to those runs rather than queueing a second run of the same batch."""
+def batches_in_flight(instance: DagsterInstance | None) -> tuple[set[str], set[str]]:
+    """The batch ids of ``batch_job`` runs queued or in progress (the sensor's, say), and the
+    files of those that are file sets: the schedule leaves them to those runs rather than
+    queueing a second run of the same batch or file."""
     if instance is None:
-        return set()
+        return set(), set()
     records = instance.get_run_records(
         RunsFilter(job_name=batch_job.name, statuses=IN_FLIGHT), limit=10_000
     )
-    return {r.dagster_run.tags[BATCH_ID_TAG] for r in records if BATCH_ID_TAG in r.dagster_run.tags}
+    ids: set[str] = set()
+    files: set[str] = set()
+    for record in records:
+        run = record.dagster_run
+        if BATCH_ID_TAG in run.tags:
+            ids.add(run.tags[BATCH_ID_TAG])
+        config = ((run.run_config or {}).get("ops") or {}).get("initialize", {}).get("config")
+        if isinstance(config, dict) and config.get("members"):
+            root = set_uri(str(config["source"]))
+            files.update(root + str(m).lstrip("/") for m in config["members"])
+    return ids, files

@@ -18,6 +18,10 @@ needs an ``output`` in the run config file.
 ``BATCH_PIPELINE_SETTLE_SECONDS``   Local files younger than this wait a tick (2).
 ``BATCH_PIPELINE_SCHEDULE_CRON``    The nightly schedule's cron (``0 2 * * *``).
 ``BATCH_PIPELINE_SCHEDULE_TIMEZONE`` Its timezone (``UTC``).
+``BATCH_PIPELINE_GROUP_MAX_BYTES``  The schedule groups files of at most this size into file-set
+                                    runs, whole files per chunk (64 MiB; 0: a run per file).
+``BATCH_PIPELINE_GROUP_MAX_FILES``  Most files in one file-set run (5000).
+``BATCH_PIPELINE_GROUP_MIN_FILES``  Fewer small files than this (per format) get a run each (20).
 =================================== ===============================================================
 """
 
@@ -66,6 +70,9 @@ class WatchSettings:
     settle_seconds: float = 2.0
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
+    group_max_bytes: int = 64 << 20
+    group_max_files: int = 5000
+    group_min_files: int = 20
 
     @classmethod
     def from_env(cls) -> WatchSettings:
@@ -85,6 +92,9 @@ class WatchSettings:
             settle_seconds=_number("SETTLE_SECONDS", 2, 0),
             cron=_env("SCHEDULE_CRON", "0 2 * * *"),
             timezone=_env("SCHEDULE_TIMEZONE", "UTC"),
+            group_max_bytes=int(_number("GROUP_MAX_BYTES", 64 << 20, 0)),
+            group_max_files=int(_number("GROUP_MAX_FILES", 5000, 2)),
+            group_min_files=int(_number("GROUP_MIN_FILES", 20, 2)),
         )
 
     @property
@@ -93,7 +103,7 @@ class WatchSettings:
 
     def base_run_config(self) -> dict[str, Any]:
         """The ``batch_job`` config the runs start from (read now, so edits apply at the next
-        tick). Refuses ``source`` and ``batch_id``: each run gets its object's own."""
+        tick). Refuses ``source``, ``members`` and ``batch_id``: each run gets its own."""
         config: dict[str, Any] = {}
         if self.run_config_file:
             path = normalize_uri(self.run_config_file)
@@ -107,7 +117,7 @@ class WatchSettings:
                 loaded = {}
             if not isinstance(loaded, dict):
                 raise ConfigError(f"the run config file {path} must hold a mapping of options")
-            for name in ("source", "batch_id"):
+            for name in ("source", "members", "batch_id"):
                 if name in loaded:
                     raise ConfigError(
                         f"the run config file {path} sets {name!r}: each run requested by the "

@@ -24,6 +24,7 @@ from batch_pipeline.core.delivery.sinks import (
 )
 from batch_pipeline.core.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.execution import attempt_chunk
+from batch_pipeline.core.filesets import inspect_file_set, is_file_set, relative_key
 from batch_pipeline.core.ledger import COMPLETED_FORCED, Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
@@ -48,6 +49,7 @@ def prepare_batch(
     storage: Storage,
     source: str,
     *,
+    members: tuple[str, ...] | None = None,
     format: str = "auto",
     compression: str = "auto",
     csv: CsvOptions | None = None,
@@ -79,15 +81,25 @@ def prepare_batch(
     _check_delivery(delivery)
     _check_failures(retry, failures)
     proc = get_processor(processor, processor_options, processor_modules)
-    spec_source = inspect_source(
-        storage,
-        source,
-        fmt=format,
-        compression=compression,
-        csv_options=csv,
-        json_records_path=json_records_path,
-        excel_sheets=excel_sheets,
-    )
+    config = dict(config or {})
+    if is_file_set(source):
+        spec_source = inspect_file_set(
+            storage, source, members, format, compression, csv, json_records_path, excel_sheets
+        )
+        # The set is fixed from now on: a resume or a redrive reads these very files.
+        config["members"] = [relative_key(spec_source.uri, m.uri) for m in spec_source.members]
+    elif members:
+        raise ConfigError(f"members are for a folder or prefix source; {source} is one file")
+    else:
+        spec_source = inspect_source(
+            storage,
+            source,
+            fmt=format,
+            compression=compression,
+            csv_options=csv,
+            json_records_path=json_records_path,
+            excel_sheets=excel_sheets,
+        )
     if spec_source.columns is not None:
         problems = proc.check_columns(spec_source.columns)
         if problems:
@@ -104,7 +116,7 @@ def prepare_batch(
         output_root=normalize_uri(output),
         delivery=delivery,
         ids=dict(ids or {}),
-        config=dict(config or {}),
+        config=config,
         retry=retry,
         failures=failures,
         processor_modules=tuple(processor_modules),

@@ -217,7 +217,7 @@ class Progress:
         return round(self.records_since / (end - start), 1)
 
 
-def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
     metadata = sa.MetaData(schema=schema)
     batches = sa.Table(
         "bp_batches",
@@ -265,7 +265,17 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("updated_at", sa.Float),
         sa.Index("ix_bp_chunks_batch_status", "batch_id", "status"),
     )
-    return metadata, batches, chunks
+    # The files of file-set batches, so that the nightly schedule can tell which small files
+    # a finished set already processed.
+    members = sa.Table(
+        "bp_members",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("uri", sa.String(1024), primary_key=True),
+        sa.Column("fingerprint", sa.String(255), nullable=False),
+        sa.Index("ix_bp_members_uri", "uri"),
+    )
+    return metadata, batches, chunks, members
 
 
 WRITE = "batch_pipeline_ledger_write"  # execution option of the ledger's write transactions
@@ -347,7 +357,7 @@ class Ledger:
         self.engine = _make_engine(url)
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
-        metadata, self.batches, self.chunks = _tables(schema)
+        metadata, self.batches, self.chunks, self.members = _tables(schema)
         # Steps starting at once on a new database all try to create the tables: one at a
         # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
         with self._write() as conn:
@@ -443,6 +453,14 @@ class Ledger:
                 conn.execute(
                     sa.insert(self.batches).values(batch_id=spec.batch_id, created_at=now, **values)
                 )
+                if spec.source.members:  # a set's members never change under its batch id
+                    conn.execute(
+                        sa.insert(self.members),
+                        [
+                            {"batch_id": spec.batch_id, "uri": m.uri, "fingerprint": m.fingerprint}
+                            for m in spec.source.members
+                        ],
+                    )
             else:
                 conn.execute(
                     sa.update(self.batches)
@@ -704,6 +722,23 @@ class Ledger:
                 part = batch_ids[i : i + 500]
                 query = sa.select(b.batch_id, b.status).where(b.batch_id.in_(part))
                 found.update({row.batch_id: row.status for row in conn.execute(query)})
+        return found
+
+    def processed_members(self, uris: list[str], statuses: frozenset[str]) -> dict[str, set[str]]:
+        """URI -> fingerprints of those of ``uris`` that are files of file-set batches whose
+        status is in ``statuses`` (the nightly schedule: small files a finished set took).
+        One query per 500 URIs."""
+        m, b = self.members.c, self.batches.c
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(uris), 500):
+                query = (
+                    sa.select(m.uri, m.fingerprint)
+                    .join(self.batches, b.batch_id == m.batch_id)
+                    .where(m.uri.in_(uris[i : i + 500]), b.status.in_(sorted(statuses)))
+                )
+                for row in conn.execute(query):
+                    found.setdefault(row.uri, set()).add(row.fingerprint)
         return found
 
     def dead_letters_since(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Format = Literal["csv", "jsonl", "json", "parquet", "excel"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "json", "parquet", "excel")
-ChunkKind = Literal["bytes", "row_groups", "parts", "sheets", "empty"]
+ChunkKind = Literal["bytes", "row_groups", "parts", "sheets", "objects", "empty"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,11 @@ class SourceSpec:
 
     ``data_start`` is the first byte after the BOM and the header record (text formats).
     ``layout`` holds the format's structure: row groups, sheets, a record-size sample.
+
+    A *file set* (a folder or prefix of record files, see ``filesets``) has its files in
+    ``members``; ``uri`` is the folder, ``info`` stands for the whole set (its fingerprint
+    hashes every member's), and ``csv``, ``columns`` and ``compression`` are those asked for,
+    or learned from the first member: each member is inspected again when its chunk reads it.
     """
 
     uri: str
@@ -104,10 +109,18 @@ class SourceSpec:
     layout: dict[str, Any] = field(default_factory=dict)
     json_records_path: str = "item"
     excel_sheets: tuple[str, ...] | None = None
+    members: tuple[ObjectInfo, ...] = ()
+
+    @property
+    def is_file_set(self) -> bool:
+        return bool(self.members)
 
     @property
     def needs_staging(self) -> bool:
-        """JSON documents and compressed text cannot be cut by bytes; they are staged first."""
+        """JSON documents and compressed text cannot be cut by bytes; they are staged first
+        (not a file set's members: each is read whole by its chunk)."""
+        if self.members:
+            return False
         return self.format == "json" or self.compression is not None
 
 
@@ -130,6 +143,8 @@ class Chunk:
     - ``row_groups``: row groups ``start``..``end`` of a Parquet object.
     - ``parts``: staged Parquet parts of a source that cannot be cut by bytes (JSON, gzip).
     - ``sheets``: row ranges of Excel worksheets.
+    - ``objects``: whole files ``start``..``end`` of a file set (``members``: their URIs,
+      ``fingerprints``: the versions planned).
     - ``empty``: an input with no records still gets one chunk, so the run reports zero.
 
     ``first_line`` is the 1-based line (text) or record number (Parquet) of the first record,
@@ -146,13 +161,16 @@ class Chunk:
     records: int | None = None
     sheets: tuple[SheetRange, ...] = ()
     parts: tuple[str, ...] = ()
+    members: tuple[str, ...] = ()
+    fingerprints: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunk:
         """The inverse of ``dataclasses.asdict`` (as stored in plan.json and the ledger)."""
         values = dict(data)
         values["sheets"] = tuple(SheetRange(**s) for s in values.get("sheets", ()))
-        values["parts"] = tuple(values.get("parts", ()))
+        for name in ("parts", "members", "fingerprints"):
+            values[name] = tuple(values.get(name, ()))
         return cls(**values)
 
     @property
@@ -172,6 +190,7 @@ class Chunk:
             "sheets": ", ".join(
                 f"sheet {s.sheet!r} rows {s.first_row}-{s.last_row or 'end'}" for s in self.sheets
             ),
+            "objects": _files(self.members),
             "empty": "no records",
         }[self.kind]
         return f"{self.key} of {self.count} ({where} of {self.uri})"
@@ -259,6 +278,13 @@ class ChunkSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _files(members: tuple[str, ...]) -> str:
+    names = [m.rsplit("/", 1)[-1] for m in members]
+    if len(names) <= 3:
+        return f"{len(names)} file(s): {', '.join(names)}"
+    return f"{len(names)} files: {names[0]} .. {names[-1]}"
 
 
 def join_uri(base: str, *parts: str) -> str:

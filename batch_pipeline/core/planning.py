@@ -8,6 +8,7 @@
 - Parquet: consecutive row groups.
 - Excel: row ranges of worksheets; small sheets share a chunk; empty sheets are skipped.
 - JSON and gzip text: staged into Parquet parts first (see ``staging``), then grouped.
+- File sets (a folder of many small files, see ``filesets``): whole files grouped per chunk.
 
 ``max_chunks`` wins over ``chunk_records``: when the target would give more chunks, chunks grow.
 An input with no records still gets one chunk, so that the run reports zero records.
@@ -46,6 +47,8 @@ from batch_pipeline.core.staging import stage_source
 from batch_pipeline.core.storage import Storage
 
 STAGING_PART_RECORDS = 100_000
+MAX_FILES_PER_CHUNK = 1000
+DEFAULT_RECORD_BYTES = 100
 BLOCK_BYTES = 8 << 20
 
 
@@ -111,6 +114,8 @@ def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
     source, settings = spec.source, spec.chunking
     if settings.chunk_records < 1 or settings.max_chunks < 1:
         raise SourceError("chunk_records and max_chunks must be at least 1")
+    if source.is_file_set:
+        return plan_file_set(source, settings)
     if source.needs_staging:
         part_records = min(settings.chunk_records, STAGING_PART_RECORDS)
         parts = stage_source(
@@ -147,7 +152,7 @@ def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
         return _plan_text(storage, source, settings)
     if source.format == "parquet":
         return _plan_row_groups(source, settings)
-    return _plan_sheets(source, settings)
+    return plan_sheets(source, settings)
 
 
 def group_units(
@@ -239,7 +244,7 @@ def _plan_text(storage: Storage, source: SourceSpec, settings: ChunkingSettings)
     return Plan(tuple(chunks), size, reason, sum(sizes), exact)
 
 
-def _header_lines(storage: Storage, source: SourceSpec) -> int:
+def header_lines_of(storage: Storage, source: SourceSpec) -> int:
     if not source.data_start:
         return 0
     return storage.read_range(source.uri, 0, source.data_start).count(b"\n")
@@ -276,7 +281,7 @@ def _numpy_scan(
     quote: str | None,
     delimiter: str | None,
 ) -> list[Segment]:
-    header_lines = _header_lines(storage, source)
+    header_lines = header_lines_of(storage, source)
     segments, state, cut = _cut_builder(source, settings, header_lines)
     target, max_bytes = settings.chunk_records, settings.chunk_bytes
     scanner = RecordScanner(source.data_start, quote, delimiter)
@@ -314,7 +319,7 @@ def _exact_scan(
     quote: str | None,
     delimiter: str,
 ) -> list[Segment]:
-    header_lines = _header_lines(storage, source)
+    header_lines = header_lines_of(storage, source)
     segments, state, cut = _cut_builder(source, settings, header_lines)
     target, max_bytes = settings.chunk_records, settings.chunk_bytes
     try:
@@ -386,6 +391,47 @@ def _next_newline(storage: Storage, uri: str, offset: int, size: int) -> int:
     return size
 
 
+# File sets --------------------------------------------------------------------------------------
+
+
+def plan_file_set(source: SourceSpec, settings: ChunkingSettings) -> Plan:
+    """Group a file set's whole files into ``objects`` chunks, in key order (see
+    ``filesets``): by records estimated from bytes, up to ``chunk_records`` (or
+    ``chunk_bytes``), at most ``MAX_FILES_PER_CHUNK`` files, ``max_chunks`` winning."""
+    members = source.members
+    per_record = float(source.layout.get("record_bytes_estimate") or DEFAULT_RECORD_BYTES)
+    estimates = [math.ceil(m.size / per_record) if m.size else 0 for m in members]
+    target = settings.chunk_records
+    if settings.chunk_bytes:
+        target = max(1, min(target, math.floor(settings.chunk_bytes / per_record)))
+    groups, size, reason = group_units(estimates, target, settings.max_chunks)
+    files_cap = max(MAX_FILES_PER_CHUNK, math.ceil(len(members) / settings.max_chunks))
+    split = [(a, min(a + files_cap, b)) for s, b in groups for a in range(s, b, files_cap)]
+    if len(split) <= settings.max_chunks:  # else max_chunks wins over the files cap
+        groups = split
+    chunks = tuple(
+        Chunk(
+            index=i,
+            count=len(groups),
+            kind="objects",
+            uri=source.uri,
+            start=a,
+            end=b,
+            first_line=None,
+            records=sum(estimates[a:b]),
+            members=tuple(m.uri for m in members[a:b]),
+            fingerprints=tuple(m.fingerprint for m in members[a:b]),
+        )
+        for i, (a, b) in enumerate(groups)
+    )
+    total = sum(estimates)
+    reason = (
+        f"{len(members):,} files grouped into {len(chunks)} chunk(s) of whole files (about "
+        f"{per_record:,.0f} bytes per record, at most {files_cap:,} files per chunk); {reason}"
+    )
+    return Plan(chunks, size, reason, total, False)
+
+
 # Parquet and Excel -----------------------------------------------------------------------------
 
 
@@ -412,7 +458,7 @@ def _plan_row_groups(source: SourceSpec, settings: ChunkingSettings) -> Plan:
     return Plan(chunks, size, f"{len(sizes)} row groups; " + reason, int(offsets[-1]), True)
 
 
-def _plan_sheets(source: SourceSpec, settings: ChunkingSettings) -> Plan:
+def plan_sheets(source: SourceSpec, settings: ChunkingSettings) -> Plan:
     sheets = [s for s in source.layout.get("sheets", []) if not s["empty"]]
     skipped = [s["name"] for s in source.layout.get("sheets", []) if s["empty"]]
     note = f"; empty sheets skipped: {', '.join(skipped)}" if skipped else ""

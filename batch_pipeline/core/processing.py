@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch_pipeline.core.errors import ProcessorError
+from batch_pipeline.core.filesets import read_file_set_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.processors import Processor, get_processor
 from batch_pipeline.core.readers import ChunkData, read_chunk
@@ -61,7 +62,10 @@ def run_chunk(
     )
     started = time.perf_counter()
     with PeakRss() as memory:
-        data = read_chunk(storage, spec.source, chunk)
+        if chunk.kind == "objects":
+            data = read_file_set_chunk(storage, spec.source, chunk)
+        else:
+            data = read_chunk(storage, spec.source, chunk)
         try:
             result = processor.process(data.table)
         except Exception as exc:
@@ -120,7 +124,11 @@ def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk:
     table = table.sort_by("_record")
     record_idx = table.column("_record").to_numpy()
     lines = data.lines(record_idx)
-    line_array = pa.nulls(table.num_rows, pa.int64()) if lines is None else pa.array(lines)
+    if lines is None:
+        line_array = pa.nulls(table.num_rows, pa.int64())
+    else:  # a negative line is an unknown one (a file set's file whose lines are not known)
+        lines = np.asarray(lines, dtype=np.int64)
+        line_array = pa.array(lines, mask=lines < 0)
     table = table.append_column("_chunk", pa.array(np.full(table.num_rows, chunk.index)))
     table = table.append_column("_line", line_array)
     if "_raw" not in table.column_names:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +63,7 @@ def _no_lines(_: np.ndarray) -> None:
     return None
 
 
-def _offset_lines(first: int | None) -> Callable[[np.ndarray], np.ndarray | None]:
+def offset_lines(first: int | None) -> Callable[[np.ndarray], np.ndarray | None]:
     if first is None:
         return _no_lines
     return lambda idx: np.asarray(idx, dtype=np.int64) + first
@@ -378,37 +378,59 @@ def _read_row_groups(storage: Storage, chunk: Chunk) -> ChunkData:
             for g in groups
             for c in range(meta.num_columns)
         )
-    return ChunkData(table, size, _offset_lines(chunk.first_line))
+    return ChunkData(table, size, offset_lines(chunk.first_line))
+
+
+def part_records(table: pa.Table, rejects: pa.Table | None) -> tuple[np.ndarray, pa.Table]:
+    """The record indices of a staged part's rows, and its rejects with theirs in ``_record``
+    (kept distinct from the rows': a part written by another build may number them oddly)."""
+    if rejects is None:
+        rejects = pa.table({"_record": pa.array([], pa.int64()), "_reason": pa.array(
+            [], pa.string()), "_raw": pa.array([], pa.string())})  # fmt: skip
+    total = table.num_rows + rejects.num_rows
+    bad = np.asarray(rejects.column("_record").to_numpy(), dtype=np.int64)
+    if np.unique(bad).size != rejects.num_rows or (bad >= total).any() or (bad < 0).any():
+        bad = np.arange(table.num_rows, total, dtype=np.int64)
+        rejects = rejects.set_column(0, "_record", pa.array(bad))
+    good = np.setdiff1d(np.arange(total, dtype=np.int64), bad)
+    return good, rejects
 
 
 def _read_parts(storage: Storage, chunk: Chunk) -> ChunkData:
     """Staged parts, each with its rejects file (see ``staging``)."""
-    tables: list[pa.Table] = []
-    rejects: list[pa.Table] = []
-    records: list[np.ndarray] = []
-    size = offset = 0
+    pairs: list[tuple[pa.Table, pa.Table | None]] = []
+    size = 0
     for uri in chunk.parts:
         with storage.open_input_file(uri) as f:
             size += f.size()
             table = pq.read_table(f)
         with storage.open_input_file(uri.removesuffix(".parquet") + ".rejects.parquet") as f:
             size += f.size()
-            bad = pq.read_table(f)
-        total = table.num_rows + bad.num_rows
-        bad_records = np.asarray(bad.column("_record").to_numpy(), dtype=np.int64)
-        if np.unique(bad_records).size != bad.num_rows or (bad_records >= total).any():
-            bad_records = np.arange(table.num_rows, total, dtype=np.int64)  # keep them distinct
-        good = np.setdiff1d(np.arange(total, dtype=np.int64), bad_records)
+            pairs.append((table, pq.read_table(f)))
+    return combine_parts(pairs, size, chunk.first_line)
+
+
+def combine_parts(
+    pairs: Iterable[tuple[pa.Table, pa.Table | None]], size: int, first_line: int | None
+) -> ChunkData:
+    """One ChunkData from consecutive staged parts (rows and rejects of each)."""
+    tables: list[pa.Table] = []
+    rejects: list[pa.Table] = []
+    records: list[np.ndarray] = []
+    offset = 0
+    for table, bad in pairs:
+        good, bad = part_records(table, bad)
         tables.append(table)
         records.append(good + offset)
-        rejects.append(bad.set_column(0, "_record", pa.array(bad_records + offset)))
-        offset += total
+        shifted = pa.array(bad.column("_record").to_numpy() + offset, pa.int64())
+        rejects.append(bad.set_column(0, "_record", shifted))
+        offset += table.num_rows + bad.num_rows
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
     all_rejects = pa.concat_tables(rejects) if rejects else None
     return ChunkData(
         table,
         size,
-        _offset_lines(chunk.first_line),
+        offset_lines(first_line),
         records=np.concatenate(records) if records else None,
         rejects=all_rejects if all_rejects is not None and all_rejects.num_rows else None,
     )

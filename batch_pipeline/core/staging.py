@@ -92,7 +92,7 @@ def stage_source(
             return [StagedPart(**p) for p in state["parts"]]
     parts: list[StagedPart] = []
     try:
-        for index, (table, rejects) in enumerate(_parts(storage, source, sizes)):
+        for index, (table, rejects) in enumerate(stream_parts(storage, source, sizes)):
             uri = part_uri(prefix, index)
             storage.write_parquet(table, uri)
             bad = rejects if rejects is not None else EMPTY_REJECTS
@@ -119,7 +119,7 @@ def _rows(table: pa.Table | None) -> int:
     return table.num_rows if table is not None else 0
 
 
-def _parts(
+def stream_parts(
     storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     if source.format == "json":

@@ -93,6 +93,9 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
     chosen = []
     for name in table.column_names:
         head = table.column(name).slice(0, rows)
+        if pa.types.is_dictionary(head.type):  # encoded already (a file set's _file)
+            chosen.append(name)
+            continue
         if pa.types.is_nested(head.type):
             continue
         if pc.count_distinct(head).as_py() * 2 < rows:

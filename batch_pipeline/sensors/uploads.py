@@ -34,6 +34,7 @@ from batch_pipeline.core.discovery import (
     split_watch_uri,
 )
 from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.filesets import FileGroup
 from batch_pipeline.core.storage import Storage
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.partitions import SOURCE_FILES, partition_key
@@ -43,6 +44,7 @@ from batch_pipeline.settings import WatchSettings
 BATCH_ID_TAG = "batch_pipeline/batch_id"
 TRIGGER_TAG = "batch_pipeline/trigger"
 SOURCE_PARTITION_TAG = "batch_pipeline/source_partition"
+FILES_TAG = "batch_pipeline/files"  # a file-set run: how many files it takes
 
 
 def list_objects(
@@ -89,6 +91,24 @@ def run_request(
             BATCH_ID_TAG: obj.batch_id,
             TRIGGER_TAG: trigger,
             SOURCE_PARTITION_TAG: partition_key(obj.uri),
+        },
+    )
+
+
+def set_run_request(
+    group: FileGroup, base_config: dict[str, Any], trigger: str, run_key: str
+) -> RunRequest:
+    """A ``batch_job`` run over a group of small files as one file set (the folder as source,
+    the files as members), tagged with the set's batch id and the folder's partition."""
+    config = {**base_config, "source": group.root, "members": group.members}
+    return RunRequest(
+        run_key=run_key,
+        run_config={"ops": {"initialize": {"config": config}}},
+        tags={
+            BATCH_ID_TAG: group.batch_id,
+            TRIGGER_TAG: trigger,
+            SOURCE_PARTITION_TAG: partition_key(group.root),
+            FILES_TAG: str(len(group.objects)),
         },
     )
 

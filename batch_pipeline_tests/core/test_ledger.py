@@ -495,8 +495,16 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
     assert len({id(first), id(second), id(public)}) == 3
     inspector = sa.inspect(first.engine)
     assert {"batch_ledger", "other_ledger"} <= set(inspector.get_schema_names())
-    assert set(inspector.get_table_names(schema="batch_ledger")) == {"bp_batches", "bp_chunks"}
-    assert set(inspector.get_table_names(schema="public")) == {"bp_batches", "bp_chunks"}
+    assert set(inspector.get_table_names(schema="batch_ledger")) == {
+        "bp_batches",
+        "bp_chunks",
+        "bp_members",
+    }
+    assert set(inspector.get_table_names(schema="public")) == {
+        "bp_batches",
+        "bp_chunks",
+        "bp_members",
+    }
 
     spec = make_spec()
     first.register_batch(spec, make_plan(3))
@@ -657,6 +665,7 @@ def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
     assert set(sa.inspect(opened.engine).get_table_names(schema=schema)) == {
         "bp_batches",
         "bp_chunks",
+        "bp_members",
     }
     opened.dispose()
 

@@ -1,0 +1,373 @@
+"""File sets: many small record files under one folder or prefix, processed as one batch.
+
+A nightly drop of thousands of small objects would cost one Dagster step (and one run) per
+object if each were its own batch. A *file set* is a batch over the record files under a folder
+or prefix instead: the source is a local directory or a URI ending in ``/`` (every record file
+under it, recursively, as ``discovery`` lists them), optionally narrowed to named ``members``
+(keys relative to the folder; the nightly schedule names the files each run takes).
+
+- **Identity.** The set is fixed when the batch starts: its fingerprint hashes each member's
+  URI and fingerprint (ETag, else size and mtime), so a batch id names one set of file
+  versions, and resume, redrive and the ledger work as for a single file. The request kept for
+  redrive names the members.
+- **Planning.** Whole files are grouped into ``objects`` chunks in key order, by estimated
+  records (bytes over the first member's bytes per record), up to ``chunk_records`` (or
+  ``chunk_bytes``) per chunk and at most ``MAX_FILES_PER_CHUNK`` files, with ``max_chunks``
+  winning as for any source. A file is never split: files above ``MAX_MEMBER_BYTES`` are
+  refused (run such a file as its own batch, which cuts it into chunks).
+- **Reading.** A chunk reads its files in ``READ_THREADS`` threads, each whole, with the reader
+  of its format (gzip and JSON documents decompressed and parsed in memory), checks that each is
+  still the version planned, and concatenates them (columns missing from a file are null). A
+  ``_file`` column names each record's file, in valid and rejected records; ``_line`` is the
+  line within that file.
+- **One format per set**: with ``format: auto`` every member must have the same one (ask for a
+  format to read them all with it); each member's compression comes from its own suffix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+
+from batch_pipeline.core.discovery import (
+    DEFAULT_SUFFIXES,
+    SourceObject,
+    list_local,
+    objects_from_s3_listing,
+    split_watch_uri,
+)
+from batch_pipeline.core.errors import ChunkReadError, ConfigError, SourceError
+from batch_pipeline.core.models import Chunk, ChunkingSettings, CsvOptions, ObjectInfo, SourceSpec
+from batch_pipeline.core.planning import DEFAULT_RECORD_BYTES, header_lines_of, plan_sheets
+from batch_pipeline.core.readers import ChunkData, combine_parts, read_chunk
+from batch_pipeline.core.sources import derive_batch_id, detect_format, inspect_source
+from batch_pipeline.core.staging import PartSizes, stream_parts
+from batch_pipeline.core.storage import Storage, is_s3, normalize_uri
+
+MAX_MEMBER_BYTES = 256 << 20
+READ_THREADS = 8
+FILE_COLUMN = "_file"
+
+
+def is_file_set(uri: str) -> bool:
+    """A folder or prefix rather than one file: ends with ``/``, or is a local directory."""
+    if uri.endswith("/"):
+        return True
+    return not is_s3(uri) and os.path.isdir(normalize_uri(uri))
+
+
+def set_uri(uri: str) -> str:
+    """The set's canonical URI: absolute for a local folder, ending with ``/``."""
+    if is_s3(uri):
+        bucket, prefix = split_watch_uri(uri)
+        return f"s3://{bucket}/{prefix}"
+    return normalize_uri(uri).rstrip("/") + "/"
+
+
+def set_info(uri: str, members: Sequence[ObjectInfo]) -> ObjectInfo:
+    """The ObjectInfo standing for a whole set: its size, its newest mtime, and an ETag-like
+    fingerprint hashing every member's URI and fingerprint."""
+    digest = hashlib.sha256()
+    for member in sorted(members, key=lambda m: m.uri):
+        digest.update(f"{member.uri}\t{member.fingerprint}\n".encode())
+    return ObjectInfo(
+        uri=uri,
+        size=sum(m.size for m in members),
+        mtime=max((m.mtime or 0.0 for m in members), default=None),
+        etag=f"set-{len(members)}-{digest.hexdigest()[:32]}",
+    )
+
+
+def relative_key(root: str, uri: str) -> str:
+    """``uri``'s key relative to the set's folder ``root`` (as ``members`` names it)."""
+    if not uri.startswith(root):
+        raise ConfigError(f"{uri} is not under {root}")
+    return uri[len(root) :]
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """Small files that one run takes as a file set (the nightly schedule's grouping)."""
+
+    root: str
+    objects: tuple[SourceObject, ...]
+
+    @property
+    def info(self) -> ObjectInfo:
+        return set_info(self.root, [o.info for o in self.objects])
+
+    @property
+    def batch_id(self) -> str:
+        """The batch id ``initialize`` derives for this set of file versions."""
+        return derive_batch_id(self.info)
+
+    @property
+    def members(self) -> list[str]:
+        return [relative_key(self.root, o.uri) for o in self.objects]
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.root}@{self.info.fingerprint}"
+
+
+def group_small_files(
+    objects: Sequence[SourceObject],
+    root: str,
+    max_file_bytes: int,
+    max_files: int,
+    min_files: int = 2,
+) -> tuple[list[SourceObject], list[FileGroup]]:
+    """Split ``objects`` under the folder ``root`` into files that get a run of their own and
+    groups of small files (at most ``max_file_bytes`` each) that share one, per format, in key
+    order, at most ``max_files`` per group. A format with fewer than ``min_files`` small files
+    leaves them on their own; ``max_file_bytes`` 0 groups nothing."""
+    root = set_uri(root)
+    singles: list[SourceObject] = []
+    small: dict[str, list[SourceObject]] = {}
+    for obj in objects:
+        if max_file_bytes <= 0 or obj.size > max_file_bytes or not obj.uri.startswith(root):
+            singles.append(obj)
+        else:
+            small.setdefault(detect_format(obj.uri)[0], []).append(obj)
+    groups: list[FileGroup] = []
+    for _, found in sorted(small.items()):
+        if len(found) < min_files:
+            singles.extend(found)
+            continue
+        found.sort(key=lambda o: o.uri)
+        for i in range(0, len(found), max_files):
+            groups.append(FileGroup(root, tuple(found[i : i + max_files])))
+    return singles, groups
+
+
+def list_file_set(
+    storage: Storage,
+    uri: str,
+    members: Sequence[str] | None = None,
+    suffixes: Sequence[str] = DEFAULT_SUFFIXES,
+) -> tuple[str, list[ObjectInfo]]:
+    """The set's URI and its member files, in key order. ``members`` narrows the set to those
+    keys (relative to the folder); one that is missing is an error naming it."""
+    root = set_uri(uri)
+    if is_s3(root):
+        bucket, prefix = split_watch_uri(root)
+        pages = storage.s3_client().get_paginator("list_objects_v2")
+        listing = [
+            entry
+            for page in pages.paginate(Bucket=bucket, Prefix=prefix)
+            for entry in page.get("Contents", [])
+        ]
+        found = objects_from_s3_listing(bucket, listing, suffixes)
+    else:
+        if not os.path.isdir(root):
+            raise SourceError(f"{root} does not exist or is not a folder")
+        found = list_local(root, suffixes)
+    infos = {o.uri: o.info for o in found}
+    if members:
+        wanted = [root + m.lstrip("/") for m in members]
+        missing = [m for m in wanted if m not in infos]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise SourceError(
+                f"file set {root}: {len(missing)} member(s) are not there: "
+                f"{', '.join(missing[:5])}{more}"
+            )
+        chosen = [infos[m] for m in dict.fromkeys(wanted)]
+    else:
+        chosen = list(infos.values())
+    if not chosen:
+        raise SourceError(
+            f"file set {root} holds no record files (looked for {', '.join(suffixes)})"
+        )
+    return root, sorted(chosen, key=lambda m: m.uri)
+
+
+def inspect_file_set(
+    storage: Storage,
+    uri: str,
+    members: Sequence[str] | None = None,
+    fmt: str = "auto",
+    compression: str = "auto",
+    csv_options: CsvOptions | None = None,
+    json_records_path: str = "item",
+    excel_sheets: tuple[str, ...] | None = None,
+) -> SourceSpec:
+    """What initialize learns of a file set: its members (listed once), their one format, and
+    the first non-empty member inspected in full (columns, CSV layout, bytes per record)."""
+    root, infos = list_file_set(storage, uri, members)
+    formats: dict[str, list[str]] = {}
+    for info in infos:
+        formats.setdefault(detect_format(info.uri, fmt, compression)[0], []).append(info.uri)
+    if len(formats) > 1:
+        counts = ", ".join(f"{n} {f} file(s)" for f, n in sorted(
+            (f, len(u)) for f, u in formats.items()))  # fmt: skip
+        raise ConfigError(
+            f"file set {root} mixes formats ({counts}): give its format (one per set), or "
+            "point it at a folder of one format"
+        )
+    big = [i for i in infos if i.size > MAX_MEMBER_BYTES]
+    if big:
+        names = ", ".join(f"{i.uri} ({i.size:,} bytes)" for i in big[:5])
+        raise ConfigError(
+            f"file set {root}: {len(big)} file(s) are bigger than {MAX_MEMBER_BYTES:,} bytes, "
+            f"the most a set reads whole into one chunk: {names}. Run each as its own batch, "
+            "which cuts it into chunks"
+        )
+    fmt_out = next(iter(formats))
+    first = next((i for i in infos if i.size), None)
+    if first is None:  # every member is empty: nothing to inspect, zero records
+        spec = SourceSpec(uri=root, format=fmt_out, compression=None, info=set_info(root, infos))  # type: ignore[arg-type]
+        return replace(
+            spec, csv=csv_options, members=tuple(infos), layout=_layout(infos, None, compression)
+        )
+    head = inspect_source(
+        storage, first.uri, fmt_out, compression, csv_options, json_records_path, excel_sheets
+    )
+    return replace(
+        head,
+        uri=root,
+        info=set_info(root, infos),
+        csv=csv_options,  # as asked: each file's own header names its columns
+        compression=None,
+        data_start=0,
+        layout=_layout(infos, _record_bytes(head), compression),
+        members=tuple(infos),
+    )
+
+
+def _record_bytes(head: SourceSpec) -> float | None:
+    """Bytes per record of the first member, from its inspection (sample, footer or sheets)."""
+    layout = head.layout
+    sample = layout.get("record_bytes") or layout.get("bytes_per_record")
+    if sample:
+        return float(sample)
+    rows = sum(layout.get("row_groups", []) or [])
+    if rows:
+        return head.info.size / rows
+    sheets = layout.get("sheets") or []
+    rows = sum(max(s.get("max_row", 0) - s.get("header_row", 0), 0) for s in sheets)
+    return head.info.size / rows if rows else None
+
+
+def _layout(infos: Sequence[ObjectInfo], record_bytes: float | None, compression: str) -> dict:
+    """What the set is made of; ``compression`` as asked (auto: from each file's suffix)."""
+    return {
+        "compression": compression,
+        "files": len(infos),
+        "empty_files": sum(1 for i in infos if not i.size),
+        "bytes": sum(i.size for i in infos),
+        "largest_file_bytes": max((i.size for i in infos), default=0),
+        "record_bytes_estimate": round(record_bytes or DEFAULT_RECORD_BYTES, 1),
+    }
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> ChunkData:
+    """Read every file of an ``objects`` chunk, in threads, into one ChunkData with a
+    ``_file`` column."""
+    pairs = list(zip(chunk.members, chunk.fingerprints, strict=True))
+    with ThreadPoolExecutor(max_workers=max(1, min(READ_THREADS, len(pairs)))) as pool:
+        parts = list(pool.map(lambda p: _read_member(storage, source, chunk, *p), pairs))
+    tables, rejects, records, lines = [], [], [], []
+    offset = size = 0
+    for uri, data in zip(chunk.members, parts, strict=True):
+        n = data.records_in
+        name = pa.array([uri], pa.string()).dictionary_encode()
+        tables.append(_with_file(data.table, name))
+        rows = data.records if data.records is not None else np.arange(data.table.num_rows)
+        records.append(np.asarray(rows, dtype=np.int64) + offset)
+        if data.rejects is not None and data.rejects.num_rows:
+            bad = data.rejects.set_column(
+                0, "_record", pa.array(data.rejects.column("_record").to_numpy() + offset)
+            )
+            rejects.append(_with_file(bad, name))
+        found = data.lines(np.arange(n, dtype=np.int64))
+        lines.append(np.full(n, -1, np.int64) if found is None else np.asarray(found, np.int64))
+        offset += n
+        size += data.bytes_read
+    table = pa.concat_tables(tables, promote_options="permissive")
+    table = table.select([c for c in table.column_names if c != FILE_COLUMN] + [FILE_COLUMN])
+    all_lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
+    return ChunkData(
+        table,
+        size,
+        lambda idx: all_lines[np.asarray(idx, dtype=np.int64)],
+        records=np.concatenate(records) if records else None,
+        rejects=pa.concat_tables(rejects, promote_options="permissive") if rejects else None,
+    )
+
+
+def _with_file(table: pa.Table, name: pa.DictionaryArray) -> pa.Table:
+    column = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(table.num_rows, np.int32)), name.dictionary
+    )
+    if FILE_COLUMN in table.column_names:
+        table = table.drop_columns([FILE_COLUMN])
+    return table.append_column(FILE_COLUMN, column)
+
+
+def _read_member(
+    storage: Storage, source: SourceSpec, chunk: Chunk, uri: str, planned: str
+) -> ChunkData:
+    """One file of the set, whole: inspected (its own header), checked to be the version
+    planned, read with its format's reader."""
+    where = f"{chunk.describe()}: file {uri}"
+    try:
+        current = storage.stat(uri)
+    except SourceError as exc:
+        raise SourceError(f"{where}: {exc}") from exc
+    if current.fingerprint != planned:
+        raise ChunkReadError(
+            f"{where} changed after the batch was planned (fingerprint {planned}, now "
+            f"{current.fingerprint}); run the set again as a new batch"
+        )
+    if not current.size:
+        return ChunkData(pa.table({}), 0, lambda idx: None)
+    try:
+        member = inspect_source(
+            storage,
+            uri,
+            source.format,
+            source.layout.get("compression", "auto"),
+            source.csv,
+            source.json_records_path,
+            source.excel_sheets,
+        )
+        if member.info.fingerprint != planned:
+            raise ChunkReadError(f"{where} changed while it was being read")
+        if member.needs_staging:
+            return _read_streamed(storage, member)
+        return read_chunk(storage, member, _whole(storage, member))
+    except (ChunkReadError, SourceError, ConfigError) as exc:
+        if uri in str(exc):
+            raise type(exc)(f"{chunk.describe()}: {exc}") from exc
+        raise type(exc)(f"{where}: {exc}") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise ChunkReadError(f"{where}: {exc}") from exc
+
+
+def _whole(storage: Storage, member: SourceSpec) -> Chunk:
+    """The one chunk that covers a whole (uncompressed) member."""
+    if member.format in ("csv", "jsonl"):
+        first = header_lines_of(storage, member) + 1
+        return Chunk(0, 1, "bytes", member.uri, member.data_start, member.info.size, first)
+    if member.format == "parquet":
+        groups = len(member.layout.get("row_groups", []))
+        return Chunk(0, 1, "row_groups", member.uri, 0, groups, first_line=1)
+    whole = ChunkingSettings(chunk_records=1 << 62, max_chunks=1)
+    return plan_sheets(member, whole).chunks[0]
+
+
+def _read_streamed(storage: Storage, member: SourceSpec) -> ChunkData:
+    """A JSON document or a gzip file, parsed in memory as staging would (the file is small);
+    ``_line`` is the record number, as for staged sources."""
+    parts = stream_parts(storage, member, PartSizes(1 << 62))
+    return combine_parts(parts, member.info.size, 1)
