@@ -122,6 +122,7 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             settings.group_max_bytes,
             settings.group_max_files,
             settings.group_min_files,
+            fmt=str(base.get("format") or "auto"),
         )
         grouped = sum(len(g.objects) for g in groups)
         context.log.info(

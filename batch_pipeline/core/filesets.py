@@ -122,19 +122,26 @@ def group_small_files(
     max_file_bytes: int,
     max_files: int,
     min_files: int = 2,
+    fmt: str = "auto",
 ) -> tuple[list[SourceObject], list[FileGroup]]:
     """Split ``objects`` under the folder ``root`` into files that get a run of their own and
-    groups of small files (at most ``max_file_bytes`` each) that share one, per format, in key
-    order, at most ``max_files`` per group. A format with fewer than ``min_files`` small files
-    leaves them on their own; ``max_file_bytes`` 0 groups nothing."""
+    groups of small files (at most ``max_file_bytes`` each) that share one, per format (``fmt``
+    as the runs will be told, else each file's own), in key order, at most ``max_files`` per
+    group. A format with fewer than ``min_files`` small files leaves them on their own, as does
+    a file whose format its name does not tell; ``max_file_bytes`` 0 groups nothing."""
     root = set_uri(root)
     singles: list[SourceObject] = []
     small: dict[str, list[SourceObject]] = {}
     for obj in objects:
         if max_file_bytes <= 0 or obj.size > max_file_bytes or not obj.uri.startswith(root):
             singles.append(obj)
-        else:
-            small.setdefault(detect_format(obj.uri)[0], []).append(obj)
+            continue
+        try:
+            found = detect_format(obj.uri, fmt)[0]
+        except ConfigError:  # its own run fails, naming why, without holding up the others
+            singles.append(obj)
+            continue
+        small.setdefault(found, []).append(obj)
     groups: list[FileGroup] = []
     for _, found in sorted(small.items()):
         if len(found) < min_files:

@@ -129,6 +129,14 @@ def test_group_small_files_per_format_in_key_order_with_a_cap() -> None:
     assert group_small_files(objects, "/w", 0, 10) == (objects, [])
 
 
+def test_files_whose_name_tells_no_format_are_grouped_by_the_runs_format_or_run_alone() -> None:
+    objects = [obj(f"r{i}.dat") for i in range(4)]
+    singles, groups = group_small_files(objects, "/w", 1_000, 10)
+    assert singles == objects and groups == []  # each run fails on its own, naming why
+    singles, groups = group_small_files(objects, "/w", 1_000, 10, fmt="csv")
+    assert singles == [] and [g.members for g in groups] == [[f"r{i}.dat" for i in range(4)]]
+
+
 # Reading whole files -----------------------------------------------------------------------
 
 
