@@ -324,16 +324,19 @@ def _with_file(table: pa.Table, name: pa.DictionaryArray) -> pa.Table:
 def _read_member(
     storage: Storage, source: SourceSpec, chunk: Chunk, uri: str, planned: str
 ) -> ChunkData:
-    """One file of the set, whole: inspected (its own header), checked to be the version
-    planned, read with its format's reader."""
-    where = f"{chunk.describe()}: file {uri}"
+    """One file of the set, whole: checked to be the version planned (one HEAD or stat),
+    inspected (its own header), read with its format's reader."""
+
+    def where() -> str:  # only for errors: describing a chunk of many files is not free
+        return f"{chunk.describe()}: file {uri}"
+
     try:
         current = storage.stat(uri)
     except SourceError as exc:
-        raise SourceError(f"{where}: {exc}") from exc
+        raise SourceError(f"{where()}: {exc}") from exc
     if current.fingerprint != planned:
         raise ChunkReadError(
-            f"{where} changed after the batch was planned (fingerprint {planned}, now "
+            f"{where()} changed after the batch was planned (fingerprint {planned}, now "
             f"{current.fingerprint}); run the set again as a new batch"
         )
     if not current.size:
@@ -347,18 +350,17 @@ def _read_member(
             source.csv,
             source.json_records_path,
             source.excel_sheets,
+            info=current,
         )
-        if member.info.fingerprint != planned:
-            raise ChunkReadError(f"{where} changed while it was being read")
         if member.needs_staging:
             return _read_streamed(storage, member)
-        return read_chunk(storage, member, _whole(storage, member))
+        return read_chunk(storage, member, _whole(storage, member), check=False)
     except (ChunkReadError, SourceError, ConfigError) as exc:
         if uri in str(exc):
             raise type(exc)(f"{chunk.describe()}: {exc}") from exc
-        raise type(exc)(f"{where}: {exc}") from exc
+        raise type(exc)(f"{where()}: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
-        raise ChunkReadError(f"{where}: {exc}") from exc
+        raise ChunkReadError(f"{where()}: {exc}") from exc
 
 
 def _whole(storage: Storage, member: SourceSpec) -> Chunk:

@@ -81,10 +81,11 @@ def _rejects(records: list[int], reasons: list[str], raws: list[str | None]) -> 
     )
 
 
-def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> ChunkData:
+def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk, check: bool = True) -> ChunkData:
     """Read ``chunk`` of ``source``. Raises ChunkReadError naming the chunk when the slice as a
-    whole cannot be read (missing object, not the expected format)."""
-    if chunk.kind in ("bytes", "row_groups", "sheets"):
+    whole cannot be read (missing object, not the expected format). ``check``: first make sure
+    the object is still the version planned (a caller that just did may skip it)."""
+    if check and chunk.kind in ("bytes", "row_groups", "sheets"):
         _check_unchanged(storage, source, chunk)
     try:
         if chunk.kind == "empty":

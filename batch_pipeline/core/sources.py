@@ -140,10 +140,12 @@ def inspect_source(
     csv_options: CsvOptions | None = None,
     json_records_path: str = "item",
     excel_sheets: tuple[str, ...] | None = None,
+    info: ObjectInfo | None = None,
 ) -> SourceSpec:
-    """Everything later stages need to know about a source, checked once."""
+    """Everything later stages need to know about a source, checked once. ``info``: what
+    storage said of it a moment ago (else it is asked)."""
     fmt_out, comp = detect_format(uri, fmt, compression)
-    info = storage.stat(uri)
+    info = info or storage.stat(uri)
     uri = info.uri
     if info.size == 0:
         raise SourceError(f"{uri} is empty (0 bytes): there is nothing to process")
