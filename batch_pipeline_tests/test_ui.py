@@ -41,6 +41,8 @@ PROGRESS_METADATA_KEYS = [
 # Metadata of the batch_results materialization shown on the run page and the asset page.
 RESULTS_METADATA_KEYS = ["records_in", "records_out", "records_rejected", "manifest"]
 RESULTS_ASSET = "batch_results"
+# Numeric metadata of batch_results the asset's Plots tab must draw.
+PLOTTED_KEYS = ["chunk_records", "records_per_second", "records_in"]
 UPLOAD_SENSOR = "batch_job_on_upload"
 AUTOMATION_NAMES = [
     UPLOAD_SENSOR,
@@ -408,6 +410,33 @@ def test_asset_page_shows_the_latest_batch_results(
     assert not missing, f"the asset page does not show {missing}:\n{text}"
     assert "batch_pipeline" in text  # its group
     _shot(request, browser, "asset.png")
+
+
+def test_asset_plots_draw_the_batches_figures(
+    request, dagster_ui: h.DagsterUI, finished_run: dict, browser
+):
+    """The history the optimizer reads, drawn on the asset's Overview (metadata, Plots): a chart
+    per numeric metadata key of batch_results (chunk size, throughput, tuning figures)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{dagster_ui.url}/assets/{RESULTS_ASSET}")
+    plots = h.wait_until(
+        lambda: browser.find_element(By.XPATH, "//button[normalize-space()='Plots']"),
+        60,
+        "the Plots toggle of the metadata on the Overview tab",
+        on_timeout=lambda: h.page_text(browser),
+    )
+    plots.click()
+    # Along events (run after run, the history) rather than partitions (file after file).
+    browser.find_element(By.XPATH, "//button[normalize-space()='Events']").click()
+    h.wait_for_text(browser, PLOTTED_KEYS)
+    charts = h.wait_until(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "canvas")) >= len(PLOTTED_KEYS),
+        30,
+        "a chart per numeric metadata key",
+    )
+    assert charts
+    _shot(request, browser, "asset-plots.png")
 
 
 # ------------------------------------------------------------------------------------------
