@@ -8,7 +8,7 @@ DEMO_HOME := $(CURDIR)/.dagster_home
 DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
-.PHONY: install test lint browser demo ui bench bench-60m bench-executor clean
+.PHONY: install test lint browser demo ui bench bench-60m bench-small-files bench-executor clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ bench: install
 
 bench-60m: install
 	$(BIN)/python benchmarks/throughput.py --sizes 60m
+
+# 2,000 small files: a batch_job run per file against one file-set run over the folder.
+bench-small-files: install
+	$(BIN)/python benchmarks/small_files.py
 
 # The cost of one mapped step under each executor (10-15 minutes).
 bench-executor: install

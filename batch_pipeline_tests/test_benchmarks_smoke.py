@@ -1,7 +1,9 @@
-"""The throughput benchmark runs end to end at its smallest size and counts every record right.
+"""The benchmarks run end to end at their smallest size and count every record right.
 
-``benchmarks/throughput.py --smoke`` in a subprocess (its own process group, ended on timeout),
-inputs and outputs in the test's temporary folder. No timing is asserted: the machine is shared.
+``benchmarks/throughput.py --smoke`` and ``benchmarks/small_files.py --smoke`` in a subprocess
+(its own process group, ended on timeout), inputs and outputs in the test's temporary folder.
+No timing is asserted, but for the small-files one: one file-set run beats a run per file by far
+more than a shared machine's noise.
 """
 
 import json
@@ -13,15 +15,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "throughput.py"
+SMALL_FILES_SCRIPT = ROOT / "benchmarks" / "small_files.py"
 KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
 TIMEOUT = 180
 
 
-def _run_smoke(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    out = tmp_path / "throughput.json"
+def _run_smoke(
+    tmp_path: Path, script: Path = SCRIPT
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path / f"{script.stem}.json"
     command = [
         sys.executable,
-        str(SCRIPT),
+        str(script),
         "--smoke",
         "--json",
         str(out),
@@ -127,3 +132,52 @@ def test_throughput_smoke(tmp_path: Path) -> None:
     # Nothing is left behind in the run's temporary folder (inputs are cached in data/).
     assert list((tmp_path / "tmp").iterdir()) == []
     assert "| 10k |" in result.stdout and "### Goals" in result.stdout
+
+
+def test_small_files_smoke(tmp_path: Path) -> None:
+    result, out = _run_smoke(tmp_path, SMALL_FILES_SCRIPT)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["failures"] == []
+    settings, made = report["settings"], report["input"]
+    assert settings["files"] == settings["records_per_file"] == 100
+    assert settings["per_file_sample"] == 5
+    files, records, invalid = made["files"], made["records"], made["invalid"]
+    assert (files, records) == (100, 10_000)
+    assert 0 < invalid < records * 0.1  # a few percent
+
+    measurements = report["measurements"]
+    assert set(measurements) == {"raw", "per_file", "file_set", "file_set_passthrough"}
+    for kind, m in measurements.items():
+        assert m["status"] == "ok", (kind, m["errors"], m["stderr_tail"])
+        assert m["rate"] > 0 and m["seconds"] > 0 and m["peak_rss_bytes"] > 0, kind
+    assert measurements["raw"]["records_measured"] == records
+    assert measurements["raw"]["data"]["files"] == files
+
+    per_file = measurements["per_file"]
+    data = per_file["data"]
+    assert per_file["sampled"] is True
+    assert data["runs"] == data["runs_succeeded"] == 5 and data["timed_runs"] == 4
+    assert data["records_in"] == 500 and per_file["records_measured"] == 400
+    assert data["records_out"] + data["records_rejected"] == 500
+    assert data["chunks"] == 5  # a process_chunk step per file
+
+    for kind, rejected in (("file_set", invalid), ("file_set_passthrough", 0)):
+        data = measurements[kind]["data"]
+        assert data["success"] is True
+        assert data["records_in"] == records
+        assert data["records_rejected"] == rejected
+        assert data["records_out"] == records - rejected
+        assert data["chunks_succeeded"] == data["chunks"]
+
+    derived = report["derived"]
+    assert derived["per_file"]["extrapolated_process_chunk_steps"] == files
+    assert derived["per_file"]["extrapolated_seconds"] > derived["file_set"]["wall_seconds"]
+    assert derived["file_set_vs_per_file"] > 1
+    assert derived["file_set_vs_raw"] > 0
+    for kind in ("file_set", "file_set_passthrough"):
+        assert 1 <= derived[kind]["process_chunk_steps"] < files
+        assert derived[kind]["steps"] < derived["per_file"]["extrapolated_steps"]
+    # Nothing is left behind in the run's temporary folder (inputs are cached in data/).
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert "| file_set: one run (validate) |" in result.stdout
