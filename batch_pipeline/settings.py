@@ -19,7 +19,8 @@ needs an ``output`` in the run config file.
 ``BATCH_PIPELINE_SCHEDULE_CRON``    The nightly schedule's cron (``0 2 * * *``).
 ``BATCH_PIPELINE_SCHEDULE_TIMEZONE`` Its timezone (``UTC``).
 ``BATCH_PIPELINE_GROUP_MAX_BYTES``  The schedule groups files of at most this size into file-set
-                                    runs, whole files per chunk (64 MiB; 0: a run per file).
+                                    runs, whole files per chunk (64 MiB, also the most a set
+                                    takes; 0: a run per file).
 ``BATCH_PIPELINE_GROUP_MAX_FILES``  Most files in one file-set run (5000).
 ``BATCH_PIPELINE_GROUP_MIN_FILES``  Fewer small files than this (per format) get a run each (20).
 =================================== ===============================================================

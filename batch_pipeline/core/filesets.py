@@ -50,7 +50,9 @@ from batch_pipeline.core.sources import derive_batch_id, detect_format, inspect_
 from batch_pipeline.core.staging import PartSizes, stream_parts
 from batch_pipeline.core.storage import Storage, is_s3, normalize_uri
 
-MAX_MEMBER_BYTES = 256 << 20
+# A file is read whole into its chunk: 64 MiB of CSV is about 600,000 records of 100 bytes,
+# which validate handles within the 1 GiB a step may use.
+MAX_MEMBER_BYTES = 64 << 20
 # Files read at once by a chunk: on S3 each file waits on requests; locally the work is
 # parsing, where more threads than cores only contend (8 were slower than 2 on 2 cores).
 READ_THREADS_S3 = 8
@@ -131,8 +133,10 @@ def group_small_files(
     groups of small files (at most ``max_file_bytes`` each) that share one, per format (``fmt``
     as the runs will be told, else each file's own), in key order, at most ``max_files`` per
     group. A format with fewer than ``min_files`` small files leaves them on their own, as does
-    a file whose format its name does not tell; ``max_file_bytes`` 0 groups nothing."""
+    a file whose format its name does not tell; ``max_file_bytes`` 0 groups nothing, and no
+    file above ``MAX_MEMBER_BYTES`` is grouped."""
     root = set_uri(root)
+    max_file_bytes = min(max_file_bytes, MAX_MEMBER_BYTES)  # what a set can take
     singles: list[SourceObject] = []
     small: dict[str, list[SourceObject]] = {}
     for obj in objects:

@@ -129,6 +129,14 @@ def test_group_small_files_per_format_in_key_order_with_a_cap() -> None:
     assert group_small_files(objects, "/w", 0, 10) == (objects, [])
 
 
+def test_no_file_bigger_than_a_set_takes_is_grouped(monkeypatch) -> None:
+    monkeypatch.setattr(filesets, "MAX_MEMBER_BYTES", 500)
+    objects = [obj(f"c{i}.csv", 400) for i in range(3)] + [obj("d.csv", 600)]
+    singles, groups = group_small_files(objects, "/w", 10_000, 10)
+    assert [o.key for o in singles] == ["d.csv"]
+    assert [g.members for g in groups] == [["c0.csv", "c1.csv", "c2.csv"]]
+
+
 def test_files_whose_name_tells_no_format_are_grouped_by_the_runs_format_or_run_alone() -> None:
     objects = [obj(f"r{i}.dat") for i in range(4)]
     singles, groups = group_small_files(objects, "/w", 1_000, 10)
