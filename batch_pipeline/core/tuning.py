@@ -240,6 +240,9 @@ class Decision:
 # Workloads -------------------------------------------------------------------------------------
 
 
+FILE_SET_SUFFIX = "-set"
+
+
 @dataclass(frozen=True)
 class WorkloadKey:
     """Which earlier batches tell about this one: same processor, format and compression, and,
@@ -265,10 +268,11 @@ def options_digest(options: dict[str, Any] | None) -> str:
 
 
 def workload_key(spec: BatchSpec, *, match_options: bool = False) -> WorkloadKey:
-    """The workload of a prepared batch (format and compression as initialize resolved them)."""
+    """The workload of a prepared batch (format and compression as initialize resolved them;
+    a file set is a workload of its own, ``csv-set``: its rate includes a cost per file)."""
     return WorkloadKey(
         spec.processor,
-        spec.source.format,
+        spec.source.format + (FILE_SET_SUFFIX if spec.source.is_file_set else ""),
         spec.source.compression,
         options_digest(spec.processor_options) if match_options else None,
     )
@@ -280,14 +284,21 @@ def workload_key_from_config(config: dict[str, Any], source_uri: str) -> Workloa
     processor = config.get("processor")
     if not isinstance(processor, str):
         return None
+    members = config.get("members")
+    if members and isinstance(members, list):  # a file set: its files' format
+        uri = source_uri.rstrip("/") + "/" + str(members[0]).lstrip("/")
+    else:
+        uri = source_uri
     try:
         fmt, compression = detect_format(
-            source_uri,
+            uri,
             str(config.get("format") or "auto"),
             str(config.get("compression") or "auto"),
         )
     except ConfigError:
         return None
+    if members:
+        fmt, compression = fmt + FILE_SET_SUFFIX, None
     options = config.get("processor_options")
     return WorkloadKey(
         processor, fmt, compression, options_digest(options if isinstance(options, dict) else {})
@@ -296,9 +307,13 @@ def workload_key_from_config(config: dict[str, Any], source_uri: str) -> Workloa
 
 def estimate_total_records(source: SourceSpec) -> int | None:
     """Records of a source before planning, from what initialize learned: exact for Parquet,
-    sheet rows for Excel, size / sampled bytes per record for uncompressed CSV and JSON Lines;
-    None for JSON documents and compressed text (known only once staged)."""
+    sheet rows for Excel, size / sampled bytes per record for uncompressed CSV and JSON Lines
+    and for file sets (the first file's); None for JSON documents and compressed text (known
+    only once staged)."""
     layout = source.layout
+    if source.is_file_set:  # its size over the first file's bytes per record
+        per_file_set_record = layout.get("record_bytes_estimate")
+        return round(source.info.size / float(per_file_set_record)) if per_file_set_record else None
     if source.needs_staging:
         return None
     if source.format == "parquet":

@@ -24,6 +24,7 @@ from batch_pipeline.core.ledger import RUNNING, SUCCEEDED, Ledger
 from batch_pipeline.core.models import Chunk, ChunkingSettings, ObjectInfo, SourceSpec
 from batch_pipeline.core.planning import MAX_FILES_PER_CHUNK, plan_batch, plan_file_set
 from batch_pipeline.core.processing import run_chunk
+from batch_pipeline.core.tuning import estimate_total_records, workload_key
 from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
 
 SCHEMA = {"columns": {"id": {"type": "int64", "required": True}, "amount": {"type": "int64"}}}
@@ -252,6 +253,10 @@ def test_members_narrow_the_set_and_are_kept_for_a_redrive(storage, tmp_path) ->
         str(tmp_path / "in" / "f000.csv"),
     ]
     assert spec.config["members"] == ["deep/f001.csv", "f000.csv"]
+    assert workload_key(spec).format == "csv-set"  # the optimizer's history of file sets
+    assert estimate_total_records(spec.source) == round(
+        spec.source.info.size / spec.source.layout["record_bytes_estimate"]
+    )
     every = prepare_batch(storage, str(tmp_path / "in") + "/")
     assert len(every.config["members"]) == 8
     again = prepare_batch(storage, str(tmp_path / "in"))

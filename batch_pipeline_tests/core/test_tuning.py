@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -496,6 +497,11 @@ def test_workload_keys_from_specs_and_stored_configs() -> None:
     config = {"processor": "validate", "processor_options": {"columns": {"a": {}}}}
     key = workload_key_from_config(config, "s3://b/in/leads.csv")
     assert key == WorkloadKey("validate", "csv", None, options_digest({"columns": {"a": {}}}))
+    # A file set is a workload of its own (a cost per file), of its files' format.
+    files = {**config, "members": ["2025/a.jsonl.gz", "b.jsonl"]}
+    file_set = workload_key_from_config(files, "s3://b/in/")
+    assert file_set == WorkloadKey("validate", "jsonl-set", None, key.options if key else None)
+    assert file_set is not None and not WorkloadKey("validate", "jsonl").matches(file_set)
     assert workload_key_from_config(config, "s3://b/in/leads.jsonl.gz") == WorkloadKey(
         "validate", "jsonl", "gzip", key.options if key else None
     )
@@ -522,6 +528,14 @@ def test_total_records_are_estimated_from_what_initialize_learned() -> None:
     assert estimate_total_records(source("a.csv.gz", compression="gzip")) is None
     assert estimate_total_records(source("a.json", "json")) is None
     assert estimate_total_records(source("a.csv")) is None  # no sample
+    # A file set of Parquet files: its bytes over the first file's bytes per record.
+    files = (ObjectInfo("/in/a.parquet", 600), ObjectInfo("/in/b.parquet", 400))
+    folder = replace(
+        source("/in/", "parquet", record_bytes_estimate=10.0),
+        info=ObjectInfo("/in/", 1_000, etag="set"),
+        members=files,
+    )
+    assert estimate_total_records(folder) == 100
 
 
 # History from a real ledger ---------------------------------------------------------------------
