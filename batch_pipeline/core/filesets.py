@@ -300,10 +300,10 @@ def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> C
         rows = data.records if data.records is not None else np.arange(data.table.num_rows)
         records.append(np.asarray(rows, dtype=np.int64) + offset)
         if data.rejects is not None and data.rejects.num_rows:
-            bad = data.rejects.set_column(
-                0, "_record", pa.array(data.rejects.column("_record").to_numpy() + offset)
-            )
-            rejects.append(_with_file(bad, name))
+            bad = data.rejects
+            at = bad.schema.get_field_index("_record")
+            shifted = pa.array(bad.column(at).to_numpy() + offset, pa.int64())
+            rejects.append(_with_file(bad.set_column(at, "_record", shifted), name))
         found = data.lines(np.arange(n, dtype=np.int64))
         lines.append(np.full(n, -1, np.int64) if found is None else np.asarray(found, np.int64))
         offset += n
