@@ -1,7 +1,8 @@
 """The benchmarks run end to end at their smallest size and count every record right.
 
-``benchmarks/throughput.py --smoke`` and ``benchmarks/small_files.py --smoke`` in a subprocess
-(its own process group, ended on timeout), inputs and outputs in the test's temporary folder.
+``benchmarks/throughput.py --smoke``, ``benchmarks/small_files.py --smoke`` and
+``benchmarks/executor_overhead.py --quick`` at a tiny fan-out, each in a subprocess (its own
+process group, ended on timeout), inputs and outputs in the test's temporary folder.
 No timing is asserted, but for the small-files one: one file-set run beats a run per file by far
 more than a shared machine's noise.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "throughput.py"
 SMALL_FILES_SCRIPT = ROOT / "benchmarks" / "small_files.py"
+EXECUTOR_SCRIPT = ROOT / "benchmarks" / "executor_overhead.py"
 KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
 TIMEOUT = 180
 
@@ -35,6 +37,11 @@ def _run_smoke(
         "--tmp-dir",
         str(tmp_path / "tmp"),
     ]
+    return _run(command), out
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """``command`` in its own session, ended with its process group on timeout."""
     env = {k: v for k, v in os.environ.items() if k != "BATCH_PIPELINE_LEDGER_URL"}
     proc = subprocess.Popen(
         command,
@@ -56,7 +63,7 @@ def _run_smoke(
             stdout, stderr = proc.communicate()
         message = f"the smoke benchmark took over {TIMEOUT}s:\n{stdout}\n{stderr}"
         raise AssertionError(message) from None
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr), out
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def test_throughput_smoke(tmp_path: Path) -> None:
@@ -181,3 +188,25 @@ def test_small_files_smoke(tmp_path: Path) -> None:
     # Nothing is left behind in the run's temporary folder (inputs are cached in data/).
     assert list((tmp_path / "tmp").iterdir()) == []
     assert "| file_set: one run (validate) |" in result.stdout
+
+
+def test_executor_overhead_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "executor_overhead.json"
+    command = [sys.executable, str(EXECUTOR_SCRIPT), "--quick", "--small", "2", "--large", "5"]
+    result = _run([*command, "--records", "500", "--json-out", str(out)])
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    runs = report["runs"]
+    # A warm-up, then in_process and forkserver at 2, 5 and 2 chunks.
+    assert len(runs) == 7 and all(r["ok"] for r in runs)
+    assert {(r["executor"], r["chunks"]) for r in runs[1:]} == {
+        (e, n) for e in ("in_process", "forkserver") for n in (2, 5)
+    }
+    for run in runs:
+        assert run["chunk_steps_succeeded"] == run["chunks_planned"] == run["chunks"]
+        assert run["records_out"] == 500 and run["leftover_processes"] == 0
+    for name in ("in_process", "forkserver"):
+        entry = report["derived"][name]
+        assert entry["all_ok"] and len(entry["wall_2"]) == 2 and len(entry["wall_5"]) == 1
+        assert "per_step_seconds" in entry and "fixed_seconds" in entry
+    assert "| in_process |" in result.stdout and "| forkserver |" in result.stdout
