@@ -16,6 +16,7 @@ from batch_pipeline.core.models import BatchSpec, ChunkingSettings
 from batch_pipeline.core.planning import plan_batch
 from batch_pipeline.core.processing import run_chunk
 from batch_pipeline.core.processors import ProcessResult, get_processor
+from batch_pipeline.core.processors import validate as validate_module
 from batch_pipeline.core.storage import Storage
 
 UTC = dt.UTC
@@ -112,6 +113,43 @@ def test_timestamps_keep_far_dates_next_to_nanosecond_precision() -> None:
     )
     assert valid == [stamp(2024, 1, 1, 0, 0, 0, 123456), stamp(9999, 12, 31), stamp(1600, 1, 1)]
     assert rejected == {}
+
+
+ISO_EDGES = [
+    "2024-01-31T12:00:00Z",
+    "2024-01-31T12:00:00.5+05:30",
+    "2024-02-29T23:59:59-01:00",  # a leap day, the next day in UTC
+    "2023-02-29T00:00:00Z",  # no 29th in 2023
+    "2024-02-30T10:00:00Z",
+    "2024-04-31T00:00:00Z",
+    "1900-02-29T00:00:00Z",  # 1900 is not a leap year
+    "2000-02-29T00:00:00Z",  # 2000 is
+    "2024-01-31T24:00:00Z",
+    "2024-13-01T00:00:00Z",
+    "2024-01-31T12:00:00+24:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "2024-01-31 12:00:00",  # the shapes only pandas reads
+    "2024-01-31",
+    "2024-01-31T12:00:00.123456789Z",
+    " 2024-01-31T12:00:00Z ",
+    "not a date",
+    "",
+]
+
+
+def test_iso_timestamps_read_by_arrow_are_what_pandas_reads(monkeypatch) -> None:
+    """Values of the one ISO 8601 shape are cast by Arrow (faster), the rest parsed by pandas:
+    the outcome is the same as pandas parsing everything, impossible days included."""
+    fast = outcome({"type": "timestamp"}, ISO_EDGES)
+    for shuffled in (ISO_EDGES[::-1], ISO_EDGES[3:] + ISO_EDGES[:3]):
+        again = outcome({"type": "timestamp"}, shuffled)
+        assert sorted(map(str, again[0])) == sorted(map(str, fast[0]))
+    monkeypatch.setattr(validate_module, "_parse_iso_fast", lambda text: None)
+    assert outcome({"type": "timestamp"}, ISO_EDGES) == fast
+    valid, rejected = fast
+    assert stamp(2024, 3, 1, 0, 59, 59) in valid and stamp(2000, 2, 29) in valid
+    assert set(rejected) == {3, 4, 5, 6, 8, 9, 10, 17}
 
 
 def test_timestamps_with_a_format() -> None:

@@ -45,6 +45,13 @@ INT_PATTERN = r"^[+-]?[0-9]+$"
 INT64_MAX_DIGITS = "9223372036854775807"
 INT64_MIN_DIGITS = "9223372036854775808"  # the magnitude of the smallest int64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The ISO 8601 timestamps Arrow's cast reads as pandas does: a 'T', seconds, up to 6 decimals,
+# and Z or a +hh:mm offset, every field in its range (the day is checked against its month).
+ISO_SHAPE = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 TRUE_WORDS = ["true", "t", "yes", "y", "1"]
 FALSE_WORDS = ["false", "f", "no", "n", "0"]
@@ -267,7 +274,9 @@ def _parse_text(text: pa.Array, rule: ColumnRule, target: pa.DataType) -> pa.Arr
         is_false = pc.is_in(lower, value_set=pa.array(FALSE_WORDS))
         return pc.if_else(is_true, True, pc.if_else(is_false, False, None))
     # timestamp / date: pandas parses ISO 8601 (with offsets) or the given format, vectorized.
-    stamps = _parse_times(text.to_numpy(zero_copy_only=False), rule.format)
+    stamps = _parse_iso_fast(text) if rule.format is None else None
+    if stamps is None:
+        stamps = _parse_times(text.to_numpy(zero_copy_only=False), rule.format)
     failed = np.flatnonzero(~_np(pc.is_valid(stamps)) & _np(pc.is_valid(text)))
     if failed.size:
         # pandas picks one unit per call: a nanosecond value makes far dates (year 9999) fail.
@@ -281,6 +290,55 @@ def _parse_text(text: pa.Array, rule: ColumnRule, target: pa.DataType) -> pa.Arr
     return stamps if rule.type == "timestamp" else pc.cast(stamps, target)
 
 
+def _parse_iso_fast(text: pa.Array) -> pa.Array | None:
+    """Arrow's own cast for values of the one ISO 8601 shape it reads exactly as pandas does
+    (``2024-01-31T12:00:00[.ffffff](Z|+01:00)``), pandas for the rest; None when Arrow refuses
+    one of them (a 30th of February): then pandas parses the whole column."""
+    plain = _np(pc.match_substring_regex(text, ISO_SHAPE))
+    if not plain.any():
+        return None
+    plain &= _real_days(text, plain)
+    target = pa.timestamp("us", tz="UTC")
+    try:
+        fast = pc.cast(pc.if_else(pa.array(plain), text, None), target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    rest = ~plain & _np(pc.is_valid(text))
+    if not rest.any():
+        return fast
+    mask = pa.array(rest)
+    others = _parse_times(text.filter(mask).to_numpy(zero_copy_only=False), None)
+    return pc.replace_with_mask(fast, mask, others.cast(target))
+
+
+def _real_days(text: pa.Array, shaped: np.ndarray) -> np.ndarray:
+    """Whether each ``YYYY-MM-DD...`` value (where ``shaped``) names a day its month has (not
+    the 30th of February): such values are left to pandas, which rejects them. Reads the
+    digits straight from the string buffer, at their fixed places, and the month and year only
+    of days 29 to 31."""
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[
+        text.offset : text.offset + len(text)
+    ]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    rows = np.flatnonzero(shaped)
+    start = offsets[rows].astype(np.int64)
+
+    def number(at: np.ndarray, first: int, digits: int) -> np.ndarray:
+        value = np.zeros(at.size, dtype=np.int64)
+        for k in range(first, first + digits):
+            value = value * 10 + (data[at + k].astype(np.int64) - 48)
+        return value
+
+    day = number(start, 8, 2)
+    late = day >= 29
+    at = start[late]
+    year, month = number(at, 0, 4), number(at, 5, 2)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    real = np.ones(len(text), dtype=bool)
+    real[rows[late]] = day[late] <= DAYS_IN_MONTH[month] + ((month == 2) & leap)
+    return real
+
+
 def _parse_times(values: np.ndarray, fmt: str | None) -> pa.Array:
     series = pd.Series(values, dtype=object)
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format=fmt or "ISO8601")
@@ -292,6 +350,10 @@ def _parse_int(text: pa.Array) -> pa.Array:
     """Signed decimal integers; values outside the int64 range are null (invalid)."""
     ok = pc.match_substring_regex(text, INT_PATTERN)
     text = pc.if_else(ok, text, None)
+    try:  # Arrow's cast, once the pattern holds: all it cannot take is a '+' and overflow
+        return pc.cast(pc.utf8_ltrim(text, characters="+"), pa.int64())
+    except pa.ArrowInvalid:  # a value outside the int64 range: compare digits instead
+        pass
     negative = pc.starts_with(text, "-")
     digits = pc.utf8_ltrim(pc.utf8_ltrim(text, characters="+-"), characters="0")
     digits = pc.if_else(pc.equal(digits, ""), "0", digits)
