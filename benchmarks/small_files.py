@@ -42,7 +42,6 @@ elsewhere).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -50,7 +49,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -60,7 +58,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
 import throughput
 from records import BLOCK_RECORDS, COLUMNS, DATA_DIR, DEFAULT_SEED, generate_block
-from throughput import RESULTS_DIR, Measurement, machine_info, measure_best, print_measurement
+from throughput import (
+    RESULTS_DIR,
+    Measurement,
+    machine_info,
+    measure_best,
+    print_measurement,
+    write_report,
+)
 
 GENERATOR_VERSION = 1
 KINDS = ("raw", "per_file", "file_set", "file_set_passthrough")
@@ -310,19 +315,6 @@ def run_worker(task: dict[str, Any]) -> dict[str, Any]:
     return throughput.run_worker(task)
 
 
-@contextlib.contextmanager
-def workers_from_here() -> Iterator[None]:
-    """``throughput``'s driver starts each worker as ``python <throughput.__file__> --worker
-    TASK``: for the duration, that script is this one, whose ``--worker`` runs ``throughput``'s
-    workers and the ones above."""
-    saved = throughput.__file__
-    throughput.__file__ = str(Path(__file__).resolve())
-    try:
-        yield
-    finally:
-        throughput.__file__ = saved
-
-
 # --- the driver ----------------------------------------------------------------------------------
 
 
@@ -355,7 +347,11 @@ def _check_per_file(m: Measurement, made: SmallFiles, sample: int) -> None:
 
 def measure(args: argparse.Namespace, made: SmallFiles) -> dict[str, Measurement]:
     paths = made.paths()
-    base = {"size": f"{made.files}x{made.records_per_file}", "tmp_dir": args.tmp_dir}
+    base = {
+        "size": f"{made.files}x{made.records_per_file}",
+        "tmp_dir": args.tmp_dir,
+        "script": str(Path(__file__).resolve()),  # whose --worker knows the workers above
+    }
     job = {"worker": "job", "chunk_records": args.chunk_records, "repeats": 1}
     measurements: dict[str, Measurement] = {}
     for kind in args.kinds:
@@ -579,8 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     _warm(made.paths())
-    with workers_from_here():
-        measurements = measure(args, made)
+    measurements = measure(args, made)
 
     failures = [
         f"{kind}: {m.status}: {'; '.join(m.errors)[:300]}"
@@ -617,16 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print_table(report)
-    print(f"\ntotal {report['total_seconds']:.0f}s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"wrote {args.json}")
-    if failures:
-        print(f"{len(failures)} measurement(s) failed or miscounted:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return write_report(report, args.json)
 
 
 if __name__ == "__main__":

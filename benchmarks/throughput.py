@@ -599,7 +599,9 @@ def run_task(task: dict[str, Any], timeout: float) -> tuple[dict[str, Any], Meas
 
 
 def _run_task(task: dict[str, Any], timeout: float) -> tuple[dict[str, Any], Measurement]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(task)]
+    # The worker script: this one, or another benchmark whose --worker runs more workers.
+    script = task.get("script") or str(Path(__file__).resolve())
+    command = [sys.executable, script, "--worker", json.dumps(task)]
     started = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -1210,10 +1212,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print_tables(report)
     print_goals(report["goals"])
+    return write_report(report, args.json)
+
+
+def write_report(report: dict[str, Any], path: Path) -> int:
+    """Print the total, write the JSON report, list its failures: the exit code (1 if any)."""
     print(f"\ntotal {report['total_seconds']:.0f}s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"wrote {args.json}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    failures = report.get("failures") or []
     if failures:
         print(f"{len(failures)} measurement(s) failed or miscounted:", file=sys.stderr)
         for failure in failures:
