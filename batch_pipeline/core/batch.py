@@ -100,7 +100,9 @@ def prepare_batch(
             json_records_path=json_records_path,
             excel_sheets=excel_sheets,
         )
-    if spec_source.columns is not None:
+    # A set's files each have their own columns (a file lacking one gets its records rejected
+    # with the reason): only a single file is refused here for a missing column.
+    if spec_source.columns is not None and not spec_source.is_file_set:
         problems = proc.check_columns(spec_source.columns)
         if problems:
             raise ConfigError(f"{spec_source.uri}: " + "; ".join(problems))

@@ -20,6 +20,11 @@ class SourceError(BatchPipelineError):
     """The source object is missing, unreadable, empty or not in the expected format."""
 
 
+class EmptySourceError(SourceError):
+    """The source holds no records at all: 0 bytes, or only whitespace or a byte-order mark (a
+    file set counts such a file as zero records rather than failing on it)."""
+
+
 class ChunkReadError(BatchPipelineError):
     """A chunk's slice could not be read or parsed as a whole."""
 

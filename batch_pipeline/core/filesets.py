@@ -27,6 +27,7 @@ under it, recursively, as ``discovery`` lists them), optionally narrowed to name
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batch_pipeline.core.discovery import (
     DEFAULT_SUFFIXES,
@@ -42,7 +44,7 @@ from batch_pipeline.core.discovery import (
     objects_from_s3_listing,
     split_watch_uri,
 )
-from batch_pipeline.core.errors import ChunkReadError, ConfigError, SourceError
+from batch_pipeline.core.errors import ChunkReadError, ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.models import Chunk, ChunkingSettings, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.planning import DEFAULT_RECORD_BYTES, header_lines_of, plan_sheets
 from batch_pipeline.core.readers import ChunkData, combine_parts, read_chunk
@@ -53,11 +55,23 @@ from batch_pipeline.core.storage import Storage, is_s3, normalize_uri
 # A file is read whole into its chunk: 64 MiB of CSV is about 600,000 records of 100 bytes,
 # which validate handles within the 1 GiB a step may use.
 MAX_MEMBER_BYTES = 64 << 20
+COMPRESSED_EXPANSION = 8
 # Files read at once by a chunk: on S3 each file waits on requests; locally the work is
 # parsing, where more threads than cores only contend (8 were slower than 2 on 2 cores).
 READ_THREADS_S3 = 8
 READ_THREADS_LOCAL = 2
+INSPECT_TRIES = 20  # members tried for one with records to inspect
 FILE_COLUMN = "_file"
+
+
+def member_limit(uri: str, compression: str = "auto") -> int:
+    """The most bytes a set takes of this file: ``MAX_MEMBER_BYTES``, or an eighth of it for a
+    compressed one (CSV and JSON expand 5-10 times out of gzip)."""
+    try:
+        compressed = detect_format(uri, "csv", compression)[1] is not None
+    except ConfigError:
+        compressed = False
+    return MAX_MEMBER_BYTES // COMPRESSED_EXPANSION if compressed else MAX_MEMBER_BYTES
 
 
 def is_file_set(uri: str) -> bool:
@@ -134,13 +148,13 @@ def group_small_files(
     as the runs will be told, else each file's own), in key order, at most ``max_files`` per
     group. A format with fewer than ``min_files`` small files leaves them on their own, as does
     a file whose format its name does not tell; ``max_file_bytes`` 0 groups nothing, and no
-    file above ``MAX_MEMBER_BYTES`` is grouped."""
+    file above what a set takes (``member_limit``) is grouped."""
     root = set_uri(root)
-    max_file_bytes = min(max_file_bytes, MAX_MEMBER_BYTES)  # what a set can take
     singles: list[SourceObject] = []
     small: dict[str, list[SourceObject]] = {}
     for obj in objects:
-        if max_file_bytes <= 0 or obj.size > max_file_bytes or not obj.uri.startswith(root):
+        limit = min(max_file_bytes, member_limit(obj.uri))  # what a set can take
+        if max_file_bytes <= 0 or obj.size > limit or not obj.uri.startswith(root):
             singles.append(obj)
             continue
         try:
@@ -167,8 +181,11 @@ def list_file_set(
     suffixes: Sequence[str] = DEFAULT_SUFFIXES,
 ) -> tuple[str, list[ObjectInfo]]:
     """The set's URI and its member files, in key order. ``members`` narrows the set to those
-    keys (relative to the folder); one that is missing is an error naming it."""
+    keys (relative to the folder, whatever their suffix); one that is missing is an error
+    naming it."""
     root = set_uri(uri)
+    if members:  # named files are taken whatever their suffix (the schedule's may differ)
+        suffixes = ("",)
     if is_s3(root):
         bucket, prefix = split_watch_uri(root)
         pages = storage.s3_client().get_paginator("list_objects_v2")
@@ -184,7 +201,7 @@ def list_file_set(
         found = list_local(root, suffixes)
     infos = {o.uri: o.info for o in found}
     if members:
-        wanted = [root + m.lstrip("/") for m in members]
+        wanted = [root + m for m in members]
         missing = [m for m in wanted if m not in infos]
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -225,24 +242,30 @@ def inspect_file_set(
             f"file set {root} mixes formats ({counts}): give its format (one per set), or "
             "point it at a folder of one format"
         )
-    big = [i for i in infos if i.size > MAX_MEMBER_BYTES]
+    big = [i for i in infos if i.size > member_limit(i.uri, compression)]
     if big:
         names = ", ".join(f"{i.uri} ({i.size:,} bytes)" for i in big[:5])
         raise ConfigError(
-            f"file set {root}: {len(big)} file(s) are bigger than {MAX_MEMBER_BYTES:,} bytes, "
-            f"the most a set reads whole into one chunk: {names}. Run each as its own batch, "
-            "which cuts it into chunks"
+            f"file set {root}: {len(big)} file(s) are bigger than a set reads whole into one "
+            f"chunk ({MAX_MEMBER_BYTES:,} bytes, compressed {member_limit('x.gz'):,}): "
+            f"{names}. Run each as its own batch, which cuts it into chunks"
         )
     fmt_out = next(iter(formats))
-    first = next((i for i in infos if i.size), None)
-    if first is None:  # every member is empty: nothing to inspect, zero records
+    head = None
+    for info in [i for i in infos if i.size][:INSPECT_TRIES]:
+        try:
+            head = inspect_source(
+                storage, info.uri, fmt_out, compression, csv_options, json_records_path,
+                excel_sheets, info=info,
+            )  # fmt: skip
+            break
+        except EmptySourceError:  # only whitespace or a byte-order mark: zero records
+            continue
+    if head is None:  # no member holds anything to inspect: zero records, probably
         spec = SourceSpec(uri=root, format=fmt_out, compression=None, info=set_info(root, infos))  # type: ignore[arg-type]
         return replace(
             spec, csv=csv_options, members=tuple(infos), layout=_layout(infos, None, compression)
         )
-    head = inspect_source(
-        storage, first.uri, fmt_out, compression, csv_options, json_records_path, excel_sheets
-    )
     return replace(
         head,
         uri=root,
@@ -250,13 +273,19 @@ def inspect_file_set(
         csv=csv_options,  # as asked: each file's own header names its columns
         compression=None,
         data_start=0,
-        layout=_layout(infos, _record_bytes(head), compression),
+        layout=_layout(infos, _record_bytes(storage, head), compression),
         members=tuple(infos),
     )
 
 
-def _record_bytes(head: SourceSpec) -> float | None:
-    """Bytes per record of the first member, from its inspection (sample, footer or sheets)."""
+def _record_bytes(storage: Storage, head: SourceSpec) -> float | None:
+    """Bytes per record of the first member with records: from its inspection (sample, footer
+    or sheets), or, for a JSON document or a compressed file, whose size says little, by
+    reading it (it is small): its stored bytes over its records."""
+    if head.needs_staging:
+        records = sum(t.num_rows + (b.num_rows if b is not None else 0)
+                      for t, b in stream_parts(storage, head, PartSizes(1 << 62)))  # fmt: skip
+        return head.info.size / records if records else None
     layout = head.layout
     sample = layout.get("record_bytes") or layout.get("bytes_per_record")
     if sample:
@@ -308,7 +337,7 @@ def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> C
         lines.append(np.full(n, -1, np.int64) if found is None else np.asarray(found, np.int64))
         offset += n
         size += data.bytes_read
-    table = pa.concat_tables(tables, promote_options="permissive")
+    table = pa.concat_tables(unify_types(tables), promote_options="permissive")
     table = table.select([c for c in table.column_names if c != FILE_COLUMN] + [FILE_COLUMN])
     all_lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
     return ChunkData(
@@ -318,6 +347,39 @@ def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> C
         records=np.concatenate(records) if records else None,
         rejects=pa.concat_tables(rejects, promote_options="permissive") if rejects else None,
     )
+
+
+def unify_types(tables: list[pa.Table]) -> list[pa.Table]:
+    """The tables with each column of one type: where files disagree (a number in one, text in
+    another; a struct against a string), the column becomes text in every file, as a column
+    whose values disagree within one JSON file does; a processor then judges each value."""
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            if not pa.types.is_null(field.type):
+                types.setdefault(field.name, set()).add(field.type)
+    clash = {name for name, found in types.items() if len(found) > 1}
+    if not clash:
+        return tables
+    return [_texts(table, clash) for table in tables]
+
+
+def _texts(table: pa.Table, names: set[str]) -> pa.Table:
+    for i, field in enumerate(table.schema):
+        if field.name in names and not pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, _as_text(table.column(i)))
+    return table
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as text: cast where Arrow can, JSON for nested values."""
+    if pa.types.is_string(column.type):
+        return column
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()]
+        return pa.chunked_array([pa.array(values, pa.string())])
 
 
 def _with_file(table: pa.Table, name: pa.DictionaryArray) -> pa.Table:
@@ -363,6 +425,8 @@ def _read_member(
         if member.needs_staging:
             return _read_streamed(storage, member)
         return read_chunk(storage, member, _whole(storage, member), check=False)
+    except EmptySourceError:  # only whitespace or a byte-order mark: no records, as 0 bytes
+        return ChunkData(pa.table({}), current.size, lambda idx: None)
     except (ChunkReadError, SourceError, ConfigError) as exc:
         if uri in str(exc):
             raise type(exc)(f"{chunk.describe()}: {exc}") from exc

@@ -271,7 +271,7 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Tab
         "bp_members",
         metadata,
         sa.Column("batch_id", sa.String(255), primary_key=True),
-        sa.Column("uri", sa.String(1024), primary_key=True),
+        sa.Column("uri", sa.Text, primary_key=True),
         sa.Column("fingerprint", sa.String(255), nullable=False),
         sa.Index("ix_bp_members_uri", "uri"),
     )
@@ -453,19 +453,23 @@ class Ledger:
                 conn.execute(
                     sa.insert(self.batches).values(batch_id=spec.batch_id, created_at=now, **values)
                 )
-                if spec.source.members:  # a set's members never change under its batch id
-                    conn.execute(
-                        sa.insert(self.members),
-                        [
-                            {"batch_id": spec.batch_id, "uri": m.uri, "fingerprint": m.fingerprint}
-                            for m in spec.source.members
-                        ],
-                    )
             else:
                 conn.execute(
                     sa.update(self.batches)
                     .where(self.batches.c.batch_id == spec.batch_id)
                     .values(**values)
+                )
+            if spec.source.members and (row is None or row.plan_hash != digest):
+                # The files of a set batch (another set under a reused batch id replaces them).
+                conn.execute(
+                    sa.delete(self.members).where(self.members.c.batch_id == spec.batch_id)
+                )
+                conn.execute(
+                    sa.insert(self.members),
+                    [
+                        {"batch_id": spec.batch_id, "uri": m.uri, "fingerprint": m.fingerprint}
+                        for m in spec.source.members
+                    ],
                 )
             existing = {
                 r.chunk

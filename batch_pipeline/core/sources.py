@@ -21,7 +21,7 @@ from batch_pipeline.core.boundaries import (
     UnclosedQuote,
     exact_csv_record_ends,
 )
-from batch_pipeline.core.errors import ConfigError, SourceError
+from batch_pipeline.core.errors import ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.models import FORMATS, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.storage import Storage
 
@@ -148,7 +148,7 @@ def inspect_source(
     info = info or storage.stat(uri)
     uri = info.uri
     if info.size == 0:
-        raise SourceError(f"{uri} is empty (0 bytes): there is nothing to process")
+        raise EmptySourceError(f"{uri} is empty (0 bytes): there is nothing to process")
     spec = SourceSpec(uri=uri, format=fmt_out, compression=comp, info=info)  # type: ignore[arg-type]
     if fmt_out == "csv":
         is_tsv = uri.lower().removesuffix(".gz").endswith(".tsv")
@@ -183,7 +183,9 @@ def _inspect_csv(storage: Storage, spec: SourceSpec, options: CsvOptions) -> Sou
     head = _head(storage, spec, HEAD_BYTES)
     start = len(BOM) if head.startswith(BOM) else 0
     if not head[start:].strip():
-        raise SourceError(f"{spec.uri} holds no CSV data (only whitespace or a byte-order mark)")
+        raise EmptySourceError(
+            f"{spec.uri} holds no CSV data (only whitespace or a byte-order mark)"
+        )
     # Find where the first record (the header, or the first data record) ends.
     first_end = _first_record_end(storage, spec, head, start, options)
     first_record = (head if first_end <= len(head) else _head(storage, spec, first_end))[
@@ -323,7 +325,7 @@ def _inspect_jsonl(storage: Storage, spec: SourceSpec) -> SourceSpec:
     first = next((ln for ln in complete if ln.strip()), None)
     if first is None:
         if not head[start:].strip():
-            raise SourceError(f"{spec.uri} holds no JSON lines (only whitespace)")
+            raise EmptySourceError(f"{spec.uri} holds no JSON lines (only whitespace)")
         first = head[start:]  # one line longer than the sample: checked when read
     else:
         try:
@@ -345,7 +347,7 @@ def _inspect_json(storage: Storage, spec: SourceSpec, records_path: str) -> Sour
     head = _head(storage, spec, 4096)
     stripped = head.removeprefix(BOM).lstrip()
     if not stripped:
-        raise SourceError(f"{spec.uri} holds no JSON (only whitespace)")
+        raise EmptySourceError(f"{spec.uri} holds no JSON (only whitespace)")
     if stripped[:1] not in (b"[", b"{"):
         raise SourceError(
             f"{spec.uri} does not start with a JSON array or object (found {stripped[:20]!r})"

@@ -280,7 +280,7 @@ def test_sets_that_cannot_be_read_whole_are_refused_naming_why(
     with pytest.raises(ConfigError, match=r"mixes formats \(5 csv file\(s\), 1 jsonl file\(s\)\)"):
         prepare_batch(storage, str(tmp_path / "mixed"))
     monkeypatch.setattr(filesets, "MAX_MEMBER_BYTES", 60)
-    with pytest.raises(ConfigError, match=r"bigger than 60 bytes.*f000\.csv.*own batch"):
+    with pytest.raises(ConfigError, match=r"bigger than .* \(60 bytes.*f000\.csv.*own batch"):
         prepare_batch(storage, str(tmp_path / "mixed"), members=("f000.csv",))
 
 
@@ -330,3 +330,84 @@ def test_the_ledger_knows_which_files_finished_sets_processed(storage, tmp_path)
         uris[2]: {storage.stat(uris[2]).fingerprint}
     }
     book.dispose()
+
+
+def test_files_whose_columns_have_other_types_reject_values_not_the_chunk(storage, tmp_path):
+    """A number in one file and text in another (inferred per file) become text for the whole
+    chunk, and the processor judges each value, as within one file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"id": 1, "tags": {"x": 1}}\n')
+    (folder / "b.jsonl").write_text('{"id": "x", "tags": "plain"}\n{"id": 3}\n')
+    schema = {"columns": {"id": {"type": "int64"}}}
+    result = run(storage, folder, tmp_path / "out", processor="validate", processor_options=schema)
+    batch = result.result
+    assert batch.status == "succeeded"
+    assert (batch.records_in, batch.records_out, batch.records_rejected) == (3, 2, 1)
+    valid = valid_rows(storage, result)
+    assert sorted(r["id"] for r in valid) == [1, 3]
+    assert {r["tags"] for r in valid} == {'{"x": 1}', None}
+    assert rejected_rows(storage, result)[0]["_reason"] == "id: not a valid int64"
+    tables = [pa.table({"n": [1, 2]}), pa.table({"n": ["a"]}), pa.table({"m": [None]})]
+    unified = filesets.unify_types(tables)
+    assert [t.schema.field("n").type for t in unified[:2]] == [pa.string(), pa.string()]
+    assert unified[2] is tables[2]
+
+
+@pytest.mark.parametrize(
+    "blank", [b"\xef\xbb\xbf", b"\n", b"   \n\n", gzip.compress(b""), gzip.compress(b"\n")]
+)
+def test_a_file_with_only_whitespace_is_zero_records_like_an_empty_one(storage, tmp_path, blank):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    suffix = ".csv.gz" if blank.startswith(b"\x1f\x8b") else ".csv"
+    (folder / f"a{suffix}").write_bytes(blank)  # first in key order: inspected first too
+    (folder / "b.csv").write_text("id,amount\n1,2\n")
+    result = run(storage, folder, tmp_path / "out")
+    assert result.result.status == "succeeded"
+    assert (result.result.records_in, result.result.records_out) == (1, 1)
+
+
+def test_a_file_without_a_required_column_gets_its_records_rejected(storage, tmp_path) -> None:
+    """Whichever file sorts first, a set is not refused for one file's columns."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n1,2\n")
+    (folder / "b.csv").write_text("id,amount\n1,2\n")
+    result = run(storage, folder, tmp_path / "out", processor="validate", processor_options=SCHEMA)
+    assert result.result.status == "succeeded"
+    assert (result.result.records_out, result.result.records_rejected) == (1, 1)
+    assert rejected_rows(storage, result)[0]["_reason"] == "id: required value missing"
+
+
+def test_named_members_are_found_whatever_their_suffix(storage, tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"r{i}.dat").write_text(f"id,amount\n{i},1\n")
+    spec = prepare_batch(storage, str(folder), members=("r0.dat", "r2.dat"), format="csv")
+    assert [m.uri.rsplit("/", 1)[1] for m in spec.source.members] == ["r0.dat", "r2.dat"]
+
+
+def test_compressed_files_are_estimated_by_their_records_and_capped_lower(
+    storage, tmp_path, monkeypatch
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(20):
+        body = "".join(
+            json.dumps({"id": i * 1000 + j, "note": "x" * 40}) + "\n" for j in range(200)
+        )
+        (folder / f"f{i:02d}.jsonl.gz").write_bytes(gzip.compress(body.encode()))
+    spec = prepare_batch(
+        storage, str(folder), chunking=ChunkingSettings(chunk_records=1_000), output=str(tmp_path)
+    )
+    plan = plan_batch(storage, spec)
+    assert plan.total_records == pytest.approx(4_000, rel=0.1)  # not the compressed size's
+    # About 1,000 records (5 files) per chunk, as asked; by compressed bytes it was 10 times more.
+    assert 3 <= len(plan.chunks) <= 5 and max(c.records or 0 for c in plan.chunks) <= 1_300
+    biggest = max(p.stat().st_size for p in folder.iterdir())
+    monkeypatch.setattr(filesets, "MAX_MEMBER_BYTES", biggest * 4)  # the gzip limit: biggest / 2
+    with pytest.raises(ConfigError, match="bigger than a set reads whole"):
+        prepare_batch(storage, str(folder))
+    assert filesets.member_limit("a.csv") == biggest * 4

@@ -705,3 +705,24 @@ def test_concurrent_registration_and_numbering(ledger: Ledger, registered: bool)
     assert max(s.total_messages or 0 for s in states) == total
     batch = ledger.batch("shared")
     assert batch is not None and batch.chunks == CHUNKS
+
+
+def test_set_members_take_long_uris_and_follow_a_reused_batch_id(ledger: Ledger) -> None:
+    """A set's files are kept whatever the length of their URI (S3 keys reach 1,024 bytes), and
+    another set run under the same batch id replaces them."""
+    long_key = "s3://bucket/drop/" + "k" * 1_100 + ".csv"
+    first = (ObjectInfo(long_key, 10, etag="a"), ObjectInfo("s3://bucket/drop/b.csv", 10, etag="b"))
+    spec = make_spec("nightly-set")
+    spec = replace(spec, source=replace(spec.source, members=first))
+    ledger.register_batch(spec, make_plan(2))
+    ledger.set_batch_status("nightly-set", SUCCEEDED)
+    uris = [long_key, "s3://bucket/drop/b.csv", "s3://bucket/drop/c.csv"]
+    assert ledger.processed_members(uris, frozenset({SUCCEEDED})) == {
+        long_key: {"a"},
+        "s3://bucket/drop/b.csv": {"b"},
+    }
+    later = replace(spec, source=replace(spec.source, members=(first[1], ObjectInfo(uris[2], 5))))
+    ledger.register_batch(later, make_plan(3))  # another plan: the rows are replaced
+    ledger.set_batch_status("nightly-set", SUCCEEDED)
+    found = ledger.processed_members(uris, frozenset({SUCCEEDED}))
+    assert set(found) == {"s3://bucket/drop/b.csv", "s3://bucket/drop/c.csv"}
