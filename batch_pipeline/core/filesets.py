@@ -230,7 +230,8 @@ def inspect_file_set(
     excel_sheets: tuple[str, ...] | None = None,
 ) -> SourceSpec:
     """What initialize learns of a file set: its members (listed once), their one format, and
-    the first non-empty member inspected in full (columns, CSV layout, bytes per record)."""
+    the first member that holds records inspected in full (columns, CSV layout, bytes per
+    record). A file that cannot be read is passed over here: its chunk fails, naming it."""
     root, infos = list_file_set(storage, uri, members)
     formats: dict[str, list[str]] = {}
     for info in infos:
@@ -252,6 +253,7 @@ def inspect_file_set(
         )
     fmt_out = next(iter(formats))
     head = None
+    unreadable: SourceError | None = None
     for info in [i for i in infos if i.size][:INSPECT_TRIES]:
         try:
             head = inspect_source(
@@ -261,6 +263,10 @@ def inspect_file_set(
             break
         except EmptySourceError:  # only whitespace or a byte-order mark: zero records
             continue
+        except SourceError as exc:  # its chunk will fail naming it; the others may be fine
+            unreadable = unreadable or exc
+    if head is None and unreadable is not None:
+        raise unreadable
     if head is None:  # no member holds anything to inspect: zero records, probably
         spec = SourceSpec(uri=root, format=fmt_out, compression=None, info=set_info(root, infos))  # type: ignore[arg-type]
         return replace(

@@ -411,3 +411,23 @@ def test_compressed_files_are_estimated_by_their_records_and_capped_lower(
     with pytest.raises(ConfigError, match="bigger than a set reads whole"):
         prepare_batch(storage, str(folder))
     assert filesets.member_limit("a.csv") == biggest * 4
+
+
+def test_an_unreadable_first_file_fails_its_chunk_not_the_set(storage, tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv.gz").write_bytes(b"not gzip at all")
+    for name in ("b", "c"):
+        (folder / f"{name}.csv.gz").write_bytes(gzip.compress(b"id,amount\n1,2\n"))
+    spec = prepare_batch(
+        storage, str(folder), chunking=ChunkingSettings(chunk_records=1), output=str(tmp_path)
+    )
+    chunks = plan_batch(storage, spec).chunks
+    assert [len(c.members) for c in chunks] == [1, 1, 1]
+    with pytest.raises(SourceError, match=r"chunk_00000 of 3 .*/a\.csv\.gz is not a valid gzip"):
+        run_chunk(storage, spec, chunks[0])
+    assert run_chunk(storage, spec, chunks[1]).records_out == 1
+    (folder / "b.csv.gz").write_bytes(b"broken too")
+    (folder / "c.csv.gz").write_bytes(b"and this")
+    with pytest.raises(SourceError, match="not a valid gzip"):
+        prepare_batch(storage, str(folder))  # none can be read: the set is refused
