@@ -479,9 +479,18 @@ def test_automation_upload_sensor_turned_on_in_the_ui_runs_batch_job_on_a_droppe
 
     browser.get(f"{dagster_ui.url}/automation")
     h.wait_for_text(browser, [UPLOAD_SENSOR], timeout=60)
-    switch, checkbox = h.wait_until(lambda: _upload_sensor_switch(browser), 30, "its switch")
-    assert not checkbox.is_selected()
-    switch.click()
+    seen: list[bool] = []
+
+    def click_switch() -> bool:
+        # Found, read and clicked in one go: the page re-renders as its data arrives, and an
+        # element found before that is stale (wait_until tries again on the exception).
+        switch, checkbox = _upload_sensor_switch(browser)
+        seen.append(checkbox.is_selected())
+        switch.click()
+        return True
+
+    h.wait_until(click_switch, 30, "its switch, clicked")
+    assert seen[-1] is False  # shown off before the click
     h.wait_until(
         lambda: dagster_ui.sensor_status(UPLOAD_SENSOR) == "RUNNING", 30, "the sensor to run"
     )
