@@ -400,8 +400,8 @@ def _with_file(table: pa.Table, name: pa.DictionaryArray) -> pa.Table:
 def _read_member(
     storage: Storage, source: SourceSpec, chunk: Chunk, uri: str, planned: str
 ) -> ChunkData:
-    """One file of the set, whole: checked to be the version planned (one HEAD or stat),
-    inspected (its own header), read with its format's reader."""
+    """One file of the set, whole: checked to be the version planned (one HEAD or stat), read
+    once (one GET), then inspected (its own header) and parsed from memory."""
 
     def where() -> str:  # only for errors: describing a chunk of many files is not free
         return f"{chunk.describe()}: file {uri}"
@@ -418,6 +418,10 @@ def _read_member(
     if not current.size:
         return ChunkData(pa.table({}), 0, lambda idx: None)
     try:
+        data = storage.read_bytes(uri)
+        if len(data) != current.size:
+            raise ChunkReadError(f"{where()} changed while it was read ({len(data):,} bytes)")
+        storage = ReadOnce(current, data)
         member = inspect_source(
             storage,
             uri,
@@ -439,6 +443,32 @@ def _read_member(
         raise type(exc)(f"{where()}: {exc}") from exc
     except (OSError, pa.ArrowException) as exc:
         raise ChunkReadError(f"{where()}: {exc}") from exc
+
+
+class ReadOnce(Storage):
+    """One file of a set, read from storage once: its inspection, its header and its records
+    are then read from memory (on S3: one GET per file, not four requests)."""
+
+    def __init__(self, info: ObjectInfo, data: bytes) -> None:
+        super().__init__()
+        self._info, self._data = info, pa.py_buffer(data)
+
+    def _check(self, uri: str) -> None:
+        if uri != self._info.uri:
+            raise SourceError(f"{uri} is not the file read ({self._info.uri})")
+
+    def stat(self, uri: str) -> ObjectInfo:
+        self._check(uri)
+        return self._info
+
+    def open_input_file(self, uri: str) -> pa.NativeFile:
+        self._check(uri)
+        return pa.BufferReader(self._data)
+
+    def open_input_stream(self, uri: str, compression: str | None = None) -> pa.NativeFile:
+        self._check(uri)
+        stream = pa.BufferReader(self._data)
+        return pa.CompressedInputStream(stream, compression) if compression else stream
 
 
 def _whole(storage: Storage, member: SourceSpec) -> Chunk:

@@ -24,6 +24,7 @@ from batch_pipeline.core.ledger import RUNNING, SUCCEEDED, Ledger
 from batch_pipeline.core.models import Chunk, ChunkingSettings, ObjectInfo, SourceSpec
 from batch_pipeline.core.planning import MAX_FILES_PER_CHUNK, plan_batch, plan_file_set
 from batch_pipeline.core.processing import run_chunk
+from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tuning import estimate_total_records, workload_key
 from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
 
@@ -431,3 +432,36 @@ def test_an_unreadable_first_file_fails_its_chunk_not_the_set(storage, tmp_path)
     (folder / "c.csv.gz").write_bytes(b"and this")
     with pytest.raises(SourceError, match="not a valid gzip"):
         prepare_batch(storage, str(folder))  # none can be read: the set is refused
+
+
+class CountingStorage(Storage):
+    """Storage that counts the reads of each object (the results it writes are not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    def open_input_file(self, uri: str):
+        self.reads[uri] = self.reads.get(uri, 0) + 1
+        return super().open_input_file(uri)
+
+    def open_input_stream(self, uri: str, compression: str | None = None):
+        self.reads[uri] = self.reads.get(uri, 0) + 1
+        return super().open_input_stream(uri, compression)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl.gz", "parquet"])
+def test_each_file_of_a_chunk_is_read_from_storage_once(storage, tmp_path, fmt) -> None:
+    folder = tmp_path / "in"
+    if fmt == "parquet":
+        write_members(folder, "parquet", 5)
+    elif fmt == "jsonl.gz":
+        write_members(folder, "jsonl.gz", 5)
+    else:
+        write_csv_folder(folder, files=5)
+    spec = prepare_batch(storage, str(folder), output=str(tmp_path / "out"))
+    counting = CountingStorage()
+    summary = run_chunk(counting, spec, plan_batch(storage, spec).chunks[0])
+    assert summary.records_in > 0
+    members = [m.uri for m in spec.source.members if m.size]
+    assert {uri: counting.reads.get(uri) for uri in members} == {uri: 1 for uri in members}
