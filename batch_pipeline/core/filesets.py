@@ -447,7 +447,7 @@ def _read_member(
 
 class ReadOnce(Storage):
     """One file of a set, read from storage once: its inspection, its header and its records
-    are then read from memory (on S3: one GET per file, not four requests)."""
+    are then read from memory (on S3: a HEAD and one GET per file, not a HEAD and three GETs)."""
 
     def __init__(self, info: ObjectInfo, data: bytes) -> None:
         super().__init__()
