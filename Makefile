@@ -8,7 +8,7 @@ DEMO_HOME := $(CURDIR)/.dagster_home
 DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
-.PHONY: install test lint browser demo ui bench bench-60m bench-small-files bench-executor clean
+.PHONY: install test test-fast lint browser demo ui bench bench-60m bench-small-files bench-executor clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,16 @@ browser:
 
 test: install browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The inner loop: everything but the browser, the benchmarks' smoke runs, the kill -9 and
+# fault-proxy runs and the tests marked slow (about 3 minutes instead of 8).
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -x -m "not slow" --ignore=batch_pipeline_tests/test_ui.py \
+		--ignore=batch_pipeline_tests/test_benchmarks_smoke.py \
+		--ignore=batch_pipeline_tests/test_faults.py
 
 demo: install $(DEMO_HOME)/dagster.yaml
 	$(BIN)/batch-pipeline sample $(DEMO_DIR)/input --records $(DEMO_RECORDS)

@@ -236,6 +236,7 @@ def test_excel_with_only_empty_sheets_completes_with_zero_records(
 # Very long record ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_single_100_mb_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One JSON line of 100 MiB between two small ones: read and written whole; delivering it
     fails clearly (no message can hold it) and sends nothing. Written in pieces, never held

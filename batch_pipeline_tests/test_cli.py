@@ -180,6 +180,7 @@ def test_sample_writes_data_and_schema(tmp_path, capsys):
     assert "email" in schema["columns"]
 
 
+@pytest.mark.slow
 def test_installed_command_runs_200_chunks_on_a_sqlite_instance(tmp_path):
     """The real entry point in a subprocess, on a DAGSTER_HOME instance (SQLite), with the
     default executor: 200 mapped steps, none failed, and the run is in the instance."""

@@ -164,6 +164,7 @@ def thousand_rows(tmp_path) -> Path:
     return source
 
 
+@pytest.mark.slow
 def test_two_hundred_mapped_steps_complete(thousand_rows, tmp_path):
     result = run(
         BatchConfig(

@@ -319,6 +319,7 @@ def test_a_backlog_older_than_the_lookback_is_drained_oldest_first(local):
     assert UploadCursor.from_json(cursor).watermark == start + 6 * day
 
 
+@pytest.mark.slow
 def test_more_than_1000_s3_keys_are_all_listed(s3):
     """ListObjectsV2 returns 1,000 keys a page: the sensor must follow the pages, and a cap
     that cuts across them must neither repeat nor skip a key."""
