@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from batch_pipeline.core.errors import BatchPipelineError
+from batch_pipeline.core.naming import check_batch_id
+from batch_pipeline.core.text import shown
+
 CLI_TAG = "batch_pipeline/cli_invocation"
 
 
@@ -430,6 +434,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
+    check_batch_id(args.batch_id)
     from batch_pipeline.definitions import get_redrive_job
 
     run_config = {
@@ -443,6 +448,7 @@ def complete_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.errors import ConfigError
     from batch_pipeline.core.ledger import open_ledger
 
+    check_batch_id(args.batch_id)
     if not args.force:
         print("refusing without --force: a forced completion is recorded in the ledger")
         return 2
@@ -465,6 +471,7 @@ def complete_command(args: argparse.Namespace) -> int:
 def dead_letters_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.ledger import open_ledger
 
+    check_batch_id(args.batch_id)
     ledger = open_ledger(args.ledger)
     if ledger.batch(args.batch_id) is None:
         print(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
@@ -589,6 +596,7 @@ def _print_status(summary: dict[str, Any]) -> None:
 def status_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.ledger import RUNNING, open_ledger
 
+    check_batch_id(args.batch_id)
     ledger = open_ledger(args.ledger)
     batch = ledger.batch(args.batch_id)
     if batch is None:
@@ -636,9 +644,23 @@ COMMANDS = {
 }
 
 
+def user_error(exc: BaseException, verbose: bool = False) -> int:
+    """A mistake of the user's (a ``BatchPipelineError``: the file, the setting, the fix) on
+    stderr as ``error: ...``, exit code 2; the traceback only with ``--verbose``."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {shown(exc)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except BatchPipelineError as exc:
+        return user_error(exc, getattr(args, "verbose", False))
 
 
 if __name__ == "__main__":

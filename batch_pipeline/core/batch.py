@@ -35,6 +35,7 @@ from batch_pipeline.core.models import (
     RetrySettings,
     SourceSpec,
 )
+from batch_pipeline.core.naming import check_batch_id
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processors import get_processor
 from batch_pipeline.core.results import BatchResult, aggregate
@@ -70,6 +71,8 @@ def prepare_batch(
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
+    if batch_id is not None:  # before anything is read: the id names where results go
+        check_batch_id(batch_id)
     chunking = chunking or ChunkingSettings()
     delivery = delivery or DeliverySettings()
     retry = retry or RetrySettings()
@@ -106,9 +109,7 @@ def prepare_batch(
         problems = proc.check_columns(spec_source.columns)
         if problems:
             raise ConfigError(f"{spec_source.uri}: " + "; ".join(problems))
-    resolved_id = batch_id or derive_batch_id(spec_source.info)
-    if "/" in resolved_id or not resolved_id.strip():
-        raise ConfigError(f"batch_id {resolved_id!r} must be a non-empty name without '/'")
+    resolved_id = check_batch_id(batch_id or derive_batch_id(spec_source.info))
     return BatchSpec(
         batch_id=resolved_id,
         source=spec_source,
@@ -132,6 +133,7 @@ def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: An
     ``prepare(config)`` turns a stored run config into a BatchSpec (the Dagster layer passes
     its config class's). Refuses when the source changed since the batch was planned: its
     chunks would no longer describe the same records."""
+    check_batch_id(batch_id)
     state = ledger.batch(batch_id)
     if state is None:
         raise ConfigError(f"batch {batch_id} is not in the ledger at {ledger.safe_url}")

@@ -46,6 +46,7 @@ from batch_pipeline.core.discovery import (
 )
 from batch_pipeline.core.errors import ChunkReadError, ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.models import Chunk, ChunkingSettings, CsvOptions, ObjectInfo, SourceSpec
+from batch_pipeline.core.naming import check_member
 from batch_pipeline.core.planning import DEFAULT_RECORD_BYTES, header_lines_of, plan_sheets
 from batch_pipeline.core.readers import ChunkData, combine_parts, read_chunk
 from batch_pipeline.core.sources import derive_batch_id, detect_format, inspect_source
@@ -185,6 +186,8 @@ def list_file_set(
     naming it."""
     root = set_uri(uri)
     if members:  # named files are taken whatever their suffix (the schedule's may differ)
+        for member in members:  # never a file outside the folder
+            check_member(member)
         suffixes = ("",)
     if is_s3(root):
         bucket, prefix = split_watch_uri(root)

@@ -1,0 +1,120 @@
+"""Batch ids are one safe path segment, and file-set members stay inside their folder: every id
+given or derived passes ``check_batch_id``, and anything that could leave ``{output}`` is
+refused before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batch_pipeline.core.batch import prepare_batch
+from batch_pipeline.core.discovery import SourceObject
+from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.filesets import FileGroup
+from batch_pipeline.core.models import ObjectInfo
+from batch_pipeline.core.naming import check_batch_id, check_member
+from batch_pipeline.core.sources import derive_batch_id
+from batch_pipeline.core.storage import Storage
+
+GOOD = ["b-1", "leads-2025.v2", "A_b", "0", "x" * 128, "batch.", "a..b"]
+BAD = [
+    "",
+    ".",
+    "..",
+    ".hidden",
+    "-dash-first",
+    "_under",
+    "a/b",
+    "../out",
+    "a\\b",
+    "with space",
+    "tab\there",
+    "new\nline",
+    "esc\x1b[31m",
+    "nul\x00",
+    "caf\u00e9",
+    "x" * 129,
+]
+
+
+@pytest.mark.parametrize("value", GOOD)
+def test_safe_batch_ids_pass(value: str) -> None:
+    assert check_batch_id(value) == value
+
+
+@pytest.mark.parametrize("value", BAD)
+def test_unsafe_batch_ids_are_refused_saying_what_is_allowed(value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_batch_id(value)
+    message = str(error.value)
+    assert "1-128 characters" in message and "A-Z a-z 0-9 . _ -" in message
+    assert "\n" not in message and "\x1b" not in message  # the value is shown escaped
+
+
+ODD_NAMES = [
+    "leads.csv",
+    "my leads (final) v2.csv",
+    "naïve café 漢字 🚀.csv",
+    "...csv",
+    ".hidden.csv",
+    "-.csv",
+    "evil\nERROR forged line.csv",
+    "a" * 300 + ".csv",
+    "spaces   only   .jsonl",
+    "UPPER.CSV",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_derived_ids_are_safe_for_any_file_name(name: str) -> None:
+    for uri in (f"/data/in/{name}", f"s3://bucket/in/{name}", f"/data/{name}/"):
+        info = ObjectInfo(uri=uri, size=10, mtime=1.0, etag=None)
+        assert check_batch_id(derive_batch_id(info))
+
+
+def test_file_group_ids_are_safe() -> None:
+    objects = tuple(
+        SourceObject(uri=f"/data/in/{n}", key=n, size=10, last_modified=1.0) for n in ODD_NAMES
+    )
+    group = FileGroup("/data/in/", objects)
+    assert check_batch_id(group.batch_id)
+    weird = FileGroup("/data/ünï cödé  ../", objects)
+    assert check_batch_id(weird.batch_id)
+
+
+@pytest.mark.parametrize("member", ["a.csv", "2025/b.csv", "x..y.csv", "dir/.../c.csv"])
+def test_members_inside_the_folder_pass(member: str) -> None:
+    assert check_member(member) == member
+
+
+@pytest.mark.parametrize(
+    "member", ["", "../secret.csv", "a/../../b.csv", "/etc/passwd", "a/./b.csv", "a//b", "..",
+               "a\\..\\b.csv", "bad\nname.csv"],
+)  # fmt: skip
+def test_members_leaving_the_folder_are_refused(member: str) -> None:
+    with pytest.raises(ConfigError, match="member"):
+        check_member(member)
+
+
+def csv(path: Path, rows: int = 3) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("id\n" + "".join(f"{i}\n" for i in range(rows)))
+    return path
+
+
+@pytest.mark.parametrize("batch_id", ["..", ".", "../elsewhere", "a/b", "x\ny"])
+def test_prepare_batch_refuses_an_unsafe_batch_id(tmp_path: Path, batch_id: str) -> None:
+    source = csv(tmp_path / "in.csv")
+    with pytest.raises(ConfigError, match="batch_id"):
+        prepare_batch(Storage(), str(source), output=str(tmp_path / "out"), batch_id=batch_id)
+
+
+def test_prepare_batch_refuses_a_member_outside_the_set(tmp_path: Path) -> None:
+    csv(tmp_path / "set" / "a.csv")
+    csv(tmp_path / "secret.csv")
+    for member in ("../secret.csv", str(tmp_path / "secret.csv")):
+        with pytest.raises(ConfigError, match="member"):
+            prepare_batch(
+                Storage(), str(tmp_path / "set"), members=(member,), output=str(tmp_path / "out")
+            )
