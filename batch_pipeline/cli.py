@@ -27,6 +27,12 @@ from batch_pipeline.core.text import shown
 CLI_TAG = "batch_pipeline/cli_invocation"
 
 
+def echo(text: str = "", file: Any = None) -> None:
+    """Print one line of output, user-given names in it escaped (``core.text.shown``): a file
+    name's newline or ESC must not forge a line or recolour the terminal."""
+    print(shown(text), file=file or sys.stdout, flush=file is not None)
+
+
 def _options(value: str) -> dict[str, Any]:
     """Processor options: a JSON object, or @path to a JSON file."""
     if value.startswith("@"):
@@ -400,29 +406,29 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     head = f"batch {summary['batch_id'] or '?'}: {summary['status']}"
     if summary["batch_status"]:
         head += f" ({summary['batch_status']})"
-    print(f"{head} in {summary['seconds']}s")
+    echo(f"{head} in {summary['seconds']}s")
     if summary["records_in"] is not None:
-        print(
+        echo(
             f"  records: {summary['records_in']:,} in = {summary['records_out']:,} out + "
             f"{summary['records_rejected']:,} rejected, {summary['chunks']} chunk(s)"
         )
         for reason, count in list(summary["rejection_reasons"].items())[:5]:
-            print(f"    {count:>9,}  {reason}")
+            echo(f"    {count:>9,}  {reason}")
     for failed in summary["failed_chunks"][:10]:
-        print(
+        echo(
             f"  chunk_{failed['chunk']:05d} {failed['status']}: {failed['category']}: "
             f"{(failed['error'] or '')[:120]} ({failed['dead_letter']})"
         )
     if summary["output"]:
-        print(f"  results:  {summary['output']}")
+        echo(f"  results:  {summary['output']}")
     if summary["manifest"]:
-        print(f"  manifest: {summary['manifest']}")
+        echo(f"  manifest: {summary['manifest']}")
     if summary["delivered_to"]:
-        print(
+        echo(
             f"  delivered {summary['delivered_messages']:,} message(s) to {summary['delivered_to']}"
         )
     if summary.get("error"):
-        print(f"  {summary['error']}")
+        echo(f"  {summary['error']}")
     if as_json:
         print(json.dumps(summary, default=str))
 
@@ -450,16 +456,16 @@ def complete_command(args: argparse.Namespace) -> int:
 
     check_batch_id(args.batch_id)
     if not args.force:
-        print("refusing without --force: a forced completion is recorded in the ledger")
+        echo("refusing without --force: a forced completion is recorded in the ledger")
         return 2
     ledger = open_ledger(args.ledger)
     try:
         state = ledger.force_complete(args.batch_id, args.reason)
     except ConfigError as exc:
-        print(str(exc))
+        echo(str(exc))
         return 1
     progress = ledger.progress(args.batch_id)
-    print(
+    echo(
         f"batch {state.batch_id}: {state.status} ({state.reason}); chunks: "
         f"{progress.succeeded} succeeded, {progress.failed} failed, "
         f"{progress.dead_lettered} dead-lettered, {progress.pending + progress.running} "
@@ -474,7 +480,7 @@ def dead_letters_command(args: argparse.Namespace) -> int:
     check_batch_id(args.batch_id)
     ledger = open_ledger(args.ledger)
     if ledger.batch(args.batch_id) is None:
-        print(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
+        echo(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
         return 1
     letters = ledger.dead_letters(args.batch_id)
     rows = [
@@ -488,11 +494,12 @@ def dead_letters_command(args: argparse.Namespace) -> int:
         for s in letters
     ]
     for row in rows:
-        print(
+        echo(
             f"chunk_{row['chunk']:05d}: {row['category']} after {row['attempts']} attempt(s): "
-            f"{(row['error'] or '')[:160]}\n    {row['dead_letter']}"
+            f"{(row['error'] or '')[:160]}"
         )
-    print(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
+        echo(f"    {row['dead_letter']}")
+    echo(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
     if args.json:
         print(json.dumps(rows))
     return 0
@@ -568,29 +575,29 @@ def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
 
 
 def _print_status(summary: dict[str, Any]) -> None:
-    print(f"batch {summary['batch_id']}: {summary['status']}")
-    print(
+    echo(f"batch {summary['batch_id']}: {summary['status']}")
+    echo(
         f"  chunks:   {summary['chunks_done']:,} of {summary['chunks']:,} done, "
         f"{summary['percent']}% succeeded: {summary['chunks_succeeded']:,} succeeded, "
         f"{summary['chunks_failed']:,} failed, {summary['chunks_dead_lettered']:,} "
         f"dead-lettered, {summary['chunks_pending']:,} pending, "
         f"{summary['chunks_running']:,} running"
     )
-    print(
+    echo(
         f"  records:  {summary['records_in']:,} in = {summary['records_out']:,} out + "
         f"{summary['records_rejected']:,} rejected (succeeded chunks)"
     )
-    print(f"  rate:     {summary['records_per_second']:,} records/s")
-    print(f"  delivery: {summary['messages_sent']:,} of {summary['messages']:,} message(s) sent")
+    echo(f"  rate:     {summary['records_per_second']:,} records/s")
+    echo(f"  delivery: {summary['messages_sent']:,} of {summary['messages']:,} message(s) sent")
     if summary["first_started_at"]:
-        print(
+        echo(
             f"  times:    first chunk started {summary['first_started_at']}, last finished "
             f"{summary['last_finished_at'] or '-'}"
         )
     if summary["reason"]:
-        print(f"  reason:   {summary['reason']}")
-    print(f"  source:   {summary['source']}")
-    print(f"  ledger:   {summary['ledger']}")
+        echo(f"  reason:   {summary['reason']}")
+    echo(f"  source:   {summary['source']}")
+    echo(f"  ledger:   {summary['ledger']}")
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -600,7 +607,7 @@ def status_command(args: argparse.Namespace) -> int:
     ledger = open_ledger(args.ledger)
     batch = ledger.batch(args.batch_id)
     if batch is None:
-        print(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}", file=sys.stderr)
+        echo(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}", file=sys.stderr)
         return 2
     progress = ledger.progress(args.batch_id)
     watch = args.watch if args.watch is not None else sys.stdout.isatty()
@@ -629,8 +636,8 @@ def sample_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.sample_data import write_sample
 
     csv_path, schema_path = write_sample(args.directory, args.records, args.invalid_fraction)
-    print(f"wrote {args.records:,} records to {csv_path}")
-    print(f"wrote the validate schema to {schema_path}")
+    echo(f"wrote {args.records:,} records to {csv_path}")
+    echo(f"wrote the validate schema to {schema_path}")
     return 0
 
 

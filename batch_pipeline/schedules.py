@@ -39,6 +39,7 @@ from dagster._check import CheckError
 from batch_pipeline.core.discovery import SourceObject
 from batch_pipeline.core.filesets import group_small_files, set_uri
 from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED
+from batch_pipeline.core.text import shown
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
 from batch_pipeline.sensors.uploads import (
@@ -72,7 +73,7 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
     ) -> list[RunRequest] | SkipReason:
         missing = missing_folder(settings)
         if missing:
-            return SkipReason(missing)
+            return SkipReason(shown(missing))
         objects = list_objects(storage.get_storage(), settings)
         writing = 0
         if not settings.is_s3:  # a local file still being written waits for the next night
@@ -81,11 +82,13 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             objects = [o for o in objects if o.last_modified <= settled]
         if not objects and writing:
             return SkipReason(
-                f"{writing} record file(s) under {settings.watch_uri} changed in the last "
-                f"{settings.settle_seconds:g} s and may still be being written: they wait"
+                shown(
+                    f"{writing} record file(s) under {settings.watch_uri} changed in the last "
+                    f"{settings.settle_seconds:g} s and may still be being written: they wait"
+                )
             )
         if not objects:
-            return SkipReason(f"no record files under {settings.watch_uri}")
+            return SkipReason(shown(f"no record files under {settings.watch_uri}"))
         book = ledger.get_ledger()
         statuses = book.batch_statuses([o.batch_id for o in objects])
         processed = book.processed_members([o.uri for o in objects], FINISHED)
@@ -112,7 +115,7 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             )
             if queued:
                 text += f", or a run queued or in progress ({queued})"
-            return SkipReason(text)
+            return SkipReason(shown(text))
         stamp = _tick_stamp(context)
         base = settings.base_run_config()
         check_run_config(base, todo[0].uri)
@@ -126,9 +129,11 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
         )
         grouped = sum(len(g.objects) for g in groups)
         context.log.info(
-            f"{len(todo)} of {len(objects)} record file(s) under {settings.watch_uri} have no "
-            f"finished batch: requesting {len(singles)} run(s) of one file and {len(groups)} "
-            f"file-set run(s) of {grouped} small file(s)"
+            shown(
+                f"{len(todo)} of {len(objects)} record file(s) under {settings.watch_uri} have no "
+                f"finished batch: requesting {len(singles)} run(s) of one file and {len(groups)} "
+                f"file-set run(s) of {grouped} small file(s)"
+            )
         )
         requests = [run_request(o, base, "schedule", f"{stamp}|{o.run_key}") for o in singles]
         requests += [set_run_request(g, base, "schedule", f"{stamp}|{g.run_key}") for g in groups]

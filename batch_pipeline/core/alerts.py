@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from batch_pipeline.core.ledger import BatchState, ChunkState, Progress
 from batch_pipeline.core.models import join_uri
+from batch_pipeline.core.text import shown
 
 ALERT_WEBHOOK_ENV = "BATCH_PIPELINE_ALERT_WEBHOOK"
 AlertKind = Literal["run_failure", "dead_letter"]
@@ -140,7 +141,7 @@ class Alert:
             line += f" | reason: {_one_line(self.reason)}"
         if self.run_id:
             line += f" | run {self.run_id}" + (f" of {self.job_name}" if self.job_name else "")
-        return line
+        return shown(line)  # names and reasons may hold newlines: still one line
 
     def to_payload(self) -> dict[str, Any]:
         """The webhook's JSON body: Slack's ``text`` (with &, < and > escaped as Slack asks)

@@ -14,6 +14,7 @@ from batch_pipeline.core.ledger import COMPLETED_FORCED
 from batch_pipeline.core.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.results import aggregate as aggregate_results
+from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.metadata import result_metadata
 from batch_pipeline.ops.process import run_start_time
@@ -62,27 +63,31 @@ def aggregate(
         yield AssetObservation(
             asset_key=BATCH_RESULTS_ASSET,
             partition=_ensure(context, partition),
-            description=f"Batch {spec.batch_id} failed: {result.failure}",
+            description=shown(f"Batch {spec.batch_id} failed: {result.failure}"),
             metadata=metadata,
         )
         raise Failure(
-            description=f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}",
+            description=shown(
+                f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}"
+            ),
             metadata=metadata,
             allow_retries=False,
         )
     yield AssetMaterialization(
         asset_key=BATCH_RESULTS_ASSET,
         partition=_ensure(context, partition),
-        description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
+        description=shown(f"Results of batch {spec.batch_id} from {spec.source.uri}"),
         metadata=metadata,
     )
     context.log.info(
-        f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
-        f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
-        f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest {result.manifest_uri}"
+        shown(
+            f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
+            f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
+            f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest {result.manifest_uri}"
+        )
     )
     if result.failure or result.failed_chunks:
-        context.log.warning(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
+        context.log.warning(shown(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}"))
     yield Output(result, metadata=metadata)
 
 

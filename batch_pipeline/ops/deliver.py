@@ -8,6 +8,7 @@ from batch_pipeline.core.errors import DeliveryError
 from batch_pipeline.core.models import BatchSpec
 from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.retries import backoff_delay
+from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
@@ -30,7 +31,7 @@ def deliver(
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
         sink = open_sink(store, spec, client)
         if sink is None:
-            context.log.info(f"batch {spec.batch_id}: delivery is off")
+            context.log.info(shown(f"batch {spec.batch_id}: delivery is off"))
             return None
         try:
             summary = deliver_batch(store, ledger.get_ledger(), spec, sink)
@@ -39,20 +40,24 @@ def deliver(
                 raise
             if context.retry_number >= spec.retry.max_retries:
                 raise Failure(
-                    description=f"batch {spec.batch_id}: delivery still failing after "
-                    f"{context.retry_number + 1} attempt(s): {exc}; run the batch again to "
-                    "deliver the rest (nothing accepted is sent twice)",
+                    description=shown(
+                        f"batch {spec.batch_id}: delivery still failing after "
+                        f"{context.retry_number + 1} attempt(s): {exc}; run the batch again to "
+                        "deliver the rest (nothing accepted is sent twice)"
+                    ),
                     allow_retries=False,
                 ) from exc
             delay = backoff_delay(context.retry_number, spec.retry)
             if isinstance(exc, CircuitOpenError):  # retrying into an open circuit is pointless
                 delay = max(delay, exc.retry_in)
-            context.log.warning(f"delivery failed ({exc}); retrying in {delay:.1f}s")
+            context.log.warning(shown(f"delivery failed ({exc}); retrying in {delay:.1f}s"))
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
     context.log.info(
-        f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
-        f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
-        "chunk(s) delivered before)"
+        shown(
+            f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
+            f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
+            "chunk(s) delivered before)"
+        )
     )
     context.add_output_metadata(
         {

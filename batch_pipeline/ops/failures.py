@@ -17,6 +17,7 @@ from typing import Any
 from dagster import Backoff, Failure, Jitter, RetryPolicy, RetryRequested
 
 from batch_pipeline.core.errors import BatchPipelineError, RetryableChunkError, classify
+from batch_pipeline.core.text import shown
 
 RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=2.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.FULL
@@ -37,10 +38,11 @@ def core_failures(what: str = "", max_retries: int | None = None) -> Iterator[No
         info = classify(exc)
         if isinstance(exc, BatchPipelineError):
             text = str(exc)
+            exc.args = (shown(text),)  # its message shows again as the Failure's cause
         else:
             text = f"{what + ': ' if what else ''}{type(exc).__name__}: {exc}"
         raise Failure(
-            description=text,
+            description=shown(text),  # a file name's newline must not start a log line
             metadata={
                 "error": type(exc).__name__,
                 "category": info.category,

@@ -6,6 +6,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 from batch_pipeline.config import BatchConfig, RedriveConfig
 from batch_pipeline.core.batch import prepare_batch, prepare_redrive
 from batch_pipeline.core.models import BatchSpec
+from batch_pipeline.core.text import shown
 from batch_pipeline.core.tuning import (
     STEP_OVERHEAD_SECONDS,
     TuningSettings,
@@ -42,14 +43,18 @@ def initialize(
             spec, decision = tune_batch(ledger.get_ledger(), spec, settings)
     if decision is not None:
         context.log.info(
-            f"batch {spec.batch_id}: chunk_records {decision.chunk_records:,} "
-            f"({'cold start' if decision.cold_start else 'from history'}): {decision.reason}"
+            shown(
+                f"batch {spec.batch_id}: chunk_records {decision.chunk_records:,} "
+                f"({'cold start' if decision.cold_start else 'from history'}): {decision.reason}"
+            )
         )
         context.add_output_metadata(decision.to_metadata())
     elif config.chunking.auto:
         context.log.info(
-            f"batch {spec.batch_id}: ran before, keeps chunk_records "
-            f"{spec.chunking.chunk_records:,}"
+            shown(
+                f"batch {spec.batch_id}: ran before, keeps chunk_records "
+                f"{spec.chunking.chunk_records:,}"
+            )
         )
     _report(context, spec)
     return spec
@@ -94,8 +99,10 @@ def load_batch(
 def _report(context: OpExecutionContext, spec: BatchSpec) -> None:
     source = spec.source
     context.log.info(
-        f"batch {spec.batch_id} ({spec.mode}): {source.format} source {source.uri} "
-        f"({source.info.size:,} bytes, fingerprint {source.info.fingerprint})"
+        shown(
+            f"batch {spec.batch_id} ({spec.mode}): {source.format} source {source.uri} "
+            f"({source.info.size:,} bytes, fingerprint {source.info.fingerprint})"
+        )
     )
     context.add_output_metadata(
         {

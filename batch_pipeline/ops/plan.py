@@ -5,6 +5,7 @@ from dagster import DynamicOut, DynamicOutput, OpExecutionContext, op
 from batch_pipeline.core.models import BatchSpec, Chunk
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.resume import select_chunks
+from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
 
@@ -26,7 +27,7 @@ def plan_chunks(
     with core_failures(f"planning {spec.source.uri} failed"):
         plan = plan_or_reuse(store, spec)
         todo, why = select_chunks(ledger.get_ledger(), store, spec, plan, context.run_id)
-    context.log.info(f"batch {spec.batch_id}: {plan.reason}; {why}")
+    context.log.info(shown(f"batch {spec.batch_id}: {plan.reason}; {why}"))
     for chunk in todo:
         yield DynamicOutput(
             chunk,

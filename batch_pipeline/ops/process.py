@@ -2,6 +2,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.core.execution import attempt_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
+from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
@@ -35,8 +36,10 @@ def process_chunk(
     progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
     if summary.status != "succeeded":
         context.log.error(
-            f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} attempt(s): "
-            f"{summary.error}; dead letter at {summary.dead_letter}"
+            shown(
+                f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} attempt(s): "
+                f"{summary.error}; dead letter at {summary.dead_letter}"
+            )
         )
         context.add_output_metadata(
             {
@@ -50,11 +53,13 @@ def process_chunk(
         return summary
     rate = summary.records_in / summary.seconds if summary.seconds else 0.0
     context.log.info(
-        f"{chunk.describe()}: {summary.records_in:,} in, {summary.records_out:,} out, "
-        f"{summary.records_rejected:,} rejected in {summary.seconds:.2f}s "
-        f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB); batch "
-        f"{progress['percent_complete']}% ({progress['chunks_succeeded']} of "
-        f"{progress['chunks_total']} chunks)"
+        shown(
+            f"{chunk.describe()}: {summary.records_in:,} in, {summary.records_out:,} out, "
+            f"{summary.records_rejected:,} rejected in {summary.seconds:.2f}s "
+            f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB); batch "
+            f"{progress['percent_complete']}% ({progress['chunks_succeeded']} of "
+            f"{progress['chunks_total']} chunks)"
+        )
     )
     context.add_output_metadata({**chunk_metadata(summary), **progress})
     return summary

@@ -48,6 +48,7 @@ from batch_pipeline.core.alerts import (
     send_alert,
 )
 from batch_pipeline.core.ledger import ChunkState, Ledger
+from batch_pipeline.core.text import shown
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.failures import step_error_text
 from batch_pipeline.resources import LedgerResource
@@ -146,7 +147,7 @@ def batch_run_failure_alert(context: RunFailureSensorContext, ledger: LedgerReso
         source=source if isinstance(source, str) else None,
         note=note,
     )
-    context.log.info(f"run {run.run_id} failed; batch id {batch_id} (from {found_in})")
+    context.log.info(shown(f"run {run.run_id} failed; batch id {batch_id} (from {found_in})"))
     try:
         send_alert(alert, alert_webhook_url(), context.log)
     except AlertDeliveryError as exc:
@@ -240,14 +241,16 @@ def batch_dead_letter_alert(
                 "dead-letters BATCH_ID)"
             )
         return SensorResult(
-            skip_reason=SkipReason(reason), cursor=encode_cursor(newest, started_at)
+            skip_reason=SkipReason(shown(reason)), cursor=encode_cursor(newest, started_at)
         )
 
     after, started_at = decode_cursor(context.cursor)
     letters = book.dead_letters_since(after, DEAD_LETTER_PAGE)
     if not letters:
         return SensorResult(
-            skip_reason=SkipReason(f"no new dead letters since {_describe(after, started_at)}"),
+            skip_reason=SkipReason(
+                shown(f"no new dead letters since {_describe(after, started_at)}")
+            ),
             cursor=context.cursor,
         )
 
@@ -264,14 +267,18 @@ def batch_dead_letter_alert(
             first_unsent = indices[0]  # > 0: an earlier batch's first dead letter comes before
             kept = _position(letters[first_unsent - 1])
             context.log.error(
-                f"alerted batch(es) {', '.join(sent)}, then: {exc}. The cursor stops before "
-                f"batch {batch_id}'s dead letters; the next tick sends the rest."
+                shown(
+                    f"alerted batch(es) {', '.join(sent)}, then: {exc}. The cursor stops before "
+                    f"batch {batch_id}'s dead letters; the next tick sends the rest."
+                )
             )
             return SensorResult(
                 skip_reason=SkipReason(
-                    f"sent {len(sent)} alert(s) (batch {', '.join(sent)}), then FAILED: {exc}; "
-                    f"the dead letters from batch {batch_id}'s first new one on are read again "
-                    "at the next tick"
+                    shown(
+                        f"sent {len(sent)} alert(s) (batch {', '.join(sent)}), then FAILED: {exc}; "
+                        f"the dead letters from batch {batch_id}'s first new one on are read again "
+                        "at the next tick"
+                    )
                 ),
                 cursor=encode_cursor(kept, started_at),
             )
@@ -279,8 +286,10 @@ def batch_dead_letter_alert(
     more = " (more are waiting: next tick)" if len(letters) == DEAD_LETTER_PAGE else ""
     return SensorResult(
         skip_reason=SkipReason(
-            f"alerted {len(letters)} new dead letter(s) in {len(sent)} batch(es): "
-            f"{', '.join(sent)}{more}"
+            shown(
+                f"alerted {len(letters)} new dead letter(s) in {len(sent)} batch(es): "
+                f"{', '.join(sent)}{more}"
+            )
         ),
         cursor=encode_cursor(_position(letters[-1]), started_at),
     )

@@ -36,6 +36,7 @@ from batch_pipeline.core.discovery import (
 from batch_pipeline.core.errors import ConfigError
 from batch_pipeline.core.filesets import FileGroup
 from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.text import shown
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.partitions import SOURCE_FILES, partition_key
 from batch_pipeline.resources import StorageResource
@@ -132,7 +133,7 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
     ) -> SensorResult | SkipReason:
         missing = missing_folder(settings)
         if missing:
-            return SkipReason(missing)
+            return SkipReason(shown(missing))
         cursor = UploadCursor.from_json(context.cursor)
         since = None
         if cursor.watermark is not None:  # S3: list only what could still be new (1 s margin)
@@ -149,16 +150,18 @@ def build_upload_sensor(settings: WatchSettings | None = None) -> SensorDefiniti
             if since is not None and settings.is_s3 and not objects:
                 stamp = datetime.fromtimestamp(since, tz=UTC).isoformat(timespec="seconds")
                 return SkipReason(
-                    f"no record files under {settings.watch_uri} modified since {stamp}"
+                    shown(f"no record files under {settings.watch_uri} modified since {stamp}")
                 )
-            return SkipReason(selection.skip_reason(settings.watch_uri))
+            return SkipReason(shown(selection.skip_reason(settings.watch_uri)))
         base = settings.base_run_config()
         check_run_config(base, selection.requested[0].uri)
         requests = [run_request(o, base, "sensor") for o in selection.requested]
         context.log.info(
-            f"{len(requests)} run(s) for new or changed objects under {settings.watch_uri}; "
-            f"{selection.over_cap} more over the cap of {settings.max_runs_per_tick} wait for "
-            f"the next tick; {selection.settling} still settling"
+            shown(
+                f"{len(requests)} run(s) for new or changed objects under {settings.watch_uri}; "
+                f"{selection.over_cap} more over the cap of {settings.max_runs_per_tick} wait for "
+                f"the next tick; {selection.settling} still settling"
+            )
         )
         keys = list(dict.fromkeys(partition_key(o.uri) for o in selection.requested))
         return SensorResult(

@@ -1,0 +1,99 @@
+"""A file name with a newline (or ESC, CR) cannot forge a line in the Dagster log or the CLI's
+output: every name that reaches a log line, a Failure's description or a print is escaped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, execute_job, reconstructable
+
+from batch_pipeline.cli import main
+from batch_pipeline.core.text import quoted, shown
+from batch_pipeline.definitions import get_batch_job
+
+EVIL = "evil\nERROR forged line"
+
+
+def test_shown_escapes_control_characters_only() -> None:
+    assert shown("a\nb\rc\td") == "a\\nb\\rc\\td"
+    assert shown("esc\x1b[31mred\x00\x7f\x85") == "esc\\x1b[31mred\\x00\\x7f\\x85"
+    assert shown("line\u2028sep") == "line\\u2028sep"
+    assert shown("naïve café 漢字 🚀 'quotes' \\ back") == "naïve café 漢字 🚀 'quotes' \\ back"
+    assert quoted("x\ny") == "'x\\ny'"
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.local_temp(
+        str(tmp_path / "home"), overrides={"telemetry": {"enabled": False}}
+    ) as instance:
+        yield instance
+
+
+def event_messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    records = instance.get_records_for_run(run_id, limit=10_000).records
+    return [r.event_log_entry.user_message or "" for r in records] + [
+        r.event_log_entry.message or "" for r in records
+    ]
+
+
+def forged(messages: list[str]) -> list[str]:
+    return [m for m in messages if "\nERROR forged line" in m or "\x1b" in m]
+
+
+def test_a_newline_in_a_file_name_forges_no_log_line(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    source = tmp_path / f"{EVIL}.csv"
+    source.write_text("id,name\n1,a\n2,b\n3,c\n")
+    config = {"source": str(source), "output": str(tmp_path / "out"), "chunking": {
+        "chunk_records": 2}}  # fmt: skip
+    with execute_job(
+        reconstructable(get_batch_job),
+        instance=instance,
+        run_config={"ops": {"initialize": {"config": config}}},
+    ) as result:
+        assert result.success
+        run_id = result.run_id
+    messages = event_messages(instance, run_id)
+    assert any("evil\\nERROR forged line.csv" in m for m in messages)  # shown, escaped
+    assert forged(messages) == []
+
+
+def test_a_failure_naming_the_file_forges_no_log_line(
+    tmp_path: Path, instance: DagsterInstance
+) -> None:
+    source = tmp_path / f"{EVIL}\x1b[2J.csv"
+    source.write_text("")  # empty: initialize fails, naming the file
+    config = {"source": str(source), "output": str(tmp_path / "out")}
+    with execute_job(
+        reconstructable(get_batch_job),
+        instance=instance,
+        run_config={"ops": {"initialize": {"config": config}}},
+        raise_on_error=False,
+    ) as result:
+        assert not result.success
+        run_id = result.run_id
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert "evil\\nERROR forged line\\x1b[2J.csv is empty" in (
+            failure.step_failure_data.error.message
+        )
+    assert forged(event_messages(instance, run_id)) == []
+
+
+def test_the_cli_shows_the_name_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / f"{EVIL}.csv"
+    source.write_text("id,name\n1,a\n")
+    code = main(["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "evil-1"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert "\nERROR forged line" not in out.out + out.err
+
+    code = main(["status", "evil-1"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert "evil\\nERROR forged line.csv" in out.out
+    assert "\nERROR forged line" not in out.out + out.err
