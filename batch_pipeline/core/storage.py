@@ -4,7 +4,8 @@ Reads, range reads and Parquet I/O go through ``pyarrow.fs`` (``LocalFileSystem`
 ``S3FileSystem``); the one thing pyarrow does not expose, an S3 object's ETag, comes from boto3.
 S3 is reached through the standard credential chain; the endpoint comes from
 ``S3Settings.endpoint_url`` or, when that is unset, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``,
-read when the storage is built (never at import).
+read when the storage is built (never at import); the region from ``resolve_region``, which
+every AWS client of the project uses.
 """
 
 from __future__ import annotations
@@ -55,12 +56,24 @@ class S3Settings:
         )
 
     def resolved_region(self) -> str:
-        return (
-            self.region_name
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1"
-        )
+        return resolve_region(self.region_name)
+
+
+def resolve_region(explicit: str | None = None, profile_name: str | None = None) -> str:
+    """The AWS region of every client this project makes (S3 through pyarrow and boto3, SQS):
+    ``explicit``, else ``AWS_REGION`` (what the AWS CLI and the other SDKs read; botocore
+    does not), else ``AWS_DEFAULT_REGION``, else the region of the profile in the AWS config
+    file, else us-east-1."""
+    found = explicit or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if found:
+        return found
+    try:
+        import botocore.session
+
+        found = botocore.session.Session(profile=profile_name).get_config_variable("region")
+    except Exception:  # an unreadable config file or a missing profile: the SDK says so later
+        found = None
+    return found or "us-east-1"
 
 
 def is_s3(uri: str) -> bool:

@@ -5,6 +5,8 @@ from typing import Any
 import boto3
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 
+from batch_pipeline.core.storage import resolve_region
+
 
 class SQSResource(ResourceWithBoto3Configuration):
     """Gives access to Amazon SQS: ``get_client()`` returns a boto3 SQS client.
@@ -12,7 +14,8 @@ class SQSResource(ResourceWithBoto3Configuration):
     Settings are those of every dagster-aws boto3 resource (``region_name``, ``endpoint_url``,
     ``max_attempts``, ``profile_name``, ``use_ssl``, ``verify`` and explicit credentials); unset,
     boto3 resolves them itself (``AWS_ENDPOINT_URL_SQS``/``AWS_ENDPOINT_URL``, the credential
-    chain).
+    chain), except the region, which comes from ``core.storage.resolve_region`` as for S3
+    (``AWS_REGION``, then ``AWS_DEFAULT_REGION``, the profile's, us-east-1).
 
     Example:
         .. code-block:: python
@@ -36,7 +39,7 @@ class SQSResource(ResourceWithBoto3Configuration):
         session = boto3.session.Session(profile_name=self.profile_name)
         return session.client(
             "sqs",
-            region_name=self.region_name,
+            region_name=resolve_region(self.region_name, self.profile_name),
             endpoint_url=self.endpoint_url,
             use_ssl=self.use_ssl,
             verify=self.verify,
