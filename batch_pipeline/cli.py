@@ -355,14 +355,16 @@ def _output(result: Any, node: str) -> Any:
         return None
 
 
-def _manifest(spec: Any) -> dict[str, Any]:
-    """The manifest aggregate wrote, when it failed the run (its totals are still there)."""
+def _manifest(spec: Any, run_id: str) -> dict[str, Any]:
+    """The manifest aggregate wrote in this run when it failed the run (its totals are still
+    there); nothing when the manifest is another run's (this run failed before aggregating)."""
     from batch_pipeline.core.storage import Storage
 
     try:
-        return json.loads(Storage().read_bytes(spec.manifest_uri))
+        manifest = json.loads(Storage().read_bytes(spec.manifest_uri))
     except Exception:
         return {}
+    return manifest if manifest.get("run_id") == run_id else {}
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -372,7 +374,7 @@ def _summary(result: Any) -> dict[str, Any]:
     if batch is not None:
         totals: dict[str, Any] = batch.to_dict()
     else:
-        manifest = _manifest(spec) if spec else {}
+        manifest = _manifest(spec, result.run_id) if spec else {}
         totals = {
             **manifest.get("totals", {}),
             "status": manifest.get("status"),

@@ -228,3 +228,28 @@ def test_multiprocess_executor_option_runs_steps_in_subprocesses(tmp_path, capsy
     )  # fmt: skip
     assert code == 0, summary
     assert summary["chunks"] == 3 and summary["records_out"] == 30
+
+
+def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
+    """The second run of a batch, with another packing once messages went out, is refused while
+    planning: its summary shows no totals and no batch status, though the first run's manifest
+    is still there."""
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(30)))
+    args = [str(source), "--output", str(tmp_path / "out"), "--batch-id", "twice"]
+    code, first = run_cli(capsys, *args, "--chunk-records", "10")
+    assert code == 0 and first["records_in"] == 30
+    assert Path(first["manifest"]).exists()
+
+    code = main(["run", *args, "--chunk-records", "10", "--records-per-message", "7", "--json"])
+    out = capsys.readouterr().out
+    second = last_json(out)
+    assert code == 1
+    assert second["status"] == "FAILURE" and "plan_chunks" in second["error"]
+    assert second["batch_status"] is None
+    for key in ("records_in", "records_out", "records_rejected", "chunks", "manifest"):
+        assert second[key] is None, key
+    assert second["failed_chunks"] == [] and second["rejection_reasons"] == {}
+    text = out.splitlines()
+    assert text[0].startswith("batch twice: FAILURE in ")  # not "FAILURE (succeeded)"
+    assert not any("records:" in line or "manifest:" in line for line in text[:-1])
