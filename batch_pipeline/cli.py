@@ -175,7 +175,9 @@ def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
         execution: dict[str, Any] = {"multiprocess": {"max_concurrent": args.max_concurrent}}
     else:
         execution = {"in_process": {}}
-    level = "INFO" if args.verbose else "WARNING"
+    # Dagster's console logger prints a step failure at ERROR with its whole stack trace: the
+    # summary carries the error, so below --verbose only CRITICAL (nothing of ours) shows.
+    level = "INFO" if args.verbose else "CRITICAL"
     config: dict[str, Any] = {
         "execution": {"config": execution},
         "loggers": {"console": {"config": {"log_level": level}}},
@@ -435,14 +437,101 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, default=str))
 
 
+def safe_ledger_url(url: str) -> str:
+    """A ledger URL without its password, for messages."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(a URL SQLAlchemy cannot parse)"
+
+
+def open_ledger_checked(url: str | None) -> Any:
+    """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
+    (its URL without the password) could not be opened and why."""
+    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.ledger import default_ledger_url, open_ledger
+
+    resolved = url or default_ledger_url()
+    try:
+        return open_ledger(resolved)
+    except Exception as exc:
+        safe = safe_ledger_url(resolved)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = reason.replace(resolved, safe)
+        raise ConfigError(
+            f"the ledger at {safe} cannot be opened: {type(exc).__name__}: {reason} (set "
+            "--ledger or BATCH_PIPELINE_LEDGER_URL)"
+        ) from exc
+
+
+def check_output(output: str, spec_output: str) -> None:
+    """The batch's output folder can be made and written: its nearest existing parent is a
+    writable folder. Skipped for s3:// (a write would be the only real check)."""
+    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.storage import is_s3, normalize_uri
+
+    if is_s3(spec_output):
+        return
+    path = normalize_uri(spec_output)
+    nearest = path
+    while not os.path.exists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        raise ConfigError(
+            f"--output {output}: results cannot be written there: {nearest} is a file, not a "
+            "folder; choose another --output"
+        )
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output {output}: {nearest} is not writable (permission denied); choose another "
+            "--output or fix the folder's permissions"
+        )
+
+
+def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+    """What ``initialize`` would refuse, found before Dagster starts (seconds, and a hundred
+    lines of stack trace, earlier): the source (exists, readable, format, delimiter, columns),
+    the processor and its options, the batch id, the output folder and the ledger. Returns the
+    BatchSpec; raises a BatchPipelineError naming the file, the setting and the fix."""
+    from batch_pipeline.core.batch import prepare_batch, prepare_kwargs
+    from batch_pipeline.core.storage import Storage
+
+    spec = prepare_batch(Storage(), **prepare_kwargs(config))
+    check_output(args.output, spec.output)
+    open_ledger_checked(args.ledger)
+    return spec
+
+
 def run_command(args: argparse.Namespace) -> int:
+    run_config = run_config_from_args(args)
+    check_run(args, run_config["ops"]["initialize"]["config"])
     from batch_pipeline.definitions import get_batch_job
 
-    return execute(get_batch_job, run_config_from_args(args), args.json)
+    return execute(get_batch_job, run_config, args.json)
 
 
 def redrive_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
+
     check_batch_id(args.batch_id)
+    ledger = open_ledger_checked(args.ledger)
+    batch = ledger.batch(args.batch_id)
+    if batch is None:
+        raise ConfigError(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
+    states = ledger.chunk_states(args.batch_id)
+    failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
+    progress = ledger.progress(args.batch_id)
+    finished = batch.status in ("succeeded", "completed_forced")
+    if not failed and finished and progress.messages_sent >= progress.messages:
+        echo(
+            f"batch {args.batch_id}: nothing to redrive: no chunk failed or was dead-lettered "
+            f"({batch.status}, {progress.succeeded} of {progress.total} chunk(s) succeeded, "
+            f"{progress.messages_sent} of {progress.messages} message(s) sent)"
+        )
+        return 0
     from batch_pipeline.definitions import get_redrive_job
 
     run_config = {
@@ -669,7 +758,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except BatchPipelineError as exc:
-        return user_error(exc, getattr(args, "verbose", False))
+        code = user_error(exc, getattr(args, "verbose", False))
+        if getattr(args, "json", False):  # the last line of stdout stays one JSON object
+            print(json.dumps({"batch_id": None, "run_id": None, "status": "ERROR",
+                              "error": shown(exc)}))  # fmt: skip
+        return code
 
 
 if __name__ == "__main__":

@@ -9,14 +9,7 @@ from typing import Any, Literal
 from dagster import Config
 from pydantic import Field
 
-from batch_pipeline.core.models import (
-    ChunkingSettings,
-    CsvOptions,
-    DeliverySettings,
-    FailureSettings,
-    RetrySettings,
-)
-from batch_pipeline.core.storage import normalize_uri
+from batch_pipeline.core.batch import prepare_kwargs
 
 
 class CsvConfig(Config):
@@ -193,44 +186,8 @@ class BatchConfig(Config):
     snapshot_id: str | None = Field(default=None, description="Snapshot the batch belongs to.")
 
     def prepare_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``core.batch.prepare_batch``."""
-        return {
-            "source": self.source,
-            "members": tuple(self.members) if self.members else None,
-            "format": self.format,
-            "compression": self.compression,
-            "csv": CsvOptions(
-                delimiter=self.csv.delimiter,
-                quote_char=self.csv.quote_char or None,
-                has_header=self.csv.has_header,
-                column_names=tuple(self.csv.column_names) if self.csv.column_names else None,
-            ),
-            "json_records_path": self.json_records_path,
-            "excel_sheets": tuple(self.excel_sheets) if self.excel_sheets else None,
-            "processor": self.processor,
-            "processor_options": self.processor_options,
-            "processor_modules": tuple(self.processor_modules),
-            "chunking": ChunkingSettings(**self.chunking.model_dump(exclude={"auto"})),
-            "output": self.output,
-            "delivery": DeliverySettings(**self.delivery.model_dump()),
-            "retry": RetrySettings(**self.retry.model_dump()),
-            "failures": FailureSettings(**self.failures.model_dump()),
-            "force": self.force,
-            "batch_id": self.batch_id,
-            "ids": {
-                "customer_id": self.customer_id,
-                "tenant_id": self.tenant_id,
-                "deployment": self.deployment,
-                "snapshot_id": self.snapshot_id,
-            },
-            # Kept in the ledger for redrive: paths made absolute, so that a redrive from another
-            # working directory finds the same source and output.
-            "config": {
-                **self.model_dump(),
-                "source": normalize_uri(self.source),
-                "output": normalize_uri(self.output),
-            },
-        }
+        """Keyword arguments of ``core.batch.prepare_batch`` (``core.batch.prepare_kwargs``)."""
+        return prepare_kwargs(self.model_dump())
 
 
 class RedriveConfig(Config):

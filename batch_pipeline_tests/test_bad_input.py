@@ -1,7 +1,8 @@
 """Bad input at job level, one scenario each, through the CLI as a user runs it (in this process).
 
 Each one ends either in a clear error that names the file (and the line or chunk where that is
-known), or in a completed run whose bad records are rejected one by one with a reason and their
+known), refused before the run (exit code 2) when inspecting the source finds it, or in a
+completed run whose bad records are rejected one by one with a reason and their
 line, with records in = records out + records rejected. Never a bare traceback as the only
 message. The last tests change the source under a running batch (deleted, replaced) and
 force-complete the batch that this leaves failed.
@@ -50,6 +51,16 @@ def assert_clear_failure(code: int, summary: dict[str, Any], out: str, *expected
     assert "Error occurred while executing op" not in summary["error"]
 
 
+def assert_refused(code: int, summary: dict[str, Any], out: str, *expected: str) -> None:
+    """Refused before the run started (the CLI checks what initialize would): exit code 2, a
+    message naming what is expected, no run."""
+    assert code == 2, out
+    assert summary["status"] == "ERROR" and summary["run_id"] is None
+    for text in expected:
+        assert text in summary["error"], summary["error"]
+    assert "Traceback" not in out
+
+
 def assert_conserved(summary: dict[str, Any], records_in: int, rejected: int) -> None:
     assert summary["status"] == "SUCCESS", summary
     assert summary["records_in"] == records_in
@@ -86,7 +97,8 @@ def test_truncated_gzip(size: str, tmp_path: Path, capsys: pytest.CaptureFixture
     source = tmp_path / f"cut-{size}.csv.gz"
     source.write_bytes(data[: len(data) // 2])
     code, summary, out = run(capsys, source, tmp_path)
-    assert_clear_failure(code, summary, out, str(source), "runcated")
+    check = assert_refused if size == "small" else assert_clear_failure
+    check(code, summary, out, str(source), "runcated")
 
 
 # Wrong layout ----------------------------------------------------------------------------------
@@ -96,7 +108,7 @@ def test_wrong_delimiter_in_the_header(tmp_path: Path, capsys: pytest.CaptureFix
     source = tmp_path / "semicolons.csv"
     source.write_text("id;name;email\n" + "".join(f"{i};n{i};a{i}@x.org\n" for i in range(30)))
     code, summary, out = run(capsys, source, tmp_path)
-    assert_clear_failure(code, summary, out, str(source), "set csv.delimiter to ';'")
+    assert_refused(code, summary, out, str(source), "set csv.delimiter to ';'")
 
 
 def test_wrong_delimiter_in_some_records(
@@ -125,7 +137,7 @@ def test_missing_required_column(tmp_path: Path, capsys: pytest.CaptureFixture[s
         capsys, source, tmp_path, "--processor", "validate",
         "--processor-options", json.dumps(schema),
     )  # fmt: skip
-    assert_clear_failure(code, summary, out, str(source), "required column 'email' is missing")
+    assert_refused(code, summary, out, str(source), "required column 'email' is missing")
 
 
 # Bad records -----------------------------------------------------------------------------------
@@ -184,7 +196,7 @@ def test_empty_file(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str
     source = tmp_path / name
     source.write_bytes(b"")
     code, summary, out = run(capsys, source, tmp_path)
-    assert_clear_failure(code, summary, out, f"{source} is empty (0 bytes)")
+    assert_refused(code, summary, out, f"{source} is empty (0 bytes)")
 
 
 def test_header_only_csv_completes_with_zero_records(

@@ -56,9 +56,9 @@ def test_cli_run_refuses_an_unsafe_batch_id(
     output = tmp_path / "work" / "out"
     code = main(["run", str(source), "--output", str(output), "--batch-id", batch_id])
     captured = capsys.readouterr()
-    assert code != 0
-    assert "batch_id" in captured.out + captured.err
-    assert "is not allowed: use 1-128 characters" in captured.out + captured.err
+    assert code == 2  # refused before the run
+    assert captured.err.startswith("error: batch_id ")
+    assert "is not allowed: use 1-128 characters" in captured.err
     assert outside_output(tmp_path, output) == set()
     assert not output.exists() or files_under(output) == set()
 

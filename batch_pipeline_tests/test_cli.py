@@ -165,8 +165,8 @@ def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatc
 
 def test_run_failure_exits_non_zero_with_the_reason(tmp_path, capsys):
     code, summary = run_cli(capsys, str(tmp_path / "missing.csv"))
-    assert code == 1
-    assert summary["status"] == "FAILURE"
+    assert code == 2  # refused before the run: the file is not there
+    assert summary["status"] == "ERROR"
     assert "missing.csv does not exist" in summary["error"]
 
 

@@ -97,3 +97,9 @@ def test_the_cli_shows_the_name_escaped(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0
     assert "evil\\nERROR forged line.csv" in out.out
     assert "\nERROR forged line" not in out.out + out.err
+
+    missing = tmp_path / f"{EVIL}-missing.csv"
+    code = main(["run", str(missing), "--output", str(tmp_path / "out")])
+    out = capsys.readouterr()
+    assert code == 2
+    assert out.err == f"error: {tmp_path}/evil\\nERROR forged line-missing.csv does not exist\n"

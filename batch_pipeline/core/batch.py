@@ -10,6 +10,7 @@ sleep in place).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -125,6 +126,47 @@ def prepare_batch(
         processor_modules=tuple(processor_modules),
         mode="force" if force else "run",
     )
+
+
+def prepare_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``prepare_batch`` for a ``batch_job`` run config (what
+    ``ops.initialize.config`` holds: the shape of ``config.BatchConfig``, whose
+    ``prepare_kwargs`` calls this). Declared once, Dagster-free, so that the CLI checks a run
+    exactly as ``initialize`` will, before Dagster starts. Missing keys take
+    ``prepare_batch``'s and the settings' defaults."""
+    csv = dict(config.get("csv") or {})
+    names = csv.get("column_names")
+    chunking = {k: v for k, v in (config.get("chunking") or {}).items() if k != "auto"}
+    ids = ("customer_id", "tenant_id", "deployment", "snapshot_id")
+    source, output = config["source"], config.get("output", "output")
+    return {
+        "source": source,
+        "members": tuple(config["members"]) if config.get("members") else None,
+        "format": config.get("format", "auto"),
+        "compression": config.get("compression", "auto"),
+        "csv": CsvOptions(
+            delimiter=csv.get("delimiter", ","),
+            quote_char=csv.get("quote_char", '"') or None,
+            has_header=csv.get("has_header", True),
+            column_names=tuple(names) if names else None,
+        ),
+        "json_records_path": config.get("json_records_path", "item"),
+        "excel_sheets": tuple(config["excel_sheets"]) if config.get("excel_sheets") else None,
+        "processor": config.get("processor", "passthrough"),
+        "processor_options": dict(config.get("processor_options") or {}),
+        "processor_modules": tuple(config.get("processor_modules") or ()),
+        "chunking": ChunkingSettings(**chunking),
+        "output": output,
+        "delivery": DeliverySettings(**(config.get("delivery") or {})),
+        "retry": RetrySettings(**(config.get("retry") or {})),
+        "failures": FailureSettings(**(config.get("failures") or {})),
+        "force": bool(config.get("force", False)),
+        "batch_id": config.get("batch_id"),
+        "ids": {name: config.get(name) for name in ids},
+        # Kept in the ledger for redrive: paths made absolute, so that a redrive from another
+        # working directory finds the same source and output.
+        "config": {**config, "source": normalize_uri(source), "output": normalize_uri(output)},
+    }
 
 
 def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: Any) -> BatchSpec:

@@ -96,5 +96,19 @@ def get_processor(
     try:
         parsed = cls.Options.model_validate(options or {})
     except ValidationError as exc:
-        raise ConfigError(f"Invalid options for processor {name!r}: {exc}") from exc
+        raise ConfigError(f"Invalid options for processor {name!r}: {_one_line(exc)}") from exc
     return cls(parsed)
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``columns.age.type: Input should be ... (got 'integer')``
+    for each, the setting first."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "options"
+        text = f"{where}: {error['msg']}"
+        value = error.get("input")
+        if isinstance(value, str | int | float | bool) and error["type"] != "missing":
+            text += f" (got {value!r})"
+        parts.append(text)
+    return "; ".join(parts)

@@ -1,0 +1,190 @@
+"""A user's mistake gets one clear message before Dagster starts: ``error: ...`` naming the
+file, the setting and the fix, exit code 2, no traceback (unless ``--verbose``), and no Dagster
+run. Failures inside a run print the summary's error, not Dagster's stack traces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from batch_pipeline.cli import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Dagster instance of the test's own, as DAGSTER_HOME."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def runs_in(home: Path) -> int:
+    with DagsterInstance.from_config(str(home)) as instance:
+        return len(instance.get_runs())
+
+
+@pytest.fixture
+def leads(tmp_path: Path) -> Path:
+    path = tmp_path / "leads.csv"
+    path.write_text("id,email,age\n1,a@x.org,31\n2,b@x.org,42\n")
+    return path
+
+
+def refused(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> str:
+    """Run ``batch-pipeline ARGS``; assert the refusal's shape; return its message."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= 3, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    assert runs_in(home) == 0
+    return err
+
+
+def test_a_typo_in_the_processor_name(leads: Path, home: Path, capsys) -> None:
+    err = refused(capsys, home, "run", str(leads), "--processor", "validat")
+    assert "Unknown processor 'validat': available are passthrough, validate" in err
+
+
+def test_an_unknown_type_in_the_schema(leads: Path, home: Path, capsys) -> None:
+    schema = {"columns": {"age": {"type": "integer"}}}
+    err = refused(
+        capsys, home, "run", str(leads), "--processor", "validate",
+        "--processor-options", json.dumps(schema),
+    )  # fmt: skip
+    assert "Invalid options for processor 'validate'" in err
+    assert "columns.age.type" in err and "'int64'" in err
+
+
+def test_a_missing_file(tmp_path: Path, home: Path, capsys) -> None:
+    err = refused(capsys, home, "run", str(tmp_path / "nope.csv"))
+    assert f"{tmp_path / 'nope.csv'} does not exist" in err
+
+
+def test_an_output_folder_that_cannot_be_made(leads: Path, tmp_path: Path, home: Path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    err = refused(capsys, home, "run", str(leads), "--output", str(blocker / "out"))
+    assert f"--output {blocker / 'out'}" in err and f"{blocker} is a file" in err
+
+
+def test_an_unwritable_output_folder(leads: Path, tmp_path: Path, home: Path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: folder permissions do not apply")
+        err = refused(capsys, home, "run", str(leads), "--output", str(locked / "out"))
+        assert f"--output {locked / 'out'}" in err and f"{locked} is not writable" in err
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_wrong_delimiter(tmp_path: Path, home: Path, capsys) -> None:
+    source = tmp_path / "semi.csv"
+    source.write_text("id;name;email\n" + "".join(f"{i};n{i};a{i}@x.org\n" for i in range(5)))
+    err = refused(capsys, home, "run", str(source))
+    assert str(source) in err and "set csv.delimiter to ';'" in err
+
+
+def test_a_missing_required_column(leads: Path, home: Path, capsys) -> None:
+    schema = {"columns": {"phone": {"type": "string", "required": True}}}
+    err = refused(
+        capsys, home, "run", str(leads), "--processor", "validate",
+        "--processor-options", json.dumps(schema),
+    )  # fmt: skip
+    assert str(leads) in err and "required column 'phone' is missing" in err
+
+
+def test_a_ledger_that_does_not_open(leads: Path, home: Path, capsys) -> None:
+    err = refused(
+        capsys, home, "run", str(leads),
+        "--ledger", "postgresql://someone:hunter2@127.0.0.1:1/nothing",
+    )  # fmt: skip
+    assert "the ledger at postgresql://someone:***@127.0.0.1:1/nothing cannot be opened" in err
+    assert "hunter2" not in err
+
+
+def test_json_mode_ends_with_one_json_line_too(tmp_path: Path, home: Path, capsys) -> None:
+    code = main(["run", str(tmp_path / "nope.csv"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "ERROR" and "nope.csv does not exist" in summary["error"]
+    assert err.startswith("error: ")
+
+
+def test_verbose_adds_the_traceback(tmp_path: Path, home: Path, capsys) -> None:
+    code = main(["run", str(tmp_path / "nope.csv"), "--verbose"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_redrive_of_an_unknown_batch_is_refused_before_dagster(home: Path, capsys) -> None:
+    err = refused(capsys, home, "redrive", "no-such-batch")
+    assert "batch no-such-batch is not in the ledger at sqlite:///" in err
+
+
+def test_the_installed_command_refuses_in_a_few_lines(tmp_path: Path) -> None:
+    """The real entry point: one line on stderr, exit 2, and Dagster never imported."""
+    script = Path(sys.executable).parent / "batch-pipeline"
+    probe = (
+        "import sys, runpy; sys.argv = sys.argv[1:];"
+        "code = 0\n"
+        "try:\n runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n code = e.code\n"
+        "print('dagster imported' if 'dagster' in sys.modules else 'no dagster', file=sys.stderr)\n"
+        "sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(script), "run", str(tmp_path / "nope.csv")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: {tmp_path / 'nope.csv'} does not exist",
+        "no dagster",
+    ]
+
+
+def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) -> None:
+    """Refused while planning (other packing after messages went out): the summary says why;
+    Dagster's console logger prints no stack trace without --verbose."""
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(20)))
+    args = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "b2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    code = main([*args, "--records-per-message", "3"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "plan_chunks:" in out
+    assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err
+
+
+def test_redrive_of_a_batch_with_nothing_failed_starts_no_run(
+    leads: Path, tmp_path: Path, home: Path, capsys
+) -> None:
+    run = ["run", str(leads), "--output", str(tmp_path / "out"), "--batch-id", "done-1"]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert runs_in(home) == 1
+    code = main(["redrive", "done-1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("batch done-1: nothing to redrive: no chunk failed or was dead-lettered")
+    assert runs_in(home) == 1  # no redrive run
