@@ -59,7 +59,11 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps at once with --executor multiprocess (default: CPU count)",
     )
-    parser.add_argument("--ledger", help="ledger URL (default: BATCH_PIPELINE_LEDGER_URL, ...)")
+    parser.add_argument(
+        "--ledger",
+        help="ledger URL (default: BATCH_PIPELINE_LEDGER_URL, else SQLite in DAGSTER_HOME); "
+        "handed to the run through the environment, never stored in the run's config",
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     parser.add_argument("--verbose", "-v", action="store_true", help="show Dagster's INFO logs")
 
@@ -178,13 +182,32 @@ def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
     # Dagster's console logger prints a step failure at ERROR with its whole stack trace: the
     # summary carries the error, so below --verbose only CRITICAL (nothing of ours) shows.
     level = "INFO" if args.verbose else "CRITICAL"
-    config: dict[str, Any] = {
+    # No --ledger here: run config is stored in the instance and shown in the UI, and a ledger
+    # URL may hold a password. The run gets it through the environment (ledger_environment).
+    return {
         "execution": {"config": execution},
         "loggers": {"console": {"config": {"log_level": level}}},
     }
-    if args.ledger:
-        config["resources"] = {"ledger": {"config": {"url": args.ledger}}}
-    return config
+
+
+@contextmanager
+def ledger_environment(url: str | None) -> Iterator[None]:
+    """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
+    (steps in subprocesses inherit it); the previous value afterwards."""
+    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+
+    if not url:
+        yield
+        return
+    before = os.environ.get(LEDGER_URL_ENV)
+    os.environ[LEDGER_URL_ENV] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LEDGER_URL_ENV, None)
+        else:
+            os.environ[LEDGER_URL_ENV] = before
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -509,7 +532,8 @@ def run_command(args: argparse.Namespace) -> int:
     check_run(args, run_config["ops"]["initialize"]["config"])
     from batch_pipeline.definitions import get_batch_job
 
-    return execute(get_batch_job, run_config, args.json)
+    with ledger_environment(args.ledger):
+        return execute(get_batch_job, run_config, args.json)
 
 
 def redrive_command(args: argparse.Namespace) -> int:
@@ -538,7 +562,8 @@ def redrive_command(args: argparse.Namespace) -> int:
         "ops": {"load_batch": {"config": {"batch_id": args.batch_id}}},
         **_execution_config(args),
     }
-    return execute(get_redrive_job, run_config, args.json)
+    with ledger_environment(args.ledger):
+        return execute(get_redrive_job, run_config, args.json)
 
 
 def complete_command(args: argparse.Namespace) -> int:

@@ -11,7 +11,10 @@ class LedgerResource(ConfigurableResource):
 
     Unset, ``url`` is ``BATCH_PIPELINE_LEDGER_URL``, else SQLite in ``$DAGSTER_HOME``
     (``batch_ledger.db``), else in ``~/.batch_pipeline``. In production, point it at the
-    Postgres database of the Dagster instance, with the password from the environment.
+    Postgres database of the Dagster instance, with the password from the environment: the
+    whole URL in ``BATCH_PIPELINE_LEDGER_URL`` (or ``url=EnvVar(...)``, which Dagster stores
+    as the variable's name, not its value), or a URL without password and ``PGPASSWORD``
+    (read by psycopg2). Messages show the URL without its password (``Ledger.safe_url``).
 
     Example:
         .. code-block:: python
@@ -27,7 +30,9 @@ class LedgerResource(ConfigurableResource):
 
     url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL: sqlite:////path/ledger.db or postgresql://user:pw@host/db.",
+        description="SQLAlchemy URL: sqlite:////path/ledger.db or postgresql://user@host/db. "
+        "Never put a password here in run config (Dagster stores run config and shows it): "
+        "use EnvVar('BATCH_PIPELINE_LEDGER_URL'), or PGPASSWORD in the environment.",
     )
     db_schema: str | None = Field(
         default=None, description="Postgres schema for the ledger's tables (created if missing)."
