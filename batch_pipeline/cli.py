@@ -423,6 +423,7 @@ def _summary(result: Any) -> dict[str, Any]:
         "failed_chunks": totals.get("failed_chunks", []),
         "delivered_messages": delivered.messages if delivered else None,
         "delivered_to": delivered.target if delivered else None,
+        "warnings": list(spec.warnings) if spec else [],
     }
     if not result.success:
         summary["error"] = _failure_message(result)
@@ -434,6 +435,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if summary["batch_status"]:
         head += f" ({summary['batch_status']})"
     echo(f"{head} in {summary['seconds']}s")
+    for warning in summary["warnings"]:
+        echo(f"  warning: {warning}")
     if summary["records_in"] is not None:
         echo(
             f"  records: {summary['records_in']:,} in = {summary['records_out']:,} out + "

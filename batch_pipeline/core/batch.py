@@ -106,10 +106,12 @@ def prepare_batch(
         )
     # A set's files each have their own columns (a file lacking one gets its records rejected
     # with the reason): only a single file is refused here for a missing column.
+    warnings: list[str] = []
     if spec_source.columns is not None and not spec_source.is_file_set:
         problems = proc.check_columns(spec_source.columns)
         if problems:
             raise ConfigError(f"{spec_source.uri}: " + "; ".join(problems))
+        warnings = [f"{spec_source.uri}: {w}" for w in proc.column_warnings(spec_source.columns)]
     resolved_id = check_batch_id(batch_id or derive_batch_id(spec_source.info))
     return BatchSpec(
         batch_id=resolved_id,
@@ -125,6 +127,7 @@ def prepare_batch(
         failures=failures,
         processor_modules=tuple(processor_modules),
         mode="force" if force else "run",
+        warnings=tuple(warnings),
     )
 
 

@@ -224,6 +224,9 @@ class BatchSpec:
     failures: FailureSettings = field(default_factory=FailureSettings)
     processor_modules: tuple[str, ...] = ()
     mode: Literal["run", "redrive", "force"] = "run"
+    # What initialize found odd without refusing it (a declared column the file lacks): shown
+    # in the log, the manifest, batch_results' metadata and the CLI's summary.
+    warnings: tuple[str, ...] = ()
 
     @property
     def output(self) -> str:

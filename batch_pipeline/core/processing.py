@@ -16,7 +16,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.errors import ProcessorError
+from batch_pipeline.core.errors import ConfigError, ProcessorError
 from batch_pipeline.core.filesets import read_file_set_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.processors import Processor, get_processor
@@ -68,6 +68,8 @@ def run_chunk(
             data = read_chunk(storage, spec.source, chunk)
         try:
             result = processor.process(data.table)
+        except ConfigError as exc:  # the config does not fit this chunk's data: no retry
+            raise ConfigError(f"{chunk.describe()}: {exc}") from exc
         except Exception as exc:
             raise ProcessorError(
                 f"processor {processor.name!r} failed on {chunk.describe()}: {exc}"

@@ -193,6 +193,7 @@ def build_manifest(
             "fingerprint": source.info.fingerprint,
         },
         "processor": {"name": spec.processor, "options": spec.processor_options},
+        "warnings": list(spec.warnings),
         "config": spec.config,
         "plan": plan,
         "totals": {

@@ -97,6 +97,8 @@ def load_batch(
 
 
 def _report(context: OpExecutionContext, spec: BatchSpec) -> None:
+    for warning in spec.warnings:
+        context.log.warning(shown(warning))
     source = spec.source
     context.log.info(
         shown(
@@ -116,5 +118,6 @@ def _report(context: OpExecutionContext, spec: BatchSpec) -> None:
             "columns": MetadataValue.json(list(source.columns or [])),
             "layout": MetadataValue.json(source.layout),
             "output": spec.output,
+            "warnings": MetadataValue.json(list(spec.warnings)),
         }
     )

@@ -128,6 +128,7 @@ def result_metadata(
         "rejection_reasons": MetadataValue.table(reasons, schema=REJECTION_SCHEMA),
         "chunk_timings": chunk_timings(states),
         "failed_chunks": MetadataValue.json(result.failed_chunks),
+        "warnings": MetadataValue.json(list(spec.warnings)),
         "manifest": MetadataValue.path(result.manifest_uri),
         "results": MetadataValue.path(join_uri(spec.output, "valid")),
         "rejected": MetadataValue.path(join_uri(spec.output, "rejected")),

@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from batch_pipeline.core.errors import ConfigError
 
+# Columns the pipeline adds to the records itself (Excel's ``excel.WORKSHEET_COLUMN``, a file
+# set's ``filesets.FILE_COLUMN``): never a column a schema must declare.
+ADDED_COLUMNS = frozenset({"_worksheet", "_file"})
+
 
 class ProcessorOptions(BaseModel):
     """Options of a processor. Unknown keys are an error, so a typo never passes silently."""
@@ -54,7 +58,14 @@ class Processor(ABC):
         self.options = options
 
     def check_columns(self, columns: Sequence[str]) -> list[str]:
-        """Problems with the source's columns, found before any chunk runs (empty: none)."""
+        """Problems with the source's columns, found before any chunk runs (empty: none): the
+        batch is refused."""
+        return []
+
+    def column_warnings(self, columns: Sequence[str]) -> list[str]:
+        """What is odd about the source's columns without being wrong (a declared optional
+        column the file lacks, say): the batch runs, and the warnings reach the log, the
+        manifest and the summary."""
         return []
 
     @abstractmethod

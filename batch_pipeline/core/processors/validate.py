@@ -38,7 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from batch_pipeline.core.processors.base import Processor, ProcessorOptions, ProcessResult, register
+from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.processors.base import (
+    ADDED_COLUMNS,
+    Processor,
+    ProcessorOptions,
+    ProcessResult,
+    register,
+)
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "date"]
 INT_PATTERN = r"^[+-]?[0-9]+$"
@@ -135,7 +142,10 @@ def _number(value: int | float | str) -> Decimal:
 
 class ValidateOptions(ProcessorOptions):
     columns: dict[str, ColumnRule]
-    extra_columns: Literal["keep", "drop"] = "keep"
+    # keep: undeclared columns pass through unchanged; drop: removed from the valid records;
+    # error: a column the schema does not declare refuses the batch (a single file, before any
+    # work) or fails the chunk holding it (a file set's file), naming it.
+    extra_columns: Literal["keep", "drop", "error"] = "keep"
 
 
 @register
@@ -148,13 +158,43 @@ class Validate(Processor):
 
     def check_columns(self, columns: Sequence[str]) -> list[str]:
         present = set(columns)
-        return [
+        problems = [
             f"required column {name!r} is missing (columns: {', '.join(columns)})"
             for name, rule in self.options.columns.items()
             if rule.required and name not in present
         ]
+        extra = self.extra_columns(columns)
+        if extra:
+            problems.append(extra)
+        return problems
+
+    def column_warnings(self, columns: Sequence[str]) -> list[str]:
+        present = set(columns)
+        return [
+            f"column {name!r} is declared but not in the file (columns: {', '.join(columns)})"
+            for name, rule in self.options.columns.items()
+            if not rule.required and name not in present
+        ]
+
+    def extra_columns(self, columns: Sequence[str]) -> str | None:
+        """With ``extra_columns: error``, what is wrong with the columns the schema does not
+        declare (the pipeline's own added columns aside); else None."""
+        if self.options.extra_columns != "error":
+            return None
+        extra = [c for c in columns if c not in self.options.columns and c not in ADDED_COLUMNS]
+        if not extra:
+            return None
+        names = ", ".join(repr(c) for c in extra)
+        head = f"column {names} is" if len(extra) == 1 else f"columns {names} are"
+        return (
+            f"{head} not declared in the schema (extra_columns: error; declared: "
+            f"{', '.join(self.options.columns)})"
+        )
 
     def process(self, table: pa.Table) -> ProcessResult:
+        extra = self.extra_columns(table.column_names)
+        if extra:  # a chunk whose columns the batch's checks could not see (a file set's file)
+            raise ConfigError(extra)
         n = table.num_rows
 
         def check(name: str, rule: ColumnRule) -> tuple[pa.Array, list[tuple[np.ndarray, str]]]:
