@@ -8,6 +8,7 @@ the ledger directly.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -65,6 +66,12 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
         "handed to the run through the environment, never stored in the run's config",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw a bar of chunks done / total on stderr (default: when stderr is a terminal)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="show Dagster's INFO logs")
 
 
@@ -274,66 +281,73 @@ def dagster_instance() -> Iterator[Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def progress_bar() -> Any:
-    """A tqdm bar of chunks on stderr (drawn only when stderr is a terminal)."""
+def progress_bar(file: Any = None, enabled: bool | None = None) -> Any:
+    """A tqdm bar of chunks on ``file`` (default stderr), drawn only when it is a terminal,
+    unless ``enabled`` says otherwise."""
     from tqdm import tqdm
 
-    return tqdm(total=0, unit="chunk", desc="chunks", file=sys.stderr, disable=None)
+    disable = None if enabled is None else not enabled
+    return tqdm(total=0, unit="chunk", desc="chunks", file=file or sys.stderr, disable=disable)
 
 
-class ProgressWatcher(threading.Thread):
-    """Follows the run's event log and draws chunks done / planned as a progress bar."""
+def _draw(bar: Any, progress: Any) -> None:
+    """Move ``bar`` to the ledger's chunks done / total."""
+    if bar.total != progress.total:
+        bar.total = progress.total
+        bar.refresh()
+    bar.update(progress.done - bar.n)
+
+
+class RunProgress(threading.Thread):
+    """Follows a batch in the ledger while its run executes, and draws chunks done / total on
+    ``terminal``: a copy of the stderr the CLI started with, since Dagster's compute-log
+    capture redirects fd 2 while a step runs (a bar drawn on stderr then lands in the step's
+    log). The same figures as ``status --watch``, polled every ``interval`` seconds until
+    ``done`` is set."""
 
     make_bar = staticmethod(progress_bar)
 
-    def __init__(self, instance: Any, token: str, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        batch_id: str,
+        ledger_url: str | None,
+        terminal: Any,
+        enabled: bool | None = None,
+        interval: float = 0.5,
+    ) -> None:
         super().__init__(daemon=True)
-        self.instance = instance
-        self.token = token
+        self.batch_id = batch_id
+        self.ledger_url = ledger_url
+        self.terminal = terminal
+        self.enabled = enabled
         self.interval = interval
         self.done = threading.Event()
 
     def run(self) -> None:
-        from dagster import DagsterEventType, RunsFilter
+        from batch_pipeline.core.ledger import open_ledger
 
-        run_id = None
-        while run_id is None and not self.done.is_set():
-            runs = self.instance.get_runs(filters=RunsFilter(tags={CLI_TAG: self.token}), limit=1)
-            run_id = runs[0].run_id if runs else None
-            self.done.wait(self.interval)
-        if run_id is None:
-            return
-        kinds = {
-            DagsterEventType.STEP_OUTPUT,
-            DagsterEventType.STEP_SUCCESS,
-            DagsterEventType.STEP_FAILURE,
-        }
-        planned = finished = 0
-        cursor = None
-        bar = self.make_bar()
-        while True:
-            stopping = self.done.is_set()
-            page = self.instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds)
-            cursor = page.cursor
-            for record in page.records:
-                event = record.event_log_entry.dagster_event
-                step = event.step_key or ""
-                if step == "plan_chunks" and event.event_type == DagsterEventType.STEP_OUTPUT:
-                    planned += 1
-                elif step.startswith("process_chunk[") and event.event_type in (
-                    DagsterEventType.STEP_SUCCESS,
-                    DagsterEventType.STEP_FAILURE,
-                ):
-                    finished += 1
-            if bar.total != planned:
-                bar.total = planned
-                bar.refresh()
-            bar.update(finished - bar.n)
-            if stopping and not page.has_more:
-                break
-            if not page.has_more:
+        bar = self.make_bar(file=self.terminal, enabled=self.enabled)
+        try:
+            ledger = open_ledger(self.ledger_url)
+            while True:
+                stopping = self.done.is_set()
+                with contextlib.suppress(Exception):  # not worth failing for: next poll
+                    _draw(bar, ledger.progress(self.batch_id))
+                if stopping:
+                    return
                 self.done.wait(self.interval)
-        bar.close()
+        finally:
+            bar.close()
+
+
+@contextmanager
+def original_stderr() -> Iterator[Any]:
+    """A text file on a duplicate of fd 2 as it is now (before Dagster redirects it)."""
+    stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        yield stream
+    finally:
+        stream.close()
 
 
 def _failure_message(result: Any) -> str:
@@ -347,29 +361,31 @@ def _failure_message(result: Any) -> str:
     return "; ".join(messages) or "the run failed"
 
 
-def execute(job_fn: Callable[[], Any], run_config: dict[str, Any], as_json: bool) -> int:
-    """Run a job on the current instance with a progress bar; print its summary."""
+def execute(
+    job_fn: Callable[[], Any], run_config: dict[str, Any], args: argparse.Namespace, batch_id: str
+) -> int:
+    """Run a job on the current instance with a progress bar of ``batch_id``'s chunks; print
+    its summary."""
     from dagster import execute_job, reconstructable
 
-    token = uuid.uuid4().hex
     started = time.perf_counter()
-    with dagster_instance() as instance:
-        watcher = ProgressWatcher(instance, token)
-        watcher.start()
+    with original_stderr() as terminal, dagster_instance() as instance:
+        follower = RunProgress(batch_id, args.ledger, terminal, args.progress)
+        follower.start()
         try:
             with execute_job(
                 reconstructable(job_fn),
                 instance=instance,
                 run_config=run_config,
-                tags={CLI_TAG: token, "batch_pipeline/launched_by": "cli"},
+                tags={CLI_TAG: uuid.uuid4().hex, "batch_pipeline/launched_by": "cli"},
                 raise_on_error=False,
             ) as result:
                 summary = _summary(result)
         finally:
-            watcher.done.set()
-            watcher.join()
+            follower.done.set()
+            follower.join()
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    _print_summary(summary, as_json=as_json)
+    _print_summary(summary, as_json=args.json)
     return 0 if summary["status"] == "SUCCESS" else 1
 
 
@@ -532,11 +548,11 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
 
 def run_command(args: argparse.Namespace) -> int:
     run_config = run_config_from_args(args)
-    check_run(args, run_config["ops"]["initialize"]["config"])
+    spec = check_run(args, run_config["ops"]["initialize"]["config"])
     from batch_pipeline.definitions import get_batch_job
 
     with ledger_environment(args.ledger):
-        return execute(get_batch_job, run_config, args.json)
+        return execute(get_batch_job, run_config, args, spec.batch_id)
 
 
 def redrive_command(args: argparse.Namespace) -> int:
@@ -566,7 +582,7 @@ def redrive_command(args: argparse.Namespace) -> int:
         **_execution_config(args),
     }
     with ledger_environment(args.ledger):
-        return execute(get_redrive_job, run_config, args.json)
+        return execute(get_redrive_job, run_config, args, args.batch_id)
 
 
 def complete_command(args: argparse.Namespace) -> int:
@@ -651,10 +667,7 @@ class BatchFollower:
         try:
             while True:
                 progress = self.ledger.progress(self.batch_id)
-                if bar.total != progress.total:
-                    bar.total = progress.total
-                    bar.refresh()
-                bar.update(progress.done - bar.n)
+                _draw(bar, progress)
                 if progress.finished or progress.status != RUNNING:
                     return progress
                 time.sleep(self.interval)

@@ -148,9 +148,9 @@ class RecordingBar:
 
 
 def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatch):
-    from batch_pipeline.cli import ProgressWatcher
+    from batch_pipeline.cli import RunProgress
 
-    monkeypatch.setattr(ProgressWatcher, "make_bar", staticmethod(RecordingBar))
+    monkeypatch.setattr(RunProgress, "make_bar", staticmethod(lambda **_: RecordingBar()))
     RecordingBar.made.clear()
     source = tmp_path / "rows.csv"
     source.write_text("n\n" + "".join(f"{i}\n" for i in range(60)))
