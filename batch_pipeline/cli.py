@@ -35,14 +35,53 @@ def echo(text: str = "", file: Any = None) -> None:
 
 
 def _options(value: str) -> dict[str, Any]:
-    """Processor options: a JSON object, or @path to a JSON file."""
+    """Processor options: a JSON or YAML object, inline or ``@path`` to a ``.json``, ``.yaml``
+    or ``.yml`` file. Errors say where: the file, and the line and column of a syntax error."""
+    where, kind = "", None
     if value.startswith("@"):
-        with open(value[1:]) as f:
-            value = f.read()
-    parsed = json.loads(value)
+        path = value[1:]
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
+        where = f"{path}: "
+        kind = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(os.path.splitext(path)[1])
+    parsed = _parse_options(value, kind, where)
     if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError("processor options must be a JSON object")
+        raise argparse.ArgumentTypeError(
+            f"{where}must be a JSON or YAML object (a mapping of options), not a "
+            f"{'list' if isinstance(parsed, list) else type(parsed).__name__}"
+        )
     return parsed
+
+
+def _parse_options(text: str, kind: str | None, where: str) -> Any:
+    """``text`` as JSON (``kind`` json), YAML (yaml), or either (None: JSON first, then YAML,
+    which also reads JSON; a text opening with '{' or '[' that neither reads is reported as
+    JSON)."""
+    import yaml
+
+    json_error = yaml_error = None
+    if kind in ("json", None):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            json_error = exc
+    if kind in ("yaml", None):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            yaml_error = exc
+    if json_error is not None and (kind == "json" or text.lstrip()[:1] in ("{", "[")):
+        raise argparse.ArgumentTypeError(
+            f"{where}not valid JSON: {json_error.msg} at line {json_error.lineno}, column "
+            f"{json_error.colno}"
+        )
+    mark = getattr(yaml_error, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(yaml_error, "problem", None) or str(yaml_error)
+    raise argparse.ArgumentTypeError(f"{where}not valid YAML: {problem}{at}")
 
 
 def _positive(value: str) -> float:
@@ -98,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sheet", action="append", dest="sheets", help="Excel sheet (repeatable)")
     run.add_argument("--processor", default="passthrough")
     run.add_argument(
-        "--processor-options", type=_options, default={}, help="JSON object or @file.json"
+        "--processor-options",
+        type=_options,
+        default={},
+        help="a JSON or YAML object, inline or @FILE (.json, .yaml, .yml)",
     )
     run.add_argument(
         "--processor-module",
@@ -368,7 +410,6 @@ def execute(
     its summary."""
     from dagster import execute_job, reconstructable
 
-    started = time.perf_counter()
     with original_stderr() as terminal, dagster_instance() as instance:
         follower = RunProgress(batch_id, args.ledger, terminal, args.progress)
         follower.start()
@@ -384,7 +425,7 @@ def execute(
         finally:
             follower.done.set()
             follower.join()
-    summary["seconds"] = round(time.perf_counter() - started, 3)
+    summary["seconds"] = round(time.time() - args.started, 3)  # start-up included
     _print_summary(summary, as_json=args.json)
     return 0 if summary["status"] == "SUCCESS" else 1
 
@@ -460,10 +501,17 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         )
         for reason, count in list(summary["rejection_reasons"].items())[:5]:
             echo(f"    {count:>9,}  {reason}")
-    for failed in summary["failed_chunks"][:10]:
+    shown_chunks = 10
+    for failed in summary["failed_chunks"][:shown_chunks]:  # each with its whole reason
         echo(
             f"  chunk_{failed['chunk']:05d} {failed['status']}: {failed['category']}: "
-            f"{(failed['error'] or '')[:120]} ({failed['dead_letter']})"
+            f"{failed['error'] or ''} ({failed['dead_letter']})"
+        )
+    more = len(summary["failed_chunks"]) - shown_chunks
+    if more > 0:
+        echo(
+            f"  ... and {more} more failed chunk(s): "
+            f"batch-pipeline dead-letters {summary['batch_id']}"
         )
     if summary["output"]:
         echo(f"  results:  {summary['output']}")
@@ -506,6 +554,42 @@ def open_ledger_checked(url: str | None) -> Any:
             f"the ledger at {safe} cannot be opened: {type(exc).__name__}: {reason} (set "
             "--ledger or BATCH_PIPELINE_LEDGER_URL)"
         ) from exc
+
+
+DEMO_LEDGER = os.path.join(".dagster_home", "batch_ledger.db")  # where `make demo` keeps it
+
+
+def ledger_with_batch(args: argparse.Namespace) -> Any:
+    """The ledger holding ``args.batch_id``: ``--ledger``, else the environment's; when
+    neither a ledger URL nor ``DAGSTER_HOME`` is set and ``./.dagster_home/batch_ledger.db``
+    (``make demo``'s) has the batch, that one (saying so on stderr). Else ConfigError naming
+    the ledger looked in, and where else to look."""
+    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+
+    check_batch_id(args.batch_id)
+    ledger = open_ledger_checked(args.ledger)
+    if ledger.batch(args.batch_id) is not None:
+        return ledger
+    hint = ""
+    chosen = args.ledger or os.environ.get(LEDGER_URL_ENV) or os.environ.get("DAGSTER_HOME")
+    if not chosen:
+        demo = os.path.abspath(DEMO_LEDGER)
+        if os.path.isfile(demo):
+            other = open_ledger_checked(f"sqlite:///{demo}")
+            if other.batch(args.batch_id) is not None:
+                echo(
+                    f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}; using "
+                    f"{other.safe_url} (make demo's; set DAGSTER_HOME=.dagster_home to use it)",
+                    file=sys.stderr,
+                )
+                return other
+            hint = f", nor in {demo}"
+        hint += (
+            f" (set DAGSTER_HOME (make demo's ledger is under .dagster_home), --ledger or "
+            f"{LEDGER_URL_ENV} to look elsewhere)"
+        )
+    raise ConfigError(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}{hint}")
 
 
 def check_output(output: str, spec_output: str) -> None:
@@ -556,14 +640,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.errors import ConfigError
     from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
 
-    check_batch_id(args.batch_id)
-    ledger = open_ledger_checked(args.ledger)
+    ledger = ledger_with_batch(args)
+    args.ledger = ledger.url  # the run uses the ledger the batch was found in
     batch = ledger.batch(args.batch_id)
-    if batch is None:
-        raise ConfigError(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
     states = ledger.chunk_states(args.batch_id)
     failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
     progress = ledger.progress(args.batch_id)
@@ -587,13 +668,12 @@ def redrive_command(args: argparse.Namespace) -> int:
 
 def complete_command(args: argparse.Namespace) -> int:
     from batch_pipeline.core.errors import ConfigError
-    from batch_pipeline.core.ledger import open_ledger
 
     check_batch_id(args.batch_id)
     if not args.force:
         echo("refusing without --force: a forced completion is recorded in the ledger")
         return 2
-    ledger = open_ledger(args.ledger)
+    ledger = ledger_with_batch(args)
     try:
         state = ledger.force_complete(args.batch_id, args.reason)
     except ConfigError as exc:
@@ -610,13 +690,7 @@ def complete_command(args: argparse.Namespace) -> int:
 
 
 def dead_letters_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import open_ledger
-
-    check_batch_id(args.batch_id)
-    ledger = open_ledger(args.ledger)
-    if ledger.batch(args.batch_id) is None:
-        echo(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}")
-        return 1
+    ledger = ledger_with_batch(args)
     letters = ledger.dead_letters(args.batch_id)
     rows = [
         {
@@ -631,7 +705,7 @@ def dead_letters_command(args: argparse.Namespace) -> int:
     for row in rows:
         echo(
             f"chunk_{row['chunk']:05d}: {row['category']} after {row['attempts']} attempt(s): "
-            f"{(row['error'] or '')[:160]}"
+            f"{row['error'] or ''}"
         )
         echo(f"    {row['dead_letter']}")
     echo(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
@@ -733,14 +807,10 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import RUNNING, open_ledger
+    from batch_pipeline.core.ledger import RUNNING
 
-    check_batch_id(args.batch_id)
-    ledger = open_ledger(args.ledger)
+    ledger = ledger_with_batch(args)
     batch = ledger.batch(args.batch_id)
-    if batch is None:
-        echo(f"batch {args.batch_id} is not in the ledger at {ledger.safe_url}", file=sys.stderr)
-        return 2
     progress = ledger.progress(args.batch_id)
     watch = args.watch if args.watch is not None else sys.stdout.isatty()
     if watch and progress.status == RUNNING and not progress.finished:
@@ -794,13 +864,27 @@ def user_error(exc: BaseException, verbose: bool = False) -> int:
     return 2
 
 
+def process_start() -> float:
+    """When this process started (its start-up, imports included, count in a run's seconds)."""
+    import psutil
+
+    try:
+        return psutil.Process().create_time()
+    except psutil.Error:
+        return time.time()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``batch-pipeline`` command. Called without ``argv`` (as the command), a run's
+    seconds count from the process's start; called with it (from Python), from this call."""
+    started = process_start() if argv is None else time.time()
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         return COMMANDS[args.command](args)
     except BatchPipelineError as exc:
         code = user_error(exc, getattr(args, "verbose", False))
-        if getattr(args, "json", False):  # the last line of stdout stays one JSON object
+        if args.command in ("run", "redrive") and args.json:  # stdout ends with JSON, still
             print(json.dumps({"batch_id": None, "run_id": None, "status": "ERROR",
                               "error": shown(exc)}))  # fmt: skip
         return code

@@ -383,7 +383,7 @@ def test_source_deleted_between_planning_and_processing(
     assert batch.reason == "source withdrawn by the customer"
     states = ledger.chunk_states("deleted")
     assert [s.status for s in states] == [SUCCEEDED] + [DEAD_LETTERED] * 3  # left as they were
-    assert run_cli_quiet("complete", "no-such-batch", "--force", "--reason", "x") == 1
+    assert run_cli_quiet("complete", "no-such-batch", "--force", "--reason", "x") == 2
     capsys.readouterr()
 
 

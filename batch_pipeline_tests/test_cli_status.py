@@ -148,7 +148,7 @@ def test_unknown_batch_exits_2_naming_the_ledger(
     code, out, err = status(capsys, "no-such-batch", "--json")
     assert code == 2
     assert out == ""
-    assert err.strip() == f"batch no-such-batch is not in the ledger at {own_ledger}"
+    assert err.strip() == f"error: batch no-such-batch is not in the ledger at {own_ledger}"
 
 
 def in_background(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:

@@ -1,0 +1,182 @@
+"""The CLI's smaller promises: processor options in JSON or YAML with errors that say where;
+failure reasons printed whole; an unknown batch exits 2 from every command and says which
+ledger was looked in, finding the demo's ledger under ./.dagster_home; the summary's seconds
+count from the process start."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from batch_pipeline.cli import build_parser, main
+from batch_pipeline.core.ledger import open_ledger
+from batch_pipeline_tests.core.test_ledger import make_plan, make_spec
+from batch_pipeline_tests.fault_helpers import FAULTS_MODULE
+
+SCHEMA = {"columns": {"id": {"type": "int64", "required": True}}}
+
+
+def options(*args: str) -> dict:
+    return build_parser().parse_args(["run", "x.csv", "--processor-options", *args])
+
+
+# Processor options ------------------------------------------------------------------------------
+
+
+def test_options_inline_as_json_or_yaml() -> None:
+    assert options(json.dumps(SCHEMA)).processor_options == SCHEMA
+    assert options("{columns: {id: {type: int64, required: true}}}").processor_options == SCHEMA
+    assert options("columns:\n  id: {type: int64, required: true}\n").processor_options == SCHEMA
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
+def test_options_from_a_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"schema{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(SCHEMA, indent=2))
+    else:
+        path.write_text("columns:\n  id:\n    type: int64\n    required: true\n")
+    assert options(f"@{path}").processor_options == SCHEMA
+
+
+def refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        options(*args)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_json_syntax_error_says_the_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "schema.json"
+    path.write_text('{\n  "columns": {\n    "id": {"type": "int64",}\n  }\n}\n')
+    err = refusal(capsys, f"@{path}")
+    assert err.startswith("batch-pipeline run: error: argument --processor-options: ")
+    assert f"{path}: not valid JSON: " in err and "line 3, column 28" in err
+
+    err = refusal(capsys, '{"columns": {"id": {"type": "int64"}}')
+    assert "--processor-options: not valid JSON: " in err and "line 1, column 38" in err
+
+
+def test_a_yaml_error_and_a_non_mapping_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "schema.yaml"
+    path.write_text("columns:\n  id: {type: int64\n")
+    err = refusal(capsys, f"@{path}")
+    assert f"{path}: not valid YAML: " in err and "line 3, column 1" in err
+    err = refusal(capsys, "[1, 2]")
+    assert "must be a JSON or YAML object (a mapping of options), not a list" in err
+    err = refusal(capsys, f"@{tmp_path / 'missing.yaml'}")
+    assert f"cannot read {tmp_path / 'missing.yaml'}: No such file or directory" in err
+
+
+# Whole reasons ----------------------------------------------------------------------------------
+
+
+def test_failed_chunks_and_dead_letters_print_the_whole_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_value = "v" * 300
+    source = tmp_path / "in.csv"
+    source.write_text("id,tag\n1,a\n2,b\n3," + long_value + "\n4,d\n")
+    fault = {"column": "tag", "value": long_value}
+    code = main(
+        ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "long-1",
+         "--chunk-records", "2", "--processor-module", FAULTS_MODULE,
+         "--processor", "fault_fail_when", "--processor-options", json.dumps(fault),
+         "--tolerated-failure-count", "1", "--deliver", "none"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [line] = [x for x in out.splitlines() if x.startswith("  chunk_00001 dead_lettered:")]
+    assert f"injected permanent fault: record with tag={long_value}" in line
+
+    assert main(["dead-letters", "long-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"record with tag={long_value}" in out.splitlines()[0]
+
+
+# Unknown batches ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["dead-letters"], ["complete", "--force", "--reason", "x"], ["redrive"]],
+    ids=lambda a: a[0],
+)
+def test_an_unknown_batch_exits_2_from_every_command(
+    args: list[str], own_ledger: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([args[0], "no-such-batch", *args[1:]])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err == f"error: batch no-such-batch is not in the ledger at {own_ledger}\n"
+
+
+@pytest.fixture
+def nothing_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ledger URL, no DAGSTER_HOME, a home folder of the test's own, and the working
+    directory a project folder (where ``make demo`` leaves ``.dagster_home``)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.delenv("BATCH_PIPELINE_LEDGER_URL")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(project)
+    return project
+
+
+def test_status_finds_the_demos_ledger(
+    nothing_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = nothing_set / ".dagster_home" / "batch_ledger.db"
+    demo.parent.mkdir()
+    ledger = open_ledger(f"sqlite:///{demo}")
+    ledger.register_batch(make_spec("demo-1"), make_plan(2))
+    code = main(["status", "demo-1", "--no-watch"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out.startswith("batch demo-1: running")
+    home_ledger = nothing_set.parent / "home" / ".batch_pipeline" / "batch_ledger.db"
+    assert err == (
+        f"batch demo-1 is not in the ledger at sqlite:///{home_ledger}; using "
+        f"sqlite:///{demo} (make demo's; set DAGSTER_HOME=.dagster_home to use it)\n"
+    )
+
+
+def test_status_says_where_to_look_when_the_demos_ledger_lacks_the_batch(
+    nothing_set: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["status", "nowhere-1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "batch nowhere-1 is not in the ledger at sqlite:///" in err
+    assert "set DAGSTER_HOME (make demo's ledger is under .dagster_home), --ledger or" in err
+
+
+# Seconds from the process start ------------------------------------------------------------------
+
+
+def test_the_summary_counts_seconds_from_the_process_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a command (``main()`` reading sys.argv), the seconds include the start-up before
+    main ran: here a process started 100 s before."""
+    started = psutil.Process().create_time()
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: started - 100.0)
+    source = tmp_path / "in.csv"
+    source.write_text("id\n1\n")
+    monkeypatch.setattr(
+        sys, "argv", ["batch-pipeline", "run", str(source), "--output", str(tmp_path / "o"),
+                      "--json"]
+    )  # fmt: skip
+    assert main() == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["seconds"] >= 100.0
