@@ -4,15 +4,19 @@ value; a column null in a whole chunk is processed like any other; one schema pe
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
 import json
 from pathlib import Path
 
 import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from batch_pipeline.core import tables, types
 from batch_pipeline.core.storage import Storage
-from batch_pipeline_tests.core.helpers import run, valid_rows
+from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
 
 
 def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
@@ -67,6 +71,203 @@ def test_a_parquet_column_of_nulls_is_processed(storage: Storage, tmp_path: Path
 
     succeeded(result, 3)
     assert result.result.records_out == 3
+
+
+# Item 3: values of mixed types come out as they went in -----------------------------------------
+
+
+def test_excel_numbers_in_a_date_column_become_their_own_text(
+    storage: Storage, tmp_path: Path
+) -> None:
+    rows = [["when", "flag", "n"], [dt.datetime(2020, 1, 2, 3, 4, 5), True, 1]]
+    rows += [[45000, 1.5, 2.5], ["soon", None, 3]]
+    source = workbook(tmp_path / "m.xlsx", {"s": rows})
+
+    result = run(storage, source, tmp_path / "out")
+
+    succeeded(result, 3)
+    got = [(r["when"], r["flag"], r["n"]) for r in valid_rows(storage, result)]
+    assert got == [("2020-01-02T03:04:05", "true", 1.0), ("45000", "1.5", 2.5), ("soon", None, 3.0)]
+
+
+def test_json_values_of_mixed_types_become_their_own_text(storage: Storage, tmp_path: Path) -> None:
+    records = [
+        {"flag": 1.5, "when": "2013-01-01T10:00:00Z", "big": 2**63, "mix": {"a": 1}},
+        {"flag": True, "when": 45000, "big": 1, "mix": [1, "x"]},
+        {"flag": 10, "when": None, "big": None, "mix": "plain"},
+    ]
+    source = tmp_path / "m.json"
+    source.write_text(json.dumps(records))
+
+    result = run(storage, source, tmp_path / "out")
+
+    succeeded(result, 3)
+    rows = valid_rows(storage, result)
+    assert [r["flag"] for r in rows] == ["1.5", "true", "10"]
+    assert [r["when"] for r in rows] == ["2013-01-01T10:00:00Z", "45000", None]
+    assert [r["big"] for r in rows] == [str(2**63), "1", None]
+    assert [r["mix"] for r in rows] == ['{"a": 1}', '[1, "x"]', "plain"]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_jsonl_strings_that_look_like_times_stay_strings(
+    storage: Storage, tmp_path: Path, gzipped: bool
+) -> None:
+    records = [
+        {"at": "2013-01-01T10:00:00Z", "day": "2013-01-01", "deep": {"at": ["2013-01-01 10:00"]}},
+        {"at": "2013-01-02T10:00:00.250+02:00", "day": "2013-01-02", "deep": {"at": []}},
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in records).encode()
+    source = tmp_path / ("t.jsonl.gz" if gzipped else "t.jsonl")
+    source.write_bytes(gzip.compress(text) if gzipped else text)
+
+    result = run(storage, source, tmp_path / "out")
+
+    succeeded(result, 2)
+    assert valid_rows(storage, result) == records
+
+
+def test_jsonl_integers_beyond_a_double_are_kept_exactly(storage: Storage, tmp_path: Path) -> None:
+    # pyarrow's JSON reader makes a column of ints and floats double, and an int beyond int64
+    # a double: 2**53 + 1 and 10**20 would come out as other numbers.
+    lines = ['{"n": 9007199254740993, "f": 1.5}', '{"n": 0.5, "f": 100000000000000000000}']
+    source = tmp_path / "big.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+
+    result = run(storage, source, tmp_path / "out")
+
+    succeeded(result, 2)
+    rows = valid_rows(storage, result)
+    assert [r["n"] for r in rows] == ["9007199254740993", "0.5"]
+    assert [r["f"] for r in rows] == ["1.5", "100000000000000000000"]
+
+
+def test_a_value_and_its_arrow_column_have_the_same_text() -> None:
+    from decimal import Decimal
+
+    values = [
+        "as is", True, False, 7, -(2**63), 1.0, 0.1, 1e20, 123456789012345.6,
+        dt.datetime(2020, 1, 2, 3, 4, 5, 6), dt.date(2020, 1, 2), dt.time(10, 0),
+        Decimal("1.50"), b"bytes", b"\xff\xfe", {"a": [1, None], "é": dt.date(2020, 1, 2)},
+        [1.5, None],
+    ]  # fmt: skip
+    texts = [types.value_text(v) for v in values]
+    assert texts == [
+        "as is", "true", "false", "7", str(-(2**63)), "1.0", "0.1", "1e+20",
+        "123456789012345.6", "2020-01-02T03:04:05.000006", "2020-01-02", "10:00:00", "1.50",
+        "bytes", "//4=", '{"a": [1, null], "é": "2020-01-02"}', "[1.5, null]",
+    ]  # fmt: skip
+    for value, text in zip(values, texts, strict=True):
+        column = pa.array([value, None])
+        assert types.array_text(column).to_pylist() == [text, None], value
+    assert types.array_text(pa.array([0.1], pa.float32())).to_pylist() == ["0.1"]
+
+
+def test_columns_are_typed_when_their_kinds_agree_and_text_otherwise() -> None:
+    assert tables.column_array([1, None, 2]).type == pa.int64()
+    assert tables.column_array([1, 2.5]).to_pylist() == [1.0, 2.5]
+    assert tables.column_array([2**53 + 1, 2.5]).to_pylist() == [str(2**53 + 1), "2.5"]
+    assert tables.column_array([2**64]).to_pylist() == [str(2**64)]
+    assert tables.column_array([True, 1]).to_pylist() == ["true", "1"]
+    assert tables.column_array([None, None]).type == pa.null()
+    assert tables.column_array([{"a": 1}, {"a": 2.5}]).type == pa.struct([("a", pa.float64())])
+    assert tables.column_array([{"a": 1}, {"a": True}]).to_pylist() == ['{"a": 1}', '{"a": true}']
+    assert tables.column_array([[1, "x"]]).to_pylist() == ['[1, "x"]']
+    assert tables.column_array([{}]).to_pylist() == ["{}"]  # Parquet has no empty struct
+
+
+def test_the_join_of_two_types() -> None:
+    join = types.join_types
+    assert join(pa.int64(), pa.int64()) == pa.int64()
+    assert join(pa.null(), pa.timestamp("us")) == pa.timestamp("us")
+    assert join(pa.int64(), pa.float64()) == pa.float64()
+    assert join(pa.int64(), pa.string()) == pa.string()
+    assert join(pa.bool_(), pa.int64()) == pa.string()
+    assert join(pa.struct([("a", pa.int64())]), pa.struct([("b", pa.int64())])) == pa.string()
+    assert types.cast_to(pa.array([2**53 + 1]), pa.float64()).to_pylist() == [str(2**53 + 1)]
+    assert types.cast_to(pa.array([2**53]), pa.float64()).to_pylist() == [2.0**53]
+
+
+# Item 8: records nested deeper than Parquet reads -----------------------------------------------
+
+
+def nested(levels: int, kind: str = "object") -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value} if kind == "object" else [value]
+    return value
+
+
+def deep_text(levels: int) -> str:
+    """A record nested ``levels`` objects deep (built as text: json.dumps recurses)."""
+    return '{"id": 9, "x": ' + '{"a": ' * levels + "1" + "}" * levels + "}"
+
+
+def run_delivered(storage: Storage, source: Path, out: Path):
+    from batch_pipeline.core.batch import prepare_batch, run_batch
+    from batch_pipeline.core.models import ChunkingSettings, DeliverySettings
+
+    spec = prepare_batch(
+        storage,
+        str(source),
+        chunking=ChunkingSettings(chunk_records=2),
+        output=str(out),
+        delivery=DeliverySettings(target="local"),
+    )
+    return run_batch(storage, spec)
+
+
+def deep_records() -> tuple[list[str], list[int]]:
+    """JSON texts of records at Parquet's limit and beyond it, and the depth of those beyond
+    it (the record is one level, an object one more, an array two, a value one)."""
+    texts = [
+        json.dumps({"id": 1, "x": nested(98)}),  # 100 levels: kept
+        json.dumps({"id": 2, "x": nested(99)}),  # 101
+        json.dumps({"id": 3, "y": nested(49, "array")}),  # 1 + 98 + 1: kept
+        json.dumps({"id": 4, "y": nested(50, "array")}),  # 102
+        deep_text(3000),  # deeper than Python's json parses
+        json.dumps({"id": 6, "z": "flat"}),
+    ]
+    return texts, [101, 102, 3002]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json"])
+def test_records_nested_deeper_than_parquet_reads_are_rejected_and_delivery_succeeds(
+    storage: Storage, tmp_path: Path, fmt: str
+) -> None:
+    texts, depths = deep_records()
+    source = tmp_path / f"deep.{fmt}"
+    source.write_text("\n".join(texts) + "\n" if fmt == "jsonl" else "[" + ",".join(texts) + "]")
+
+    result = run_delivered(storage, source, tmp_path / "out")
+
+    succeeded(result, 6)
+    assert [r["id"] for r in valid_rows(storage, result)] == [1, 3, 6]
+    rejected = rejected_rows(storage, result)
+    assert [r["_reason"].split(";")[0] for r in rejected] == [
+        f"nested {d} levels deep" for d in depths
+    ]
+    assert all("Parquet reads at most 100" in r["_reason"] for r in rejected)
+    assert [json.loads(r["_raw"]) for r in rejected[:2]] == [json.loads(texts[i]) for i in (1, 3)]
+    assert rejected[2]["_raw"].replace(" ", "") == texts[4].replace(" ", "")
+    assert result.delivery is not None and result.delivery.records == 3
+    outbox = (Path(result.result.manifest_uri).parent / "outbox").glob("*.jsonl")
+    delivered = [r for f in sorted(outbox) for m in f.read_text().splitlines() for r in
+                 json.loads(m)["batch_data"]]  # fmt: skip
+    assert [r["id"] for r in delivered] == [1, 3, 6]
+
+
+def test_a_jsonl_line_nested_beyond_what_pyarrow_parses_is_rejected(
+    storage: Storage, tmp_path: Path
+) -> None:
+    # pyarrow's JSON reader overflows its stack around 15,000 levels (the process dies).
+    source = tmp_path / "abyss.jsonl"
+    source.write_text('{"id": 1}\n' + deep_text(30_000) + "\n")
+
+    result = run(storage, source, tmp_path / "out")
+
+    succeeded(result, 2)
+    assert rejected_rows(storage, result)[0]["_reason"].startswith("nested 30002 levels deep")
 
 
 def test_columns_count_distinct_cannot_count_are_not_dictionary_encoded() -> None:
