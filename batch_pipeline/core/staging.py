@@ -23,13 +23,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from batch_pipeline.core.errors import SourceError
 from batch_pipeline.core.models import Chunk, SourceSpec, join_uri
 from batch_pipeline.core.readers import _read_jsonl, _rejects, split_invalid_utf8
 from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
-from batch_pipeline.core.types import json_text, record_depth, too_deep
+from batch_pipeline.core.types import (
+    join_schemas,
+    json_text,
+    record_depth,
+    schema_from_json,
+    schema_to_json,
+    too_deep,
+)
 
 MARKER = "_staged.json"
 EMPTY_REJECTS = pa.table(
@@ -92,9 +100,11 @@ def stage_source(
         if same_source and state.get("part_sizes") == list(astuple(sizes)):
             return [StagedPart(**p) for p in state["parts"]]
     parts: list[StagedPart] = []
+    schema = pa.schema([])
     try:
         for index, (table, rejects) in enumerate(stream_parts(storage, source, sizes)):
             uri = part_uri(prefix, index)
+            schema = join_schemas([schema, table.schema])
             storage.write_parquet(table, uri)
             bad = rejects if rejects is not None else EMPTY_REJECTS
             storage.write_parquet(bad, rejects_uri(uri))
@@ -111,9 +121,25 @@ def stage_source(
         "fingerprint": source.info.fingerprint,
         "part_sizes": list(astuple(sizes)),
         "parts": [p.__dict__ for p in parts],
+        "schema": schema_to_json(schema),
     }
     storage.write_bytes(marker, json.dumps(state, indent=1).encode())
     return parts
+
+
+def staged_schema(storage: Storage, prefix: str, parts: list[str]) -> pa.Schema:
+    """The join of the staged parts' schemas: from the marker, or (a marker written before it
+    kept one) from the parts' Parquet footers."""
+    marker = join_uri(prefix, MARKER)
+    if storage.exists(marker):
+        schema = schema_from_json(json.loads(storage.read_bytes(marker)).get("schema"))
+        if schema is not None:
+            return schema
+    footers = []
+    for uri in parts:
+        with storage.open_input_file(uri) as f:
+            footers.append(pq.read_schema(f).remove_metadata())
+    return join_schemas(footers)
 
 
 def _rows(table: pa.Table | None) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import openpyxl
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -275,3 +276,127 @@ def test_columns_count_distinct_cannot_count_are_not_dictionary_encoded() -> Non
 
     table = pa.table({"gone": pa.nulls(4), "same": ["a"] * 4, "n": pa.array([[1]] * 4)})
     assert dictionary_columns(table) == ["same"]
+
+
+# Item 4: one schema per batch -------------------------------------------------------------------
+
+
+def one_table(storage: Storage, result, folder: str = "valid") -> pa.Table:
+    """``valid/`` (or ``rejected/``) read by pyarrow.dataset, checked against its files read
+    one by one in chunk order."""
+    files = result.result.valid_files if folder == "valid" else result.result.rejected_files
+    dataset = ds.dataset(str(Path(result.result.manifest_uri).parent / folder), format="parquet")
+    table = dataset.to_table()
+    assert table.equals(pa.concat_tables([pq.read_table(f) for f in files]))
+    return table
+
+
+def test_a_jsonl_column_int_in_one_chunk_and_text_in_another_is_text_in_every_file(
+    storage: Storage, tmp_path: Path
+) -> None:
+    ages: list[object] = [30, 31, 32, 33, "unknown", 35.5]
+    source = tmp_path / "ages.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "age": a}) + "\n" for i, a in enumerate(ages)))
+
+    result = run_delivered(storage, source, tmp_path / "out")  # chunks of 2 records
+
+    succeeded(result, 6)
+    table = one_table(storage, result)
+    assert table.num_rows == 6
+    assert table.column("age").to_pylist() == ["30", "31", "32", "33", "unknown", "35.5"]
+    assert table.column("id").to_pylist() == list(range(6))
+    outbox = (Path(result.result.manifest_uri).parent / "outbox").glob("*.jsonl")
+    delivered = [r["age"] for f in sorted(outbox) for m in f.read_text().splitlines()
+                 for r in json.loads(m)["batch_data"]]  # fmt: skip
+    assert delivered == ["30", "31", "32", "33", "unknown", "35.5"]
+
+
+def test_a_jsonl_field_null_in_a_whole_chunk_takes_the_batch_type(
+    storage: Storage, tmp_path: Path
+) -> None:
+    values = [None, None, 5, 6, None, None]
+    source = tmp_path / "n.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "n": v}) + "\n" for i, v in enumerate(values)))
+
+    result = run(storage, source, tmp_path / "out", chunk_records=2)
+
+    succeeded(result, 6)
+    table = one_table(storage, result)
+    assert table.schema.field("n").type == pa.int64()
+    assert table.column("n").to_pylist() == values
+
+
+@pytest.mark.parametrize("chunk_records", [2, 100])
+def test_an_excel_workbook_whose_sheets_disagree_on_a_column_type_makes_it_text(
+    storage: Storage, tmp_path: Path, chunk_records: int
+) -> None:
+    source = workbook(
+        tmp_path / "ages.xlsx",
+        {
+            "north": [["name", "age"], ["ann", 30], ["bob", 41], ["cid", 52]],
+            "south": [["name", "age"], ["dan", "unknown"], ["eve", "40s"]],
+        },
+    )
+
+    result = run(storage, source, tmp_path / "out", chunk_records=chunk_records)
+
+    succeeded(result, 5)
+    table = one_table(storage, result)
+    assert table.column("age").to_pylist() == ["30", "41", "52", "unknown", "40s"]
+    assert table.column("_worksheet").to_pylist() == ["north"] * 3 + ["south"] * 2
+
+
+def test_rejected_files_are_one_table_too(storage: Storage, tmp_path: Path) -> None:
+    # id missing: rejected. The note is an int in the first chunk, text in the second.
+    rows = [{"note": 1}, {"id": 1, "note": 2}, {"note": "x"}, {"id": 2, "note": "y"}]
+    source = tmp_path / "r.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    schema = {"columns": {"id": {"type": "int64", "required": True}}}
+
+    result = run(
+        storage, source, tmp_path / "out", chunk_records=2, processor="validate",
+        processor_options=schema,
+    )  # fmt: skip
+
+    succeeded(result, 4)
+    assert one_table(storage, result).column("note").to_pylist() == ["2", "y"]
+    rejected = one_table(storage, result, "rejected")
+    assert rejected.column("note").to_pylist() == ["1", "x"]
+    assert rejected.column_names[-5:] == ["_reason", "_chunk", "_record", "_line", "_raw"]
+
+
+def test_the_plan_holds_the_batch_schema_and_a_plan_without_one_still_loads(
+    storage: Storage, tmp_path: Path
+) -> None:
+    from batch_pipeline.core.planning import plan_or_reuse
+
+    source = tmp_path / "s.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "at": "2020-01-01"}) + "\n" for i in range(3)))
+    result = run(storage, source, tmp_path / "out")
+    plan_uri = Path(result.spec.plan_uri)
+    plan = json.loads(plan_uri.read_text())
+    assert plan["schema"]["columns"] == {"id": "int64", "at": "string"}
+    assert plan_or_reuse(storage, result.spec).schema == pa.schema(
+        [("id", pa.int64()), ("at", pa.string())]
+    )
+
+    del plan["schema"]  # a plan.json written before plans had schemas
+    plan_uri.write_text(json.dumps(plan))
+    reused = plan_or_reuse(storage, result.spec)
+    assert "reused" in reused.reason and reused.schema is None
+    again = run(storage, source, tmp_path / "out")
+    succeeded(again, 3)
+    assert one_table(storage, again).column("at").to_pylist() == ["2020-01-01"] * 3
+
+
+def test_staged_parts_of_one_chunk_that_disagree_on_a_type_are_read_as_text(
+    storage: Storage, tmp_path: Path
+) -> None:
+    source = tmp_path / "parts.json"
+    source.write_text(json.dumps([{"a": 1}, {"a": 2}, {"a": "x"}, {"a": None}]))
+
+    result = run(storage, source, tmp_path / "out", chunk_records=2, max_chunks=1)
+
+    succeeded(result, 4)
+    assert "staged into 2 Parquet parts" in result.result.plan_reason
+    assert one_table(storage, result).column("a").to_pylist() == ["1", "2", "x", None]
