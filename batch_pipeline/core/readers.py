@@ -35,6 +35,7 @@ from batch_pipeline.core.tables import table_from_records
 from batch_pipeline.core.types import (
     PARQUET_MAX_DEPTH,
     concat_tables,
+    contains,
     record_depth,
     schema_depth,
     storable,
@@ -406,13 +407,7 @@ def _parse_json_lines(data: bytes, options: pajson.ReadOptions) -> pa.Table | No
 
 
 def _has(schema: pa.Schema, test: Callable[[pa.DataType], bool]) -> bool:
-    stack = [f.type for f in schema]
-    while stack:
-        kind = stack.pop()
-        if test(kind):
-            return True
-        stack.extend(kind.field(i).type for i in range(kind.num_fields))
-    return False
+    return any(contains(f.type, test) for f in schema)
 
 
 def _no_timestamps(kind: pa.DataType) -> pa.DataType:

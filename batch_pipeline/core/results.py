@@ -32,7 +32,7 @@ from batch_pipeline.core.ledger import (
 from batch_pipeline.core.models import BatchSpec, ChunkSummary, FailureSettings
 from batch_pipeline.core.processing import REJECT_META
 from batch_pipeline.core.storage import Storage
-from batch_pipeline.core.types import align, cast_to, join_schemas
+from batch_pipeline.core.types import NotExact, align, cast_to, contains, join_schemas
 
 MANIFEST_VERSION = 1
 
@@ -203,18 +203,23 @@ def _text_where_ints_are_not_exact(
     storage: Storage, footers: list[tuple[str, pa.Schema, int]], target: pa.Schema
 ) -> pa.Schema:
     """Ints joined with floats are float64 only when every int is exact as a float: the one
-    join that depends on the values (read column by column, only where it applies)."""
-    for i, column_field in enumerate(target):
-        if not pa.types.is_float64(column_field.type):
+    join that depends on the values, checked by reading the column, only where it applies
+    (an int column, or one holding ints, joined to one holding floats)."""
+    for i, joined in enumerate(target):
+        if not contains(joined.type, pa.types.is_float64):
             continue
         for uri, schema, _ in footers:
-            at = schema.get_field_index(column_field.name)
-            if at < 0 or not pa.types.is_integer(schema.field(at).type):
+            at = schema.get_field_index(joined.name)
+            if at < 0 or not contains(schema.field(at).type, pa.types.is_integer):
+                continue
+            if schema.field(at).type.equals(joined.type):
                 continue
             with storage.open_input_file(uri) as f:
-                column = pq.read_table(f, columns=[column_field.name]).column(0)
-            if not pa.types.is_float64(cast_to(column, pa.float64()).type):
-                target = target.set(i, pa.field(column_field.name, pa.string()))
+                column = pq.read_table(f, columns=[joined.name]).column(0)
+            try:
+                cast_to(column, joined.type)
+            except NotExact:
+                target = target.set(i, pa.field(joined.name, pa.string()))
                 break
     return target
 

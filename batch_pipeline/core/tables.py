@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from batch_pipeline.core.types import (
@@ -21,6 +22,7 @@ from batch_pipeline.core.types import (
     INT64_MAX,
     INT64_MIN,
     PARQUET_MAX_DEPTH,
+    record_depth,
     value_text,
 )
 
@@ -70,25 +72,34 @@ _ONE_KIND: dict[str, pa.DataType | None] = {
 def column_array(values: Sequence[Any]) -> pa.Array:
     """An Arrow array of ``values``: typed when their kinds agree, else every value its own
     text. Kinds are never coerced into each other, except ints with floats when every int is
-    exact as a float. Ints beyond int64, objects whose fields disagree in kind and values
-    nested deeper than Parquet reads become text (JSON)."""
+    exact as a float; ints beyond int64 are text. Objects make a struct of every key seen, each
+    field built by the same rules (so a field whose values disagree is text, not the whole
+    object), arrays a list of their items built so; objects nested deeper than Parquet reads
+    are text (JSON)."""
+    if any(
+        isinstance(v, (dict, list)) and record_depth({"": v}) > PARQUET_MAX_DEPTH for v in values
+    ):
+        return _texts(values)
+    return _column(values)
+
+
+def _column(values: Sequence[Any]) -> pa.Array:
     kinds = {_kind(v) for v in values if v is not None}
     if not kinds:
         return pa.nulls(len(values))
+    if kinds == {"dict"}:
+        return _struct(values)
+    if kinds == {"list"}:
+        return _list(values)
     target: pa.DataType | None = None
     if kinds == {"int"}:
-        if all(INT64_MIN <= v <= INT64_MAX for v in values if v is not None):
-            target = pa.int64()
-        else:
+        if not all(INT64_MIN <= v <= INT64_MAX for v in values if v is not None):
             return _texts(values)
+        target = pa.int64()
     elif kinds == {"int", "float"}:
-        if all(-EXACT_FLOAT_INT <= v <= EXACT_FLOAT_INT for v in values if type(v) is int):
-            target = pa.float64()
-        else:
+        if not all(-EXACT_FLOAT_INT <= v <= EXACT_FLOAT_INT for v in values if type(v) is int):
             return _texts(values)
-    elif len(kinds) == 1 and kinds <= {"dict", "list"}:
-        if not nested_values_agree(values):
-            return _texts(values)
+        target = pa.float64()
     elif len(kinds) == 1 and next(iter(kinds)) in _ONE_KIND:
         target = _ONE_KIND[next(iter(kinds))]
     else:
@@ -99,42 +110,28 @@ def column_array(values: Sequence[Any]) -> pa.Array:
         return _texts(values)
 
 
+def _struct(values: Sequence[Any]) -> pa.Array:
+    keys: dict[str, None] = {}
+    for value in values:
+        if value is not None:
+            keys.update(dict.fromkeys(value))
+    if not keys:  # only {}: Parquet cannot store a struct without fields
+        return _texts(values)
+    children = [_column([None if v is None else v.get(k) for v in values]) for k in keys]
+    mask = pa.array([v is None for v in values], pa.bool_())
+    return pa.StructArray.from_arrays(children, names=[str(k) for k in keys], mask=mask)
+
+
+def _list(values: Sequence[Any]) -> pa.Array:
+    items = [item for value in values if value is not None for item in value]
+    lengths = [0 if v is None else len(v) for v in values]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]), pa.int32())
+    mask = pa.array([v is None for v in values], pa.bool_())
+    return pa.ListArray.from_arrays(offsets, _column(items), mask=mask)
+
+
 def _texts(values: Sequence[Any]) -> pa.Array:
     return pa.array([value_text(v) for v in values], type=pa.string())
-
-
-def nested_values_agree(values: Iterable[Any]) -> bool:
-    """Whether objects/arrays can be one Arrow struct/list column without coercing a value:
-    at every path the values have one kind (ints with floats only when exact as floats), no
-    int beyond int64, no empty object (Parquet cannot store a struct without fields), and
-    nothing nested deeper than Parquet reads. Walks every value (no recursion)."""
-    kinds: dict[tuple, set[str]] = {}
-    big_ints: set[tuple] = set()  # paths holding ints that are not exact as floats
-    stack: list[tuple[tuple, Any, int]] = [((), v, 1) for v in values if v is not None]
-    while stack:
-        path, value, above = stack.pop()  # above: the level of the value's container
-        kind = _kind(value)
-        level = above + (2 if kind == "list" else 1)
-        if kind == "other" or level + (0 if value or kind not in ("dict", "list") else 1) > (
-            PARQUET_MAX_DEPTH
-        ):
-            return False
-        kinds.setdefault(path, set()).add(kind)
-        if kind == "int":
-            if not INT64_MIN <= value <= INT64_MAX:
-                return False
-            if not -EXACT_FLOAT_INT <= value <= EXACT_FLOAT_INT:
-                big_ints.add(path)
-        elif kind == "dict":
-            if not value:
-                return False
-            stack.extend(((*path, k), v, level) for k, v in value.items() if v is not None)
-        elif kind == "list":
-            stack.extend(((*path, None), v, level) for v in value if v is not None)
-    for path, found in kinds.items():
-        if len(found) > 1 and (not found <= {"int", "float"} or path in big_ints):
-            return False
-    return True
 
 
 def table_from_columns(names: Sequence[str], columns: Sequence[Sequence[Any]]) -> pa.Table:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -240,23 +241,27 @@ def storable(table: pa.Table) -> pa.Table:
 
 
 def _has_empty_struct(kind: pa.DataType) -> bool:
-    stack = [kind]
-    while stack:
-        current = stack.pop()
-        if pa.types.is_struct(current) and current.num_fields == 0:
-            return True
-        stack.extend(current.field(i).type for i in range(current.num_fields))
-    return False
+    return contains(kind, lambda t: pa.types.is_struct(t) and t.num_fields == 0)
 
 
 # Joining types ----------------------------------------------------------------------------------
 
 
+class NotExact(ValueError):
+    """Ints joined with floats hold one that a float64 cannot hold exactly: the column must be
+    text instead (the one join that depends on the values, not only on the types)."""
+
+    def __init__(self, column: str = "") -> None:
+        super().__init__(f"column {column} holds ints beyond 2**53 beside floats")
+        self.column = column
+
+
 def join_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     """The narrowest type both fit in without changing a value: equal types stay; null joins
-    anything; int64 and float64 give float64 (a column whose ints are not exact as floats
-    becomes text when it is cast, see ``cast_to``); any other pair gives text. Structs and
-    lists that differ become text (JSON): their fields are not merged."""
+    anything; ints and float64 give float64 (``cast_to`` refuses an int not exact as a float:
+    the column is then text); objects (structs) give an object with every field of both, each
+    of the join of its types, and arrays (lists) an array of the join of their items; any other
+    pair gives text."""
     if a.equals(b):
         return a
     if pa.types.is_null(a):
@@ -265,7 +270,25 @@ def join_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
         return a
     if {_numeric(a), _numeric(b)} == {"int", "float"}:
         return pa.float64()
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields = {f.name: f.type for f in a}
+        for f in b:
+            fields[f.name] = join_types(fields[f.name], f.type) if f.name in fields else f.type
+        return pa.struct(list(fields.items()))
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return pa.list_(a.value_field.with_type(join_types(a.value_type, b.value_type)))
     return pa.string()
+
+
+def contains(kind: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """Whether ``kind`` or a type nested in it passes ``test``."""
+    stack = [kind]
+    while stack:
+        current = stack.pop()
+        if test(current):
+            return True
+        stack.extend(current.field(i).type for i in range(current.num_fields))
+    return False
 
 
 def _numeric(kind: pa.DataType) -> str | None:
@@ -287,24 +310,43 @@ def join_schemas(schemas: Iterable[pa.Schema]) -> pa.Schema:
 
 
 def cast_to(column: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
-    """``column`` as ``target`` (a join of its type): text through ``array_text``; ints to
-    float64 only when every one is exact as a float, else the column becomes text."""
-    if column.type.equals(target):
+    """``column`` as ``target``, a join of its type (``join_types``), every value unchanged:
+    text through ``array_text``, objects and arrays field by field. Raises NotExact for an
+    int that a float64 cannot hold exactly."""
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([cast_to(c, target) for c in column.chunks], target)
+    kind = column.type
+    if kind.equals(target):
         return column
     if pa.types.is_string(target):
         return array_text(column)
-    if pa.types.is_float64(target) and pa.types.is_integer(column.type):
+    if pa.types.is_null(kind):
+        return pa.nulls(len(column), target)
+    if pa.types.is_float64(target) and pa.types.is_integer(kind):
         low, high = pc.min_max(column).values()
         if low.is_valid and (low.as_py() < -EXACT_FLOAT_INT or high.as_py() > EXACT_FLOAT_INT):
-            return array_text(column)
+            raise NotExact()
+    if pa.types.is_struct(target) and pa.types.is_struct(kind):
+        children = [
+            cast_to(column.field(f.name), f.type)
+            if kind.get_field_index(f.name) >= 0
+            else pa.nulls(len(column), f.type)
+            for f in target
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=column.is_null())
+    if pa.types.is_list(target) and pa.types.is_list(kind):
+        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        values = cast_to(column.flatten(), target.value_type)
+        return pa.ListArray.from_arrays(offsets, values, type=target, mask=column.is_null())
     return column.cast(target)
 
 
 def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
     """A chunk's table against the batch's schema: each column the batch knows takes the join
     of its type and the batch's (a column null in the whole chunk takes the batch's type, ints
-    the batch's float64); a column the batch lacks, or a wider one, keeps its own; columns the
-    chunk lacks stay absent. Never changes a value."""
+    the batch's float64, an object the fields it lacks); a column the batch lacks keeps its
+    own; columns the chunk lacks stay absent. Never changes a value."""
     if schema is None:
         return table
     for i, field in enumerate(table.schema):
@@ -313,54 +355,45 @@ def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
             continue
         target = join_types(field.type, schema.field(at).type)
         if not target.equals(field.type):
-            table = table.set_column(i, field.name, cast_to(table.column(i), target))
+            try:
+                column = cast_to(table.column(i), target)
+            except NotExact:
+                column = array_text(table.column(i))
+            table = table.set_column(i, field.name, column)
     return table
 
 
 def align(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns in its order (missing ones null), each cast
-    to its type, which must be a join of the table's (see ``join_schemas``)."""
+    to its type, a join of the table's (see ``join_schemas``). Raises NotExact naming the
+    column whose ints a float64 cannot hold."""
     columns = []
     for field in schema:
-        if field.name in table.column_names:
-            column = cast_to(table.column(field.name), field.type)
-            if not column.type.equals(field.type):  # ints not exact as floats: text
-                raise pa.ArrowInvalid(
-                    f"column {field.name} is {column.type}, the batch's is {field.type}"
-                )
-            columns.append(column)
-        else:
+        if field.name not in table.column_names:
             columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        try:
+            columns.append(cast_to(table.column(field.name), field.type))
+        except NotExact as exc:
+            raise NotExact(field.name) from exc
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def concat_tables(tables: Sequence[pa.Table]) -> pa.Table:
-    """Tables of one chunk as one: their columns joined (first-seen order, types joined,
-    a value of a widened column becoming its own text), missing columns null."""
+    """Tables of one chunk as one: their columns joined (first-seen order, types joined, a
+    value of a column widened to text becoming its own text), missing columns null."""
     tables = list(tables)
     if not tables:
         return pa.table({})
     if len(tables) == 1:
         return tables[0]
-    schema = widen_to_fit(join_schemas(t.schema for t in tables), tables)
-    return pa.concat_tables([align(t, schema) for t in tables])
-
-
-def widen_to_fit(schema: pa.Schema, tables: Sequence[pa.Table]) -> pa.Schema:
-    """``schema`` with float64 columns made text where some table's ints are not exact as
-    floats (the one join that depends on the values)."""
-    for i, field in enumerate(schema):
-        if not pa.types.is_float64(field.type):
-            continue
-        for table in tables:
-            if field.name in table.column_names:
-                column = table.column(field.name)
-                if pa.types.is_integer(column.type) and not pa.types.is_float64(
-                    cast_to(column, pa.float64()).type
-                ):
-                    schema = schema.set(i, pa.field(field.name, pa.string()))
-                    break
-    return schema
+    schema = join_schemas(t.schema for t in tables)
+    while True:
+        try:
+            return pa.concat_tables([align(t, schema) for t in tables])
+        except NotExact as exc:  # ints beside floats that a float64 cannot hold: text
+            at = schema.get_field_index(exc.column)
+            schema = schema.set(at, pa.field(exc.column, pa.string()))
 
 
 # Schemas as text (plan.json) --------------------------------------------------------------------

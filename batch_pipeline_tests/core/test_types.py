@@ -172,9 +172,12 @@ def test_columns_are_typed_when_their_kinds_agree_and_text_otherwise() -> None:
     assert tables.column_array([True, 1]).to_pylist() == ["true", "1"]
     assert tables.column_array([None, None]).type == pa.null()
     assert tables.column_array([{"a": 1}, {"a": 2.5}]).type == pa.struct([("a", pa.float64())])
-    assert tables.column_array([{"a": 1}, {"a": True}]).to_pylist() == ['{"a": 1}', '{"a": true}']
-    assert tables.column_array([[1, "x"]]).to_pylist() == ['[1, "x"]']
+    assert tables.column_array([{"a": 1}, {"a": True}]).to_pylist() == [{"a": "1"}, {"a": "true"}]
+    assert tables.column_array([[1, "x"], None]).to_pylist() == [["1", "x"], None]
+    assert tables.column_array([{"a": 1}, [1]]).to_pylist() == ['{"a": 1}', "[1]"]
     assert tables.column_array([{}]).to_pylist() == ["{}"]  # Parquet has no empty struct
+    deep = tables.column_array([nested(99)])  # with the record around it: 101 levels
+    assert deep.type == pa.string() and deep[0].as_py().startswith('{"a": {"a": ')
 
 
 def test_the_join_of_two_types() -> None:
@@ -184,9 +187,24 @@ def test_the_join_of_two_types() -> None:
     assert join(pa.int64(), pa.float64()) == pa.float64()
     assert join(pa.int64(), pa.string()) == pa.string()
     assert join(pa.bool_(), pa.int64()) == pa.string()
-    assert join(pa.struct([("a", pa.int64())]), pa.struct([("b", pa.int64())])) == pa.string()
-    assert types.cast_to(pa.array([2**53 + 1]), pa.float64()).to_pylist() == [str(2**53 + 1)]
+    assert join(pa.list_(pa.int64()), pa.string()) == pa.string()
+    with pytest.raises(types.NotExact):
+        types.cast_to(pa.array([2**53 + 1]), pa.float64())
     assert types.cast_to(pa.array([2**53]), pa.float64()).to_pylist() == [2.0**53]
+
+
+def test_objects_join_field_by_field_and_arrays_item_by_item() -> None:
+    a = pa.array([{"city": "x", "n": 1}, None, {"city": "y", "n": 2}]).slice(1)
+    b = pa.array([{"city": "z", "zip": "1", "n": "two"}])
+    joined = types.join_types(a.type, b.type)
+    assert joined == pa.struct([("city", pa.string()), ("n", pa.string()), ("zip", pa.string())])
+    assert types.cast_to(a, joined).to_pylist() == [None, {"city": "y", "n": "2", "zip": None}]
+    lists = pa.array([[1], None, [2, 3], []]).slice(1)
+    floats = types.join_types(lists.type, pa.list_(pa.float64()))
+    assert floats == pa.list_(pa.float64())
+    assert types.cast_to(lists, floats).to_pylist() == [None, [2.0, 3.0], []]
+    both = types.concat_tables([pa.table({"p": [{"n": 2**53 + 1}]}), pa.table({"p": [{"n": 0.5}]})])
+    assert both.column("p").to_pylist() == ['{"n": 9007199254740993}', '{"n": 0.5}']
 
 
 # Item 8: records nested deeper than Parquet reads -----------------------------------------------
@@ -400,3 +418,28 @@ def test_staged_parts_of_one_chunk_that_disagree_on_a_type_are_read_as_text(
     succeeded(result, 4)
     assert "staged into 2 Parquet parts" in result.result.plan_reason
     assert one_table(storage, result).column("a").to_pylist() == ["1", "2", "x", None]
+
+
+def test_objects_whose_fields_differ_between_chunks_stay_objects(
+    storage: Storage, tmp_path: Path
+) -> None:
+    rows = [
+        {"addr": {"city": "Oslo"}, "tags": [1]},
+        {"addr": {"city": "Bergen", "zip": "5003"}, "tags": [2.5]},
+        {"addr": {"city": "Molde", "zip": 6413}, "tags": None},
+    ]
+    source = tmp_path / "nested.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    result = run(storage, source, tmp_path / "out", chunk_records=1)
+
+    succeeded(result, 3)
+    table = one_table(storage, result)
+    assert table.schema.field("addr").type == pa.struct(
+        [("city", pa.string()), ("zip", pa.string())]
+    )
+    assert table.column("addr").to_pylist() == [
+        {"city": "Oslo", "zip": None}, {"city": "Bergen", "zip": "5003"},
+        {"city": "Molde", "zip": "6413"},
+    ]  # fmt: skip
+    assert table.column("tags").to_pylist() == [[1.0], [2.5], None]
