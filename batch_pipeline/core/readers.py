@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -33,6 +34,7 @@ from batch_pipeline.core.models import Chunk, SourceSpec
 from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
 from batch_pipeline.core.types import (
+    EXACT_FLOAT_INT,
     PARQUET_MAX_DEPTH,
     concat_tables,
     contains,
@@ -380,8 +382,6 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
 
 
 PYARROW_SAFE_DEPTH = 1000  # pyarrow's JSON reader crashes (stack overflow) on ~15,000 levels
-# An integer literal that a double cannot hold exactly (more than 15 digits).
-_LONG_INT = re.compile(rb"[:,\[]\s*-?[0-9]{16,}\s*[,}\]]")
 
 
 def _parse_json_lines(data: bytes, options: pajson.ReadOptions) -> pa.Table | None:
@@ -394,8 +394,8 @@ def _parse_json_lines(data: bytes, options: pajson.ReadOptions) -> pa.Table | No
         table = pajson.read_json(io.BytesIO(data), read_options=options)
         if schema_depth(table.schema) > PARQUET_MAX_DEPTH:
             return None
-        if _has(table.schema, pa.types.is_floating) and _LONG_INT.search(data):
-            return None
+        if _has(table.schema, pa.types.is_floating) and _large_floats(table):
+            return None  # maybe an int that pyarrow made a double: parse it exactly
         if _has(table.schema, pa.types.is_timestamp):
             explicit = pa.schema([f.with_type(_no_timestamps(f.type)) for f in table.schema])
             parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
@@ -404,6 +404,28 @@ def _parse_json_lines(data: bytes, options: pajson.ReadOptions) -> pa.Table | No
     except pa.ArrowInvalid:
         return None
     return storable(table)
+
+
+def _large_floats(table: pa.Table) -> bool:
+    """Whether a float (at any depth) is 2**53 or more in magnitude: only such a double can
+    be an int that pyarrow's reader rounded (ints below it are exact, an int beyond int64
+    becomes a double too)."""
+    stack: list[pa.Array | pa.ChunkedArray] = list(table.columns)
+    while stack:
+        column = stack.pop()
+        kind = column.type
+        if pa.types.is_floating(kind):
+            top = pc.max(pc.abs(column)).as_py()
+            if top is not None and top >= EXACT_FLOAT_INT:
+                return True
+        elif pa.types.is_struct(kind) or pa.types.is_list(kind):
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            for chunk in chunks:
+                if pa.types.is_struct(kind):
+                    stack.extend(chunk.field(i) for i in range(kind.num_fields))
+                else:
+                    stack.append(chunk.flatten())
+    return False
 
 
 def _has(schema: pa.Schema, test: Callable[[pa.DataType], bool]) -> bool:
