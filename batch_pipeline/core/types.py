@@ -3,9 +3,11 @@
 The one rule: a value comes out as it went in. A column is typed when its values agree (all
 ints, all timestamps, ...); where they disagree it becomes text, each value its own text
 (``value_text``), never a value pyarrow coerced into another kind (a number read as a
-timestamp, ``true`` as ``1.0``). Every reader builds columns with ``column_array``; chunks of one
-batch are brought to one schema with ``join_types``/``conform``; ``aggregate`` rewrites the
-files whose types a later chunk widened (``align``).
+timestamp, ``true`` as ``1.0``). Readers build columns from Python values with
+``tables.column_array``; the chunks of one batch are brought to one schema with
+``join_types``/``conform`` (objects join field by field, arrays item by item, anything that
+disagrees becomes text); ``results.aggregate`` rewrites the files whose types a later chunk
+widened (``align``).
 
 The text of a value: a string as it is; ``true``/``false``; an int in decimal; a float as
 Python's ``repr`` (``1.0``, ``0.1``, ``1e+20``); a date, time or timestamp in ISO 8601
