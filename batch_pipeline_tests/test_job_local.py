@@ -292,3 +292,32 @@ def test_rejects_name_their_line_in_a_file_without_quoted_line_breaks(tmp_path):
     assert len(rejected) == 5_000 // 97
     for row in rejected:  # line 1 is the header: id i is on line i + 1
         assert row["_line"] == int(row["id"]) + 1
+
+
+def test_json_lines_keep_their_values_and_valid_reads_as_one_table(tmp_path):
+    """Issue 11: an int column that turns to text in a later chunk is text in every file, a
+    string that looks like a time stays a string, a field null in a whole chunk takes the
+    batch's type, and a record nested deeper than Parquet reads is rejected, not written."""
+    import pyarrow.dataset as ds
+
+    deep = '{"id": 99, "x": ' + '{"a": ' * 120 + "1" + "}" * 120 + "}"
+    lines = [json.dumps({"id": i, "age": i, "at": "2013-01-01T10:00:00Z", "n": None})
+             for i in range(4)]  # fmt: skip
+    lines += [deep, json.dumps({"id": 4, "age": "unknown", "at": "soon", "n": 7})]
+    source = tmp_path / "people.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    config = BatchConfig(
+        source=str(source), chunking=ChunkingConfig(chunk_records=2), output=str(tmp_path / "out")
+    )
+
+    result = run(config)
+
+    batch = result.output_for_node("aggregate")
+    assert (batch.status, batch.records_in, batch.records_out) == ("succeeded", 6, 5)
+    valid = ds.dataset(str(tmp_path / "out" / batch.batch_id / "valid")).to_table()
+    assert valid.column("age").to_pylist() == ["0", "1", "2", "3", "unknown"]
+    assert valid.column("at").to_pylist() == ["2013-01-01T10:00:00Z"] * 4 + ["soon"]
+    assert valid.column("n").to_pylist() == [None] * 4 + [7]
+    rejected = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files).to_pylist()
+    assert rejected[0]["_reason"].startswith("nested 122 levels deep; Parquet reads at most 100")
+    assert result.output_for_node("deliver").records == 5

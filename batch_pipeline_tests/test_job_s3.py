@@ -87,3 +87,48 @@ def test_missing_s3_object_fails_naming_it(s3_bucket):
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert f"s3://{s3_bucket}/missing.csv does not exist" in message
+
+
+def test_s3_json_and_excel_values_keep_their_kind_in_one_table(s3_client, s3_bucket, tmp_path):
+    """Issue 11 on S3: values of mixed kinds come out as their own text, and valid/ reads as
+    one table when chunks (JSON parts, Excel sheets) disagree on a column's type."""
+    import datetime as dt
+
+    import openpyxl
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    records = [{"id": 1, "flag": 1.5, "when": "2013-01-01T10:00:00Z"}, {"id": 2, "flag": 2.5},
+               {"id": 3, "flag": True, "when": 45000}]  # fmt: skip
+    s3_client.put_object(Bucket=s3_bucket, Key="in/m.json", Body=json.dumps(records).encode())
+    book = openpyxl.Workbook()
+    book.active.title = "north"
+    for row in [["name", "age", "seen"], ["ann", 30, dt.datetime(2020, 1, 2)], ["bob", 41, 45000]]:
+        book.active.append(row)
+    south = book.create_sheet("south")
+    for row in [["name", "age"], ["cid", "unknown"]]:
+        south.append(row)
+    book.save(tmp_path / "ages.xlsx")
+    s3_client.put_object(
+        Bucket=s3_bucket, Key="in/ages.xlsx", Body=(tmp_path / "ages.xlsx").read_bytes()
+    )
+
+    s3 = fs.S3FileSystem(endpoint_override=s3_client.meta.endpoint_url, region="us-east-1")
+    tables = {}
+    for key in ("m.json", "ages.xlsx"):
+        config = BatchConfig(
+            source=f"s3://{s3_bucket}/in/{key}",
+            chunking=ChunkingConfig(chunk_records=2),
+            output=f"s3://{s3_bucket}/out",
+        )
+        result = get_batch_job().execute_in_process(
+            run_config=RunConfig(ops={"initialize": config})
+        )
+        batch = result.output_for_node("aggregate")
+        assert batch.status == "succeeded" and batch.chunks == 2
+        folder = f"{s3_bucket}/out/{batch.batch_id}/valid"
+        tables[key] = ds.dataset(folder, filesystem=s3, format="parquet").to_table()
+    assert tables["m.json"].column("flag").to_pylist() == ["1.5", "2.5", "true"]
+    assert tables["m.json"].column("when").to_pylist() == ["2013-01-01T10:00:00Z", None, "45000"]
+    assert tables["ages.xlsx"].column("age").to_pylist() == ["30", "41", "unknown"]
+    assert tables["ages.xlsx"].column("seen").to_pylist() == ["2020-01-02T00:00:00", "45000", None]

@@ -82,9 +82,14 @@ def sheet_layout(ws: Any) -> dict[str, Any]:
 def read_sheet_ranges(
     storage: Storage, uri: str, ranges: Sequence[SheetRange]
 ) -> tuple[pa.Table, list[int]]:
-    """Records of the given sheet ranges as one table, plus each record's sheet row number."""
+    """Records of the given sheet ranges as one table, plus each record's sheet row number.
+
+    Each column is built once over all the ranges (sheets name their columns by their own
+    headers; a column a sheet lacks is null there), so a column whose values disagree in type,
+    within a sheet or between sheets, is text (see ``tables.column_array``)."""
     workbook = open_workbook(storage, uri)
-    tables: list[pa.Table] = []
+    columns: dict[str, list[Any]] = {}
+    sheets: list[str] = []
     rows_out: list[int] = []
     try:
         for rng in ranges:
@@ -94,18 +99,22 @@ def read_sheet_ranges(
             records, numbers = _records(ws, rng, len(names))
             width = max([len(names)] + [len(r) for r in records])
             names = names + [f"column_{i + 1}" for i in range(len(names), width)]
-            columns = [[r[i] if i < len(r) else None for r in records] for i in range(width)]
-            table = table_from_columns(names, columns)
-            table = table.append_column(
-                WORKSHEET_COLUMN, pa.array([rng.sheet] * len(records), type=pa.string())
-            )
-            tables.append(table)
+            before = len(rows_out)
+            for i, name in enumerate(names):
+                values = columns.setdefault(name, [None] * before)
+                values.extend(r[i] if i < len(r) else None for r in records)
+            for values in columns.values():
+                if len(values) < before + len(records):  # not a column of this sheet
+                    values.extend([None] * (before + len(records) - len(values)))
+            sheets.extend([rng.sheet] * len(records))
             rows_out.extend(numbers)
     finally:
         workbook.close()
-    if not tables:
+    if not ranges:
         return pa.table({}), []
-    return pa.concat_tables(tables, promote_options="permissive"), rows_out
+    table = table_from_columns(list(columns), list(columns.values()))
+    table = table.append_column(WORKSHEET_COLUMN, pa.array(sheets, type=pa.string()))
+    return table, rows_out
 
 
 def _records(ws: Any, rng: SheetRange, width: int) -> tuple[list[tuple[Any, ...]], list[int]]:

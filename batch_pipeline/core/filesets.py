@@ -27,7 +27,6 @@ under it, recursively, as ``discovery`` lists them), optionally narrowed to name
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from batch_pipeline.core.discovery import (
     DEFAULT_SUFFIXES,
@@ -52,6 +50,7 @@ from batch_pipeline.core.readers import ChunkData, combine_parts, read_chunk
 from batch_pipeline.core.sources import derive_batch_id, detect_format, inspect_source
 from batch_pipeline.core.staging import PartSizes, stream_parts
 from batch_pipeline.core.storage import Storage, is_s3, normalize_uri
+from batch_pipeline.core.types import concat_tables
 
 # A file is read whole into its chunk: 64 MiB of CSV is about 600,000 records of 100 bytes,
 # which validate handles within the 1 GiB a step may use.
@@ -346,7 +345,7 @@ def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> C
         lines.append(np.full(n, -1, np.int64) if found is None else np.asarray(found, np.int64))
         offset += n
         size += data.bytes_read
-    table = pa.concat_tables(unify_types(tables), promote_options="permissive")
+    table = concat_tables(tables)  # a column whose type differs between files: text
     table = table.select([c for c in table.column_names if c != FILE_COLUMN] + [FILE_COLUMN])
     all_lines = np.concatenate(lines) if lines else np.zeros(0, np.int64)
     return ChunkData(
@@ -356,39 +355,6 @@ def read_file_set_chunk(storage: Storage, source: SourceSpec, chunk: Chunk) -> C
         records=np.concatenate(records) if records else None,
         rejects=pa.concat_tables(rejects, promote_options="permissive") if rejects else None,
     )
-
-
-def unify_types(tables: list[pa.Table]) -> list[pa.Table]:
-    """The tables with each column of one type: where files disagree (a number in one, text in
-    another; a struct against a string), the column becomes text in every file, as a column
-    whose values disagree within one JSON file does; a processor then judges each value."""
-    types: dict[str, set[pa.DataType]] = {}
-    for table in tables:
-        for field in table.schema:
-            if not pa.types.is_null(field.type):
-                types.setdefault(field.name, set()).add(field.type)
-    clash = {name for name, found in types.items() if len(found) > 1}
-    if not clash:
-        return tables
-    return [_texts(table, clash) for table in tables]
-
-
-def _texts(table: pa.Table, names: set[str]) -> pa.Table:
-    for i, field in enumerate(table.schema):
-        if field.name in names and not pa.types.is_null(field.type):
-            table = table.set_column(i, field.name, _as_text(table.column(i)))
-    return table
-
-
-def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A column as text: cast where Arrow can, JSON for nested values."""
-    if pa.types.is_string(column.type):
-        return column
-    try:
-        return pc.cast(column, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()]
-        return pa.chunked_array([pa.array(values, pa.string())])
 
 
 def _with_file(table: pa.Table, name: pa.DictionaryArray) -> pa.Table:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Format = Literal["csv", "jsonl", "json", "parquet", "excel"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "json", "parquet", "excel")
@@ -198,13 +201,16 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Plan:
-    """The chunks of a batch and why they have the size they have."""
+    """The chunks of a batch and why they have the size they have. ``schema``: the batch's
+    column types, learned from a sample while planning (see ``planning.batch_schema``); each
+    chunk conforms its records to it. None in a plan.json written before plans had one."""
 
     chunks: tuple[Chunk, ...]
     chunk_records: int
     reason: str
     total_records: int | None
     exact_records: bool
+    schema: pa.Schema | None = None
 
 
 @dataclass(frozen=True)

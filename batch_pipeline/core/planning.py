@@ -21,10 +21,12 @@ import itertools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batch_pipeline.core.boundaries import (
     AmbiguousQuotes,
@@ -43,8 +45,13 @@ from batch_pipeline.core.models import (
     SourceSpec,
     join_uri,
 )
-from batch_pipeline.core.staging import stage_source
+from batch_pipeline.core.staging import stage_source, staged_schema
 from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.types import (
+    schema_from_json,
+    schema_to_json,
+    string_schema,
+)
 
 STAGING_PART_RECORDS = 100_000
 MAX_FILES_PER_CHUNK = 1000
@@ -73,6 +80,7 @@ def plan_to_json(spec: BatchSpec, plan: Plan) -> dict[str, Any]:
         "total_records": plan.total_records,
         "exact_records": plan.exact_records,
         "descriptors": [asdict(c) for c in plan.chunks],
+        "schema": schema_to_json(plan.schema) if plan.schema is not None else None,
     }
 
 
@@ -103,14 +111,21 @@ def plan_or_reuse(storage: Storage, spec: BatchSpec) -> Plan:
             chunks = tuple(Chunk.from_dict(d) for d in data["descriptors"])
             reason = data["reason"] + " (plan reused from plan.json)"
             total, exact = data["total_records"], data["exact_records"]
-            return Plan(chunks, data["chunk_records"], reason, total, exact)
+            schema = schema_from_json(data.get("schema"))  # None: a plan from before schemas
+            return Plan(chunks, data["chunk_records"], reason, total, exact, schema)
     plan = plan_batch(storage, spec)
     write_plan(storage, spec, plan)
     return plan
 
 
 def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
-    """Plan the chunks of ``spec``'s source (staging it first if it cannot be cut by bytes)."""
+    """Plan the chunks of ``spec``'s source (staging it first if it cannot be cut by bytes)
+    and learn the batch's schema."""
+    plan = _plan_chunks(storage, spec)
+    return replace(plan, schema=batch_schema(storage, spec, plan))
+
+
+def _plan_chunks(storage: Storage, spec: BatchSpec) -> Plan:
     source, settings = spec.source, spec.chunking
     if settings.chunk_records < 1 or settings.max_chunks < 1:
         raise SourceError("chunk_records and max_chunks must be at least 1")
@@ -509,3 +524,96 @@ def _pack_sheets(sheets: list[dict], size: int) -> list[list[tuple[SheetRange, i
         packed[-1].append((rng, rows))
         acc += rows
     return packed
+
+
+# The batch schema -------------------------------------------------------------------------------
+
+SCHEMA_SAMPLE_BYTES = 1 << 20  # JSON lines read from the start of the source
+SCHEMA_SAMPLE_ROWS = 1000  # rows read from the start of each worksheet
+_SCHEMAS: dict[tuple, pa.Schema | None] = {}  # plan_schema's, per plan (see there)
+
+
+def batch_schema(storage: Storage, spec: BatchSpec, plan: Plan) -> pa.Schema | None:
+    """The column types every chunk of the batch conforms to (``types.conform``), learned from
+    a sample: CSV, every column text (values are read as text); Parquet, the file's schema;
+    JSON lines, the first MiB of lines, read as a chunk reads them; JSON documents and gzip
+    files, the join of the staged parts' schemas (exact); Excel, the first 1,000 rows of each
+    sheet; a file set, its first file with records. A chunk meeting a wider type keeps it, and
+    ``results.aggregate`` brings every file to the join."""
+    source = spec.source
+    if source.is_file_set:
+        return _file_set_schema(storage, spec)
+    if source.needs_staging:
+        parts = [uri for chunk in plan.chunks for uri in chunk.parts]
+        return staged_schema(storage, join_uri(spec.output, "_staging"), parts)
+    if source.format == "csv":
+        return string_schema(source.columns or ())
+    if source.format == "parquet":
+        with storage.open_input_file(source.uri) as f:
+            return pq.read_schema(f).remove_metadata()
+    if source.format == "jsonl":
+        from batch_pipeline.core.readers import _read_jsonl
+
+        end = min(source.info.size, source.data_start + SCHEMA_SAMPLE_BYTES)
+        head = storage.read_range(source.uri, source.data_start, end)
+        if end < source.info.size:
+            head = head[: head.rfind(b"\n") + 1]  # whole lines only
+        sample = Chunk(0, 1, "bytes", source.uri, source.data_start, source.data_start + len(head))
+        return _read_jsonl(head, sample).table.schema
+    return _sheets_schema(storage, source)
+
+
+def _sheets_schema(storage: Storage, source: SourceSpec) -> pa.Schema | None:
+    from batch_pipeline.core.excel import read_sheet_ranges
+
+    rows = SCHEMA_SAMPLE_ROWS
+    ranges = [
+        SheetRange(s["name"], s["header_row"], s["header_row"] + 1, s["header_row"] + rows)
+        for s in source.layout.get("sheets", [])
+        if not s["empty"]
+    ]
+    if not ranges:
+        return None
+    return read_sheet_ranges(storage, source.uri, ranges)[0].schema
+
+
+def _file_set_schema(storage: Storage, spec: BatchSpec) -> pa.Schema | None:
+    """The schema of the set's first file with records, read as its chunk reads it (a CSV
+    set: every column text, each file naming its own columns)."""
+    from batch_pipeline.core.filesets import read_file_set_chunk
+
+    source = spec.source
+    first = next((m for m in source.members if m.size), None)
+    if first is None or source.format == "csv":
+        return None
+    chunk = Chunk(
+        0, 1, "objects", source.uri, members=(first.uri,), fingerprints=(first.fingerprint,)
+    )
+    return read_file_set_chunk(storage, source, chunk).table.schema
+
+
+def plan_schema(storage: Storage, spec: BatchSpec) -> pa.Schema | None:
+    """The batch schema in ``plan.json`` when the plan there was made for this source content
+    and these settings (as ``plan_or_reuse`` decides), else None. Read once per plan and
+    process: such a plan is never rewritten with other contents."""
+    key = (
+        spec.plan_uri,
+        spec.source.info.fingerprint,
+        json.dumps(_parse_key(spec), sort_keys=True),
+        json.dumps(asdict(spec.chunking), sort_keys=True),
+    )
+    if key not in _SCHEMAS:
+        try:
+            data = json.loads(storage.read_bytes(spec.plan_uri))
+        except (OSError, ValueError):
+            return None  # no plan (a chunk run on its own): nothing to conform to
+        if (
+            data.get("source_fingerprint") != spec.source.info.fingerprint
+            or data.get("parse") != _parse_key(spec)
+            or data.get("chunking") != asdict(spec.chunking)
+        ):
+            return None
+        if len(_SCHEMAS) > 64:
+            _SCHEMAS.clear()
+        _SCHEMAS[key] = schema_from_json(data.get("schema"))
+    return _SCHEMAS[key]

@@ -19,9 +19,11 @@ import pyarrow.compute as pc
 from batch_pipeline.core.errors import ConfigError, ProcessorError
 from batch_pipeline.core.filesets import read_file_set_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
+from batch_pipeline.core.planning import plan_schema
 from batch_pipeline.core.processors import Processor, get_processor
 from batch_pipeline.core.readers import ChunkData, read_chunk
 from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.types import conform
 
 REJECT_META = ("_reason", "_chunk", "_record", "_line", "_raw")
 
@@ -53,10 +55,16 @@ class PeakRss:
 
 
 def run_chunk(
-    storage: Storage, spec: BatchSpec, chunk: Chunk, processor: Processor | None = None
+    storage: Storage,
+    spec: BatchSpec,
+    chunk: Chunk,
+    processor: Processor | None = None,
+    schema: pa.Schema | None = None,
 ) -> ChunkSummary:
     """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
-    files. Raises ChunkReadError / ProcessorError naming the chunk."""
+    files. Raises ChunkReadError / ProcessorError naming the chunk. The records are conformed
+    to the batch's ``schema`` (by default the one in ``plan.json``) before the processor sees
+    them (see ``types.conform``)."""
     processor = processor or get_processor(
         spec.processor, spec.processor_options, spec.processor_modules
     )
@@ -66,6 +74,7 @@ def run_chunk(
             data = read_file_set_chunk(storage, spec.source, chunk)
         else:
             data = read_chunk(storage, spec.source, chunk)
+        data.table = conform(data.table, schema or plan_schema(storage, spec))
         try:
             result = processor.process(data.table)
         except ConfigError as exc:  # the config does not fit this chunk's data: no retry

@@ -23,12 +23,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from batch_pipeline.core.errors import SourceError
 from batch_pipeline.core.models import Chunk, SourceSpec, join_uri
 from batch_pipeline.core.readers import _read_jsonl, _rejects, split_invalid_utf8
 from batch_pipeline.core.storage import Storage
 from batch_pipeline.core.tables import table_from_records
+from batch_pipeline.core.types import (
+    join_schemas,
+    json_text,
+    record_depth,
+    schema_from_json,
+    schema_to_json,
+    too_deep,
+)
 
 MARKER = "_staged.json"
 EMPTY_REJECTS = pa.table(
@@ -91,9 +100,11 @@ def stage_source(
         if same_source and state.get("part_sizes") == list(astuple(sizes)):
             return [StagedPart(**p) for p in state["parts"]]
     parts: list[StagedPart] = []
+    schema = pa.schema([])
     try:
         for index, (table, rejects) in enumerate(stream_parts(storage, source, sizes)):
             uri = part_uri(prefix, index)
+            schema = join_schemas([schema, table.schema])
             storage.write_parquet(table, uri)
             bad = rejects if rejects is not None else EMPTY_REJECTS
             storage.write_parquet(bad, rejects_uri(uri))
@@ -110,9 +121,25 @@ def stage_source(
         "fingerprint": source.info.fingerprint,
         "part_sizes": list(astuple(sizes)),
         "parts": [p.__dict__ for p in parts],
+        "schema": schema_to_json(schema),
     }
     storage.write_bytes(marker, json.dumps(state, indent=1).encode())
     return parts
+
+
+def staged_schema(storage: Storage, prefix: str, parts: list[str]) -> pa.Schema:
+    """The join of the staged parts' schemas: from the marker, or (a marker written before it
+    kept one) from the parts' Parquet footers."""
+    marker = join_uri(prefix, MARKER)
+    if storage.exists(marker):
+        schema = schema_from_json(json.loads(storage.read_bytes(marker)).get("schema"))
+        if schema is not None:
+            return schema
+    footers = []
+    for uri in parts:
+        with storage.open_input_file(uri) as f:
+            footers.append(pq.read_schema(f).remove_metadata())
+    return join_schemas(footers)
 
 
 def _rows(table: pa.Table | None) -> int:
@@ -163,30 +190,54 @@ class _SkipBom(io.RawIOBase):
 def _json_parts(
     storage: Storage, source: SourceSpec, sizes: PartSizes
 ) -> Iterator[tuple[pa.Table, pa.Table | None]]:
+    """A JSON document's records in parts. ijson's C backend stops at an integer beyond int64
+    (yajl's limit); the document is then parsed again with ijson's Python backend (slower,
+    exact), and the parts already given are not given again."""
+    import ijson
+
+    given = 0
+    try:
+        for part in _json_parts_with(ijson.items, storage, source, sizes):
+            yield part
+            given += 1
+    except _IntegerOverflow:
+        python = ijson.get_backend("python").items
+        for i, part in enumerate(_json_parts_with(python, storage, source, sizes)):
+            if i >= given:
+                yield part
+
+
+class _IntegerOverflow(Exception):
+    pass
+
+
+def _json_parts_with(
+    parse_items: Any, storage: Storage, source: SourceSpec, sizes: PartSizes
+) -> Iterator[tuple[pa.Table, pa.Table | None]]:
     import ijson
 
     good: list[dict] = []
     bad: list[tuple[int, str, str]] = []
     count = emitted = index = 0
     with storage.open_input_stream(source.uri, compression=source.compression) as raw:
-        items = ijson.items(_SkipBom(raw), source.json_records_path, use_float=True)
+        items = parse_items(_SkipBom(raw), source.json_records_path, use_float=True)
         try:
             for item in items:
-                if isinstance(item, dict):
+                if not isinstance(item, dict):
+                    reason = f"record is a JSON {type(item).__name__}, not an object"
+                else:
+                    reason = too_deep(record_depth(item))
+                if reason is None:
                     good.append(item)
                 else:
-                    bad.append(
-                        (
-                            count,
-                            f"record is a JSON {type(item).__name__}, not an object",
-                            json.dumps(item, default=str),
-                        )
-                    )
+                    bad.append((count, reason, json_text(item)))
                 count += 1
                 if count == sizes(index):
                     yield _json_part(good, bad)
                     good, bad, emitted, count, index = [], [], emitted + count, 0, index + 1
         except ijson.JSONError as exc:
+            if "integer overflow" in str(exc):
+                raise _IntegerOverflow() from exc
             raise SourceError(
                 f"{source.uri}: malformed JSON after record {emitted + count}: {exc}"
             ) from exc

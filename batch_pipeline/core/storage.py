@@ -99,7 +99,9 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
     """The columns worth dictionary-encoding: fewer distinct values than half of a sample of
     their first rows (names, countries, statuses; not ids, e-mails or timestamps). Encoding
     every column, pyarrow's default, spends a third of a chunk's write time building
-    dictionaries that it then abandons for high-cardinality columns."""
+    dictionaries that it then abandons for high-cardinality columns. Columns of nulls (a blank
+    Excel column, a field null in the whole chunk) and of types ``count_distinct`` cannot count
+    are not encoded."""
     rows = min(table.num_rows, sample)
     if rows == 0:
         return []
@@ -109,9 +111,13 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
         if pa.types.is_dictionary(head.type):  # encoded already (a file set's _file)
             chosen.append(name)
             continue
-        if pa.types.is_nested(head.type):
+        if pa.types.is_nested(head.type) or pa.types.is_null(head.type):
             continue
-        if pc.count_distinct(head).as_py() * 2 < rows:
+        try:
+            distinct = pc.count_distinct(head).as_py()
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+        if distinct * 2 < rows:
             chosen.append(name)
     return chosen
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_pipeline.core import filesets
+from batch_pipeline.core import filesets, types
 from batch_pipeline.core.batch import prepare_batch
 from batch_pipeline.core.discovery import SourceObject
 from batch_pipeline.core.errors import ChunkReadError, ConfigError, SourceError
@@ -350,9 +350,9 @@ def test_files_whose_columns_have_other_types_reject_values_not_the_chunk(storag
     assert {r["tags"] for r in valid} == {'{"x": 1}', None}
     assert rejected_rows(storage, result)[0]["_reason"] == "id: not a valid int64"
     tables = [pa.table({"n": [1, 2]}), pa.table({"n": ["a"]}), pa.table({"m": [None]})]
-    unified = filesets.unify_types(tables)
-    assert [t.schema.field("n").type for t in unified[:2]] == [pa.string(), pa.string()]
-    assert unified[2] is tables[2]
+    joined = types.concat_tables(tables)
+    assert joined.schema == pa.schema([("n", pa.string()), ("m", pa.null())])
+    assert joined.column("n").to_pylist() == ["1", "2", "a", None]
 
 
 @pytest.mark.parametrize(
