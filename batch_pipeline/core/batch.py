@@ -67,6 +67,7 @@ def prepare_batch(
     ids: dict[str, str | None] | None = None,
     config: dict[str, Any] | None = None,
     force: bool = False,
+    redeliver: bool = False,
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
@@ -123,6 +124,7 @@ def prepare_batch(
         failures=failures,
         processor_modules=tuple(processor_modules),
         mode="force" if force else "run",
+        redeliver=redeliver,
     )
 
 
@@ -142,7 +144,8 @@ def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: An
             f"(fingerprint {state.fingerprint} is now {spec.source.info.fingerprint}); redrive "
             "would mix two versions of it: run the new version as its own batch"
         )
-    return replace(spec, batch_id=batch_id, mode="redrive")
+    # A redrive never delivers again what was delivered, even if the stored run asked to.
+    return replace(spec, batch_id=batch_id, mode="redrive", redeliver=False)
 
 
 def _check_delivery(delivery: DeliverySettings) -> None:

@@ -224,6 +224,8 @@ class BatchSpec:
     failures: FailureSettings = field(default_factory=FailureSettings)
     processor_modules: tuple[str, ...] = ()
     mode: Literal["run", "redrive", "force"] = "run"
+    # Deliver every record again, whatever the sink took before (see Ledger.register_batch).
+    redeliver: bool = False
 
     @property
     def output(self) -> str:

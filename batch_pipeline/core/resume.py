@@ -8,8 +8,9 @@
 
 A batch force-completed by an operator processes nothing in ``run`` mode.
 
-Chosen chunks go back to ``pending``; delivery progress is never reset, so nothing already
-delivered is delivered again. Once the plan is registered, ``prune_outputs`` removes the
+Chosen chunks go back to ``pending``; delivery progress is kept (nothing already delivered is
+delivered again) unless the ledger starts it again for a new destination or ``redeliver``
+(``Ledger.register_batch``). Once the plan is registered, ``prune_outputs`` removes the
 batch's files that the current plan does not have.
 """
 

@@ -102,6 +102,9 @@ def make_spec(
     etag: str = "etag-1",
     processor: str = "passthrough",
     options: dict[str, Any] | None = None,
+    target: str = "none",
+    output: str = "s3://bucket/output",
+    redeliver: bool = False,
 ) -> BatchSpec:
     uri = "s3://bucket/incoming/leads.csv"
     source = SourceSpec(
@@ -113,9 +116,10 @@ def make_spec(
         processor=processor,
         processor_options=dict(options or {}),
         chunking=ChunkingSettings(chunk_records=10),
-        output_root="s3://bucket/output",
-        delivery=DeliverySettings(target="none"),
+        output_root=output,
+        delivery=DeliverySettings(target=target),
         config={"source": uri},
+        redeliver=redeliver,
     )
 
 
@@ -208,22 +212,122 @@ def test_register_another_plan_replaces_rows(ledger: Ledger) -> None:
     assert batch is not None and batch.chunks == 2 and batch.plan_hash == plan_hash(replanned)
 
 
-def test_register_another_plan_after_delivery_is_refused(ledger: Ledger) -> None:
-    spec, plan = make_spec(), make_plan(3)
+QUEUE = "sqs://leads-queue"
+
+
+def delivered(ledger: Ledger, spec: BatchSpec, plan: Plan, sent: int = 1) -> None:
+    """Register ``spec``, then chunk 0 succeeds and the sink takes ``sent`` of its 4 messages."""
     ledger.register_batch(spec, plan)
     ledger.mark_running(spec.batch_id, 0)
-    ledger.mark_succeeded(spec.batch_id, summary_for(0, 3), "fp")
+    ledger.mark_succeeded(spec.batch_id, summary_for(0, len(plan.chunks)), "fp")
     ledger.assign_messages(spec.batch_id, {0: 4})
-    ledger.mark_sent(spec.batch_id, 0, 1)
-    with pytest.raises(
-        ConfigError,
-        match=r"the chunk plan, 3 chunks before\), and 1 of its chunks delivered messages",
-    ):
+    ledger.mark_sent(spec.batch_id, 0, sent)
+
+
+def sent_messages(ledger: Ledger, batch_id: str) -> list[int]:
+    return [s.messages_sent for s in ledger.chunk_states(batch_id)]
+
+
+def test_another_plan_after_delivery_to_the_same_queue_is_refused(ledger: Ledger) -> None:
+    """Issue 11, item 13: only a change that could deliver records twice to the same external
+    sink is refused, naming the setting and what to do."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan)
+    with pytest.raises(ConfigError) as refused:
         ledger.register_batch(spec, make_plan(4))
+    message = str(refused.value)
+    assert "delivered 1 message(s) to sqs://leads-queue" in message
+    assert "the chunk plan (3 chunks before, 4 now)" in message
+    assert "--redeliver" in message and "--batch-id" in message
     states = ledger.chunk_states(spec.batch_id)  # nothing changed
     assert len(states) == 3 and states[0].status == SUCCEEDED and states[0].messages_sent == 1
     batch = ledger.batch(spec.batch_id)
     assert batch is not None and batch.plan_hash == plan_hash(plan)
+
+    # The queue URL names the same queue as sqs://NAME.
+    url = make_spec(target="https://sqs.us-east-1.amazonaws.com/123456789012/leads-queue")
+    with pytest.raises(ConfigError, match="the chunk plan"):
+        ledger.register_batch(url, make_plan(4))
+
+    # Other processor options to the same queue: refused, naming them.
+    other = make_spec(target=QUEUE, options={"columns": {}}, processor="validate")
+    with pytest.raises(ConfigError, match="the processor or its options changed since"):
+        ledger.register_batch(other, plan)
+
+    # With redeliver, it goes ahead: new rows, delivery from the start.
+    again = ledger.register_batch(make_spec(target=QUEUE, redeliver=True), make_plan(4))
+    assert [(s.status, s.messages_sent, s.first_message) for s in again] == [(PENDING, 0, None)] * 4
+
+
+def test_a_new_destination_starts_delivery_again(ledger: Ledger) -> None:
+    """Another plan with delivery none, to the local outbox, or to another queue proceeds."""
+    for target in ("none", "local", "sqs://other-queue"):
+        spec = make_spec(batch_id=f"b-{target[:4]}", target=QUEUE)
+        delivered(ledger, spec, make_plan(3), sent=4)
+        states = ledger.register_batch(replace(spec, delivery=DeliverySettings(target)),
+                                       make_plan(4))  # fmt: skip
+        assert [(s.chunk, s.first_message, s.messages_sent) for s in states] == [
+            (i, None, 0) for i in range(4)
+        ], target
+
+
+def test_the_same_queue_after_another_destination_is_refused(ledger: Ledger) -> None:
+    """Delivered to a queue, then run elsewhere (the delivery progress started again), then to
+    the queue again: the ledger no longer knows which records the queue has."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan, sent=3)
+    for target in ("none", "sqs://other-queue"):
+        moved = make_spec(target=target)
+        ledger.register_batch(moved, plan)
+        assert sent_messages(ledger, spec.batch_id) == [0, 0, 0]
+        with pytest.raises(ConfigError) as refused:
+            ledger.register_batch(spec, plan)
+        assert "delivered 3 message(s) to sqs://leads-queue before" in str(refused.value)
+        assert f"then went to {moved.delivery.target}" in str(refused.value)
+    back = ledger.register_batch(replace(spec, redeliver=True), plan)
+    assert [s.messages_sent for s in back] == [0, 0, 0]
+    destinations = {d.target: d for d in ledger.destinations(spec.batch_id)}
+    assert destinations[QUEUE].current and destinations[QUEUE].messages == 3
+
+
+def test_the_same_queue_keeps_its_progress(ledger: Ledger) -> None:
+    """Nothing that changes the messages changed (only the output folder, or nothing): the
+    delivery progress stays, so nothing is sent twice."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan, sent=2)
+    ledger.register_batch(spec, plan)
+    moved = make_spec(target=QUEUE, output="s3://bucket/elsewhere")
+    states = ledger.register_batch(moved, plan)
+    assert (states[0].first_message, states[0].messages_sent) == (1, 2)
+    # Changes before anything was sent: the numbering starts again, nothing is refused.
+    fresh = make_spec(batch_id="fresh", target=QUEUE)
+    ledger.register_batch(fresh, plan)
+    ledger.assign_messages("fresh", {0: 4})
+    states = ledger.register_batch(replace(fresh, processor="validate"), plan)
+    assert states[0].first_message is None
+
+
+def test_a_local_outbox_starts_again_when_what_is_sent_changes(ledger: Ledger) -> None:
+    spec, plan = make_spec(target="local"), make_plan(3)
+    delivered(ledger, spec, plan, sent=4)
+    assert ledger.register_batch(spec, plan)[0].messages_sent == 4  # unchanged: kept
+    other = make_spec(target="local", options={"columns": {}}, processor="validate")
+    assert ledger.register_batch(other, plan)[0].first_message is None
+
+
+def test_a_ledger_from_before_the_deliveries_table(ledger: Ledger) -> None:
+    """A batch registered before bp_deliveries existed: its stored config names its target."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    spec = replace(spec, config={"source": "x", "delivery": {"target": QUEUE}})
+    delivered(ledger, spec, plan)
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.delete(ledger.deliveries))
+    with pytest.raises(ConfigError, match="the chunk plan"):
+        ledger.register_batch(spec, make_plan(4))
+    states = ledger.register_batch(replace(spec, delivery=DeliverySettings("none")), plan)
+    assert states[0].messages_sent == 0
+    with pytest.raises(ConfigError, match="delivered 1 message"):
+        ledger.register_batch(spec, plan)
 
 
 # Status transitions ---------------------------------------------------------------------------
@@ -499,11 +603,13 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_deliveries",
     }
     assert set(inspector.get_table_names(schema="public")) == {
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_deliveries",
     }
 
     spec = make_spec()
@@ -666,6 +772,7 @@ def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_deliveries",
     }
     opened.dispose()
 

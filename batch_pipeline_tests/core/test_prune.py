@@ -57,7 +57,7 @@ def test_a_smaller_plan_leaves_exactly_its_files(
         path.write_bytes(gzip.compress(data) if where == "gzip" else data)
         source, output = str(path), str(tmp_path / "out")
     storage = Storage()
-    target = "none"
+    target = "none" if where == "local" else "local"  # the outbox, under the output
 
     def spec(chunk_records: int) -> Any:
         return prepare_batch(
