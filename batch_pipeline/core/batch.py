@@ -10,6 +10,7 @@ sleep in place).
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from batch_pipeline.core.delivery.sinks import (
 from batch_pipeline.core.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.execution import attempt_chunk
 from batch_pipeline.core.filesets import inspect_file_set, is_file_set, relative_key
+from batch_pipeline.core.lease import LeaseKeeper, LeaseSettings
 from batch_pipeline.core.ledger import COMPLETED_FORCED, Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
@@ -208,28 +210,46 @@ class LocalRun:
 
 
 def run_batch(
-    storage: Storage, spec: BatchSpec, ledger: Ledger | None = None, sqs_client: Any = None
+    storage: Storage,
+    spec: BatchSpec,
+    ledger: Ledger | None = None,
+    sqs_client: Any = None,
+    holder: str | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
-    ledger unless one is given. Delivery happens unless the batch failed."""
+    ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
+    lease throughout (``holder``: default a new uuid), with a heartbeat, and gives it back at
+    the end; another run of the batch meanwhile is refused (BatchBusyError)."""
     ledger = ledger or Ledger("sqlite://")
-    plan = plan_or_reuse(storage, spec)
-    chunks, _ = select_chunks(ledger, storage, spec, plan)
-    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
-    for chunk in chunks:
-        retry_number = 0
-        while True:
-            try:
-                attempt_chunk(storage, ledger, spec, chunk, retry_number, lambda: sqs_client,
-                              processor)  # fmt: skip
-                break
-            except RetryableChunkError as exc:
-                time.sleep(exc.delay)
-                retry_number += 1
-    batch = ledger.batch(spec.batch_id)
-    forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
-    result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
-    ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
-    sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
-    delivered = deliver_batch(storage, ledger, spec, sink) if sink else None
+    holder = holder or uuid.uuid4().hex
+    settings = LeaseSettings.from_env()
+    ledger.acquire_lease(spec.batch_id, holder, settings.ttl_seconds)
+    try:
+        with LeaseKeeper(ledger, spec.batch_id, holder, settings) as keeper:
+            plan = plan_or_reuse(storage, spec)
+            chunks, _ = select_chunks(ledger, storage, spec, plan, holder)
+            processor = get_processor(
+                spec.processor, spec.processor_options, spec.processor_modules
+            )
+            for chunk in chunks:
+                retry_number = 0
+                while True:
+                    keeper.check()
+                    try:
+                        attempt_chunk(storage, ledger, spec, chunk, retry_number,
+                                      lambda: sqs_client, processor)  # fmt: skip
+                        break
+                    except RetryableChunkError as exc:
+                        time.sleep(exc.delay)
+                        retry_number += 1
+            keeper.check()
+            batch = ledger.batch(spec.batch_id)
+            forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+            result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
+            ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
+            sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
+            keeper.check()
+            delivered = deliver_batch(storage, ledger, spec, sink) if sink else None
+    finally:
+        ledger.release_lease(spec.batch_id, holder)
     return LocalRun(spec, result, delivered)

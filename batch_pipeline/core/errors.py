@@ -37,6 +37,15 @@ class ConservationError(BatchPipelineError):
     """Records in != records out + records rejected, for a chunk or for the run."""
 
 
+class BatchBusyError(ConfigError):
+    """Another run holds the batch's lease: this run refuses to touch the batch. Permanent."""
+
+
+class LeaseLostError(ConfigError):
+    """This run no longer holds its batch's lease (another run took it after it expired): the
+    step stops before writing. Permanent."""
+
+
 class DeliveryError(BatchPipelineError):
     """Messages could not be delivered; ``permanent`` is False when a retry may succeed."""
 

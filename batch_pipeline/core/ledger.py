@@ -12,7 +12,9 @@ transaction, so concurrent steps never lose a count; batch progress is counted f
 rows, never kept as a counter that two steps could both overwrite. All SQL is built by
 SQLAlchemy with bound parameters.
 
-``bp_deliveries`` keeps,
+A lease per batch (``bp_leases``) keeps two runs of the same batch apart: the run holding it
+(its Dagster run id) renews it while it works; another run is refused until it is released,
+expires, or (under Dagster) its holder's run is known to have finished. ``bp_deliveries`` keeps,
 per batch and external sink, what a batch's messages were made from and how many the sink took,
 so that a change which would deliver records twice to the same sink is refused.
 
@@ -29,12 +31,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary, Plan
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED = (
@@ -144,6 +147,31 @@ def sink_key(target: str) -> str:
         return target
     name = target.rstrip("/").rsplit("/", 1)[-1]
     return f"sqs://{name}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a batch (``holder``: a run id) and until when, as epoch seconds."""
+
+    batch_id: str
+    holder: str
+    acquired_at: float
+    heartbeat_at: float
+    expires_at: float
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        seen = max(0.0, now - self.heartbeat_at)
+        left = self.expires_at - now
+        expiry = f"expires at {_iso(self.expires_at)}" if left > 0 else "has expired"
+        return (
+            f"run {self.holder} (since {_iso(self.acquired_at)}, last seen {seen:.0f}s ago; its "
+            f"lease {expiry})"
+        )
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass
@@ -261,7 +289,7 @@ class Progress:
 
 def _tables(
     schema: str | None,
-) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.Table]:
+) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.Table, sa.Table]:
     metadata = sa.MetaData(schema=schema)
     batches = sa.Table(
         "bp_batches",
@@ -319,6 +347,16 @@ def _tables(
         sa.Column("fingerprint", sa.String(255), nullable=False),
         sa.Index("ix_bp_members_uri", "uri"),
     )
+    # One lease per batch: the run that may work on it now (see acquire_lease).
+    leases = sa.Table(
+        "bp_leases",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("acquired_at", sa.Float, nullable=False),
+        sa.Column("heartbeat_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
     # Where a batch's messages went: per batch and destination (sink_key), what they were made
     # of (sent_settings, JSON), the output they came from, and how many messages an external
     # sink had taken when the chunk rows' delivery progress last moved to another destination.
@@ -335,7 +373,7 @@ def _tables(
         sa.Column("run_id", sa.String(255)),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
-    return metadata, batches, chunks, members, deliveries
+    return metadata, batches, chunks, members, leases, deliveries
 
 
 WRITE = "batch_pipeline_ledger_write"  # execution option of the ledger's write transactions
@@ -351,6 +389,12 @@ def _engine_url(url: str) -> sa.URL:
             if importlib.util.find_spec(module) is not None:
                 return parsed.set(drivername=f"postgresql+{driver}")
     return parsed
+
+
+def _sqlite_path(url: str) -> str:
+    """The file of a SQLite URL; "" for the in-memory database."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    return "" if path == ":memory:" else path
 
 
 def _make_engine(url: str) -> sa.Engine:
@@ -536,12 +580,15 @@ class Ledger:
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        self.in_memory = self.engine.dialect.name == "sqlite" and not _sqlite_path(url)
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
-        metadata, self.batches, self.chunks, self.members, self.deliveries = _tables(schema)
+        metadata, self.batches, self.chunks, self.members, self.leases, self.deliveries = _tables(
+            schema
+        )
         # Steps starting at once on a new database all try to create the tables: one at a
         # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
-        # Tables added since a ledger was made (bp_deliveries) are created here.
+        # Tables added since a ledger was made (bp_leases, bp_deliveries) are created here.
         with self._write() as conn:
             if self._postgres:
                 self._lock(conn, f"bp_ledger_schema:{schema or ''}")
@@ -773,6 +820,105 @@ class Ledger:
         state = self.batch(batch_id)
         assert state is not None
         return state
+
+    # Leases ----------------------------------------------------------------------------------
+
+    def acquire_lease(
+        self,
+        batch_id: str,
+        holder: str,
+        ttl: float,
+        holder_finished: Callable[[str], bool] | None = None,
+    ) -> Lease:
+        """Take the batch's lease for ``holder`` for ``ttl`` seconds: when nobody holds it, its
+        lease expired, it is ours already, or ``holder_finished(other)`` says its holder's run
+        has ended. Otherwise raise BatchBusyError naming the holder, when it was last seen
+        and when its lease expires. Each attempt is one transaction."""
+        taken = self._take_lease(batch_id, holder, ttl, None)
+        # Whether the holder's run ended is asked outside the transaction.
+        if taken.holder != holder and holder_finished and holder_finished(taken.holder):
+            taken = self._take_lease(batch_id, holder, ttl, taken.holder)
+        if taken.holder == holder:
+            return taken
+        raise BatchBusyError(
+            f"batch {batch_id} is being processed by another run: {taken.describe()}. This run "
+            "did nothing. Wait for that run to end; if it died, run the batch again once its "
+            f"lease has expired (ledger {self.safe_url})"
+        )
+
+    def _take_lease(self, batch_id: str, holder: str, ttl: float, finished: str | None) -> Lease:
+        """Our lease if we could take it, else the holder's."""
+        table = self.leases
+        with self._write() as conn:
+            self._lock(conn, f"bp_lease:{batch_id}")
+            now = time.time()
+            row = conn.execute(sa.select(table).where(table.c.batch_id == batch_id)).first()
+            if row is None:
+                lease = Lease(batch_id, holder, now, now, now + ttl)
+                conn.execute(sa.insert(table).values(**asdict(lease)))
+                return lease
+            current = Lease(**row._mapping)
+            free = current.expires_at <= now or current.holder in (holder, finished)
+            if not free:
+                return current
+            since = current.acquired_at if current.holder == holder else now
+            lease = Lease(batch_id, holder, since, now, now + ttl)
+            conn.execute(
+                sa.update(table).where(table.c.batch_id == batch_id).values(**asdict(lease))
+            )
+            return lease
+
+    def renew_lease(self, batch_id: str, holder: str, ttl: float) -> Lease:
+        """Extend ``holder``'s lease by ``ttl`` seconds from now (also one that expired, as long
+        as nobody took it). Raises LeaseLostError when another run holds it, or nobody does."""
+        table = self.leases
+        with self._write() as conn:
+            self._lock(conn, f"bp_lease:{batch_id}")
+            now = time.time()
+            row = conn.execute(sa.select(table).where(table.c.batch_id == batch_id)).first()
+            if row is None or row.holder != holder:
+                who = (
+                    f"{Lease(**row._mapping).describe(now)} holds it now"
+                    if row is not None
+                    else "nobody holds it (it was released, or the ledger was reset)"
+                )
+                raise LeaseLostError(
+                    f"batch {batch_id}: this run ({holder}) no longer holds the batch's lease: "
+                    f"{who}. This step stopped before writing anything; run the batch again "
+                    "once the other run has ended"
+                )
+            conn.execute(
+                sa.update(table)
+                .where(table.c.batch_id == batch_id)
+                .values(heartbeat_at=now, expires_at=now + ttl)
+            )
+            return Lease(batch_id, holder, row.acquired_at, now, now + ttl)
+
+    def release_lease(self, batch_id: str, holder: str) -> bool:
+        """Give the batch's lease back, if ``holder`` holds it (never another run's)."""
+        table = self.leases
+        with self._write() as conn:
+            result = conn.execute(
+                sa.delete(table).where(table.c.batch_id == batch_id, table.c.holder == holder)
+            )
+        return bool(result.rowcount)
+
+    def release_leases(self, holder: str) -> list[str]:
+        """Give back every lease ``holder`` holds (a run that failed); the batch ids."""
+        table = self.leases
+        with self._write() as conn:
+            held = conn.execute(sa.select(table.c.batch_id).where(table.c.holder == holder))
+            batch_ids = [r.batch_id for r in held]
+            if batch_ids:
+                conn.execute(sa.delete(table).where(table.c.holder == holder))
+        return batch_ids
+
+    def lease(self, batch_id: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.leases).where(self.leases.c.batch_id == batch_id)
+            ).first()
+        return Lease(**row._mapping) if row is not None else None
 
     # Chunks ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError
 from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
@@ -330,6 +330,97 @@ def test_a_ledger_from_before_the_deliveries_table(ledger: Ledger) -> None:
         ledger.register_batch(spec, plan)
 
 
+# Leases (issue 11, item 5) -----------------------------------------------------------------------
+
+
+def test_a_lease_is_held_by_one_run_at_a_time(ledger: Ledger) -> None:
+    first = ledger.acquire_lease("b", "run-1", ttl=60)
+    assert (first.holder, first.batch_id) == ("run-1", "b")
+    assert first.expires_at == pytest.approx(first.heartbeat_at + 60)
+    with pytest.raises(BatchBusyError) as busy:
+        ledger.acquire_lease("b", "run-2", ttl=60)
+    message = str(busy.value)
+    assert "batch b is being processed by another run: run run-1" in message
+    assert "last seen" in message and "expires at" in message and ledger.safe_url in message
+    again = ledger.acquire_lease("b", "run-1", ttl=60)  # ours already: renewed
+    assert again.acquired_at == first.acquired_at and again.expires_at >= first.expires_at
+    assert ledger.acquire_lease("other", "run-2", ttl=60).holder == "run-2"  # per batch
+    lease = ledger.lease("b")
+    assert lease is not None and lease.holder == "run-1"
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_stops(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=0)  # expires at once: its holder died
+    taken = ledger.acquire_lease("b", "run-2", ttl=60)
+    assert taken.holder == "run-2"
+    with pytest.raises(LeaseLostError) as lost:
+        ledger.renew_lease("b", "run-1", ttl=60)
+    assert "this run (run-1) no longer holds the batch's lease: run run-2" in str(lost.value)
+    assert "stopped before writing" in str(lost.value)
+    renewed = ledger.renew_lease("b", "run-2", ttl=60)
+    assert renewed.holder == "run-2" and renewed.acquired_at == taken.acquired_at
+
+
+def test_a_finished_holder_is_taken_over_at_once(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=60)
+    asked: list[str] = []
+
+    def finished(holder: str) -> bool:
+        asked.append(holder)
+        return holder == "run-1"
+
+    assert ledger.acquire_lease("b", "run-2", ttl=60, holder_finished=finished).holder == "run-2"
+    assert asked == ["run-1"]
+    with pytest.raises(BatchBusyError, match="run run-2"):
+        ledger.acquire_lease("b", "run-3", ttl=60, holder_finished=finished)
+
+
+def test_release_gives_back_only_our_own_lease(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=60)
+    assert not ledger.release_lease("b", "run-2")
+    assert ledger.lease("b") is not None
+    assert ledger.release_lease("b", "run-1")
+    assert ledger.lease("b") is None
+    with pytest.raises(LeaseLostError, match="nobody holds it"):
+        ledger.renew_lease("b", "run-1", ttl=60)
+    ledger.acquire_lease("b", "run-3", ttl=60)
+    ledger.acquire_lease("c", "run-3", ttl=60)
+    ledger.acquire_lease("d", "run-4", ttl=60)
+    assert sorted(ledger.release_leases("run-3")) == ["b", "c"]
+    assert ledger.lease("b") is None and ledger.lease("d") is not None
+
+
+def test_threads_racing_for_a_lease_one_wins(ledger: Ledger) -> None:
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> str:
+        barrier.wait()
+        try:
+            return ledger.acquire_lease("b", f"run-{i}", ttl=60).holder
+        except BatchBusyError:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(race, range(8)))
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1 and outcomes.count("refused") == 7
+    lease = ledger.lease("b")
+    assert lease is not None and lease.holder == winners[0]
+
+
+def test_a_ledger_made_before_leases_gets_the_table(ledger_url: str) -> None:
+    old = Ledger(ledger_url)
+    with old.engine.begin() as conn:
+        old.leases.drop(conn)
+        old.deliveries.drop(conn)
+    old.dispose()
+    reopened = Ledger(ledger_url)
+    try:
+        assert reopened.acquire_lease("b", "run-1", ttl=60).holder == "run-1"
+    finally:
+        reopened.dispose()
+
+
 # Status transitions ---------------------------------------------------------------------------
 
 
@@ -603,12 +694,14 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
         "bp_deliveries",
     }
     assert set(inspector.get_table_names(schema="public")) == {
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
         "bp_deliveries",
     }
 
@@ -772,6 +865,7 @@ def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
         "bp_deliveries",
     }
     opened.dispose()
