@@ -16,6 +16,7 @@ from typing import Any
 
 from batch_pipeline.core.delivery.breaker import breaker_for
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
+from batch_pipeline.core.delivery.record import record_delivery
 from batch_pipeline.core.delivery.sinks import (
     OutboxSink,
     Sink,
@@ -196,10 +197,16 @@ def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink
     return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes, breaker=breaker)
 
 
-def deliver_batch(storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink) -> DeliverySummary:
-    return deliver_batch_records(
+def deliver_batch(
+    storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink, run_id: str | None = None
+) -> DeliverySummary:
+    """Send what the sink does not have yet, then record in ``delivery.json`` beside the
+    results what it has (so that a lost ledger cannot make a run deliver it again)."""
+    summary = deliver_batch_records(
         storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
     )
+    record_delivery(storage, ledger, spec, sink.description, run_id)
+    return summary
 
 
 @dataclass
@@ -249,7 +256,7 @@ def run_batch(
             ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
             sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
             keeper.check()
-            delivered = deliver_batch(storage, ledger, spec, sink) if sink else None
+            delivered = deliver_batch(storage, ledger, spec, sink, holder) if sink else None
     finally:
         ledger.release_lease(spec.batch_id, holder)
     return LocalRun(spec, result, delivered)

@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError
+from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError, LedgerError
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary, Plan
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED = (
@@ -391,6 +391,10 @@ def _engine_url(url: str) -> sa.URL:
     return parsed
 
 
+# What SQLite says of a file that is not a database, or a damaged one.
+DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
 def _sqlite_path(url: str) -> str:
     """The file of a SQLite URL; "" for the in-memory database."""
     path = url.split("///", 1)[1] if "///" in url else ""
@@ -581,6 +585,7 @@ class Ledger:
         self.url = url
         self.engine = _make_engine(url)
         self.in_memory = self.engine.dialect.name == "sqlite" and not _sqlite_path(url)
+        sa.event.listen(self.engine, "handle_error", self._damaged)
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
         metadata, self.batches, self.chunks, self.members, self.leases, self.deliveries = _tables(
@@ -589,15 +594,35 @@ class Ledger:
         # Steps starting at once on a new database all try to create the tables: one at a
         # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
         # Tables added since a ledger was made (bp_leases, bp_deliveries) are created here.
-        with self._write() as conn:
-            if self._postgres:
-                self._lock(conn, f"bp_ledger_schema:{schema or ''}")
-                if schema:
-                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-            metadata.create_all(conn, checkfirst=True)
+        try:
+            with self._write() as conn:
+                if self._postgres:
+                    self._lock(conn, f"bp_ledger_schema:{schema or ''}")
+                    if schema:
+                        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                metadata.create_all(conn, checkfirst=True)
+        except LedgerError:
+            self.engine.dispose()
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def _damaged(self, context: Any) -> None:
+        """SQLAlchemy's ``handle_error`` event: a SQLite file that is not a database, or is
+        damaged, becomes one LedgerError saying which ledger and what to do (any statement,
+        and opening it)."""
+        original = context.original_exception
+        text = str(original)
+        if not any(marker in text for marker in DAMAGED):
+            return
+        raise LedgerError(
+            f"the ledger at {self.safe_url} is unusable: {text} (the file was overwritten, "
+            "truncated in the middle or damaged). Nothing was done. Restore it from a backup, "
+            "or move it away to start an empty ledger: every batch's manifest.json and "
+            "delivery.json, beside its results, say what ran and what was delivered, and a "
+            "batch recorded as delivered to a queue is then refused until run with --redeliver."
+        ) from original
 
     def _write(self) -> Any:
         """A write transaction (on SQLite: ``BEGIN IMMEDIATE``)."""

@@ -10,14 +10,18 @@ A batch force-completed by an operator processes nothing in ``run`` mode.
 
 Chosen chunks go back to ``pending``; delivery progress is kept (nothing already delivered is
 delivered again) unless the ledger starts it again for a new destination or ``redeliver``
-(``Ledger.register_batch``). Once the plan is registered, ``prune_outputs`` removes the
-batch's files that the current plan does not have.
+(``Ledger.register_batch``). A batch the ledger does not know, whose ``delivery.json`` says it
+went to this run's external sink, is refused first (the ledger was lost). Once the plan is
+registered, ``prune_outputs`` removes the batch's files that the current plan does not have.
+
+The caller holds the batch's lease (``core.lease``): nothing else writes to the batch meanwhile.
 """
 
 from __future__ import annotations
 
 import re
 
+from batch_pipeline.core.delivery.record import refuse_if_delivered
 from batch_pipeline.core.ledger import (
     COMPLETED_FORCED,
     DEAD_LETTERED,
@@ -45,6 +49,8 @@ def select_chunks(
 ) -> tuple[list[Chunk], str]:
     """Register the plan in the ledger, remove the batch's files the plan does not have, and
     return the chunks to process, and why."""
+    if ledger.batch(spec.batch_id) is None:
+        refuse_if_delivered(storage, ledger, spec)
     registered = ledger.register_batch(spec, plan, run_id)
     prune_outputs(storage, spec, plan, registered)
     states = {s.chunk: s for s in registered}

@@ -37,7 +37,7 @@ def deliver(
             return None
         try:
             with keep_lease(context, book, spec.batch_id):
-                summary = deliver_batch(store, book, spec, sink)
+                summary = deliver_batch(store, book, spec, sink, context.run_id)
         except DeliveryError as exc:
             if exc.permanent:
                 raise

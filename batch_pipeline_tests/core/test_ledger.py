@@ -5,6 +5,7 @@ separate processes)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import threading
 import traceback
@@ -18,7 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError
+from batch_pipeline.core.errors import (
+    BatchBusyError,
+    ConfigError,
+    LeaseLostError,
+    LedgerError,
+    classify,
+)
 from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
@@ -419,6 +426,34 @@ def test_a_ledger_made_before_leases_gets_the_table(ledger_url: str) -> None:
         assert reopened.acquire_lease("b", "run-1", ttl=60).holder == "run-1"
     finally:
         reopened.dispose()
+
+
+# A damaged ledger (issue 11, item 7) -------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"this is not a ledger\n" * 500)
+    with pytest.raises(LedgerError) as opened:
+        Ledger(f"sqlite:///{path}")
+    message = str(opened.value)
+    assert f"the ledger at sqlite:///{path} is unusable: file is not a database" in message
+    assert "Restore it from a backup, or move it away" in message
+    info = classify(opened.value)
+    assert not info.transient
+
+
+def test_a_ledger_overwritten_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.register_batch(make_spec(), make_plan(2))
+    ledger.engine.dispose()  # connections closed, as between two steps' processes
+    for leftover in tmp_path.glob("ledger.db-*"):  # the WAL and its index
+        leftover.unlink()
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(LedgerError, match="is unusable: file is not a database"):
+        ledger.progress("batch-1")
+    ledger.dispose()
 
 
 # Status transitions ---------------------------------------------------------------------------
