@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force", action="store_true", help="process every chunk again (nothing is re-sent)"
     )
+    run.add_argument(
+        "--redeliver",
+        action="store_true",
+        help="deliver every record again, even what the sink already has (after a lost ledger, "
+        "or changed settings to the same queue)",
+    )
     _add_execution_options(run)
 
     redrive = sub.add_parser(
@@ -296,6 +302,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "dead_letter_queue": args.dead_letter_queue,
         },
         "force": args.force,
+        "redeliver": args.redeliver,
         "batch_id": args.batch_id,
         "customer_id": args.customer_id,
         "tenant_id": args.tenant_id,

@@ -175,6 +175,13 @@ class BatchConfig(Config):
         description="Process every chunk again, even those the ledger has as done (delivery "
         "still sends nothing twice).",
     )
+    redeliver: bool = Field(
+        default=False,
+        description="Deliver every record of the batch again, even what its sink already has: "
+        "after the ledger was lost (a batch whose delivery.json says it was delivered is "
+        "refused otherwise), or to send a batch again to the same queue with changed settings. "
+        "Records the sink has are sent twice: use it only when downstream wants them again.",
+    )
     batch_id: str | None = Field(
         default=None,
         description="Batch id; default: derived from the source's key and ETag (or mtime), so "

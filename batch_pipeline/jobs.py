@@ -1,5 +1,6 @@
 """The jobs: ``batch_job`` runs a source through the stages of the seed Step Function, chunks as
-dynamic outputs; ``redrive_job`` runs a batch's failed chunks through the same stages."""
+dynamic outputs; ``redrive_job`` runs a batch's failed chunks through the same stages. Both give
+back the batch's lease when a step fails for good (``release_lease_on_failure``)."""
 
 from dagster import job
 
@@ -12,6 +13,7 @@ from batch_pipeline.ops import (
     plan_chunks,
     process_chunk,
 )
+from batch_pipeline.ops.leases import release_lease_on_failure
 
 
 def _stages(spec) -> None:
@@ -25,6 +27,7 @@ def _stages(spec) -> None:
     description="Initialize, plan chunks, process chunks in parallel, aggregate to a manifest, "
     "deliver valid records. Running a batch again resumes it.",
     tags={"team": "batch_pipeline"},
+    hooks={release_lease_on_failure},
 )
 def batch_job() -> None:
     _stages(initialize())
@@ -35,6 +38,7 @@ def batch_job() -> None:
     description="Redrive a batch: process its failed and dead-lettered chunks again, "
     "re-aggregate, and deliver what was not delivered before.",
     tags={"team": "batch_pipeline"},
+    hooks={release_lease_on_failure},
 )
 def redrive_job() -> None:
     _stages(load_batch())

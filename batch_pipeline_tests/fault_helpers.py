@@ -56,6 +56,21 @@ def run_cli_quiet(*args: str) -> int:
         return main(list(args))
 
 
+# A killed run's lease on its batch lasts until it expires (core.lease): short in the kill
+# tests, so that the run again need not wait a minute.
+SHORT_LEASE = {
+    "BATCH_PIPELINE_LEASE_TTL_SECONDS": "3",
+    "BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS": "0.5",
+}
+
+
+def wait_for_lease_to_expire(ledger: Any, batch_id: str) -> None:
+    """Until the batch's lease (of a killed run) has expired, so that another run may take it."""
+    lease = ledger.lease(batch_id)
+    if lease is not None:
+        wait_for(lambda: time.time() > lease.expires_at, f"the lease of {batch_id} to expire")
+
+
 def cli_env(tmp_path: Path, endpoint: str, ledger_url: str) -> dict[str, str]:
     """The environment of a ``batch-pipeline`` subprocess: the test's AWS endpoint and ledger,
     a Dagster instance of its own (SQLite, no telemetry), and the fault processors importable."""

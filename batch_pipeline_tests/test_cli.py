@@ -231,7 +231,7 @@ def test_multiprocess_executor_option_runs_steps_in_subprocesses(tmp_path, capsy
 
 
 def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
-    """The second run of a batch, with another packing once messages went out, is refused while
+    """The second run of a batch, while another run holds the batch's lease, is refused while
     planning: its summary shows no totals and no batch status, though the first run's manifest
     is still there."""
     source = tmp_path / "rows.csv"
@@ -241,7 +241,10 @@ def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
     assert code == 0 and first["records_in"] == 30
     assert Path(first["manifest"]).exists()
 
-    code = main(["run", *args, "--chunk-records", "10", "--records-per-message", "7", "--json"])
+    from batch_pipeline.core.ledger import open_ledger
+
+    open_ledger().acquire_lease("twice", "another-run", ttl=600)
+    code = main(["run", *args, "--chunk-records", "10", "--json"])
     out = capsys.readouterr().out
     second = last_json(out)
     assert code == 1

@@ -30,6 +30,7 @@ from batch_pipeline_tests.conftest import drain_queue
 from batch_pipeline_tests.fault_helpers import (
     CLI,
     FAULTS_MODULE,
+    SHORT_LEASE,
     assert_each_once,
     cli_env,
     cli_process,
@@ -40,6 +41,7 @@ from batch_pipeline_tests.fault_helpers import (
     run_cli,
     valid_table,
     wait_for,
+    wait_for_lease_to_expire,
 )
 from batch_pipeline_tests.fault_proxy import S3_SLOW_DOWN, Action, FaultProxy, Request
 
@@ -114,7 +116,8 @@ def test_kill_9_while_processing_then_run_again(
     )  # fmt: skip
     ledger = open_ledger(own_ledger)
     log = tmp_path / "killed.log"
-    with cli_process(args, cli_env(tmp_path, moto_server, own_ledger), log) as process:
+    env = {**cli_env(tmp_path, moto_server, own_ledger), **SHORT_LEASE}
+    with cli_process(args, env, log) as process:
 
         def some_done() -> bool:
             progress = ledger.progress("killed-processing")
@@ -126,6 +129,7 @@ def test_kill_9_while_processing_then_run_again(
     assert 3 <= progress.succeeded < progress.total == 16, progress
     assert drain_queue(sqs_client, queue) == []  # killed before delivery began
 
+    wait_for_lease_to_expire(ledger, "killed-processing")  # the killed run's
     code, resumed, _ = run_cli(capsys, *args)  # the same command again
     assert code == 0, resumed
     assert ledger.progress("killed-processing").succeeded == 16
@@ -177,7 +181,7 @@ def test_kill_9_while_delivering_then_run_again(
     log = tmp_path / "killed.log"
     with FaultProxy(moto_server) as proxy:
         proxy.hold(is_send_batch, after=8)
-        env = cli_env(tmp_path, proxy.url, own_ledger)
+        env = {**cli_env(tmp_path, proxy.url, own_ledger), **SHORT_LEASE}
         with cli_process(args, env, log) as process:
             wait_for(proxy.held.is_set, "a send_message_batch call in flight", process, log)
             kill(process)
@@ -197,6 +201,7 @@ def test_kill_9_while_delivering_then_run_again(
     )["Attributes"]["ApproximateNumberOfMessages"]
     assert int(depth) == in_queue
 
+    wait_for_lease_to_expire(ledger, batch_id)  # the killed run's
     code, resumed, _ = run_cli(capsys, *args)  # the same command again (straight to moto)
     assert code == 0, resumed
     assert resumed["delivered_messages"] == total - accepted

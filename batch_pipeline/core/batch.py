@@ -10,12 +10,14 @@ sleep in place).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from batch_pipeline.core.delivery.breaker import breaker_for
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
+from batch_pipeline.core.delivery.record import record_delivery
 from batch_pipeline.core.delivery.sinks import (
     OutboxSink,
     Sink,
@@ -26,6 +28,7 @@ from batch_pipeline.core.delivery.sinks import (
 from batch_pipeline.core.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.execution import attempt_chunk
 from batch_pipeline.core.filesets import inspect_file_set, is_file_set, relative_key
+from batch_pipeline.core.lease import LeaseKeeper, LeaseSettings
 from batch_pipeline.core.ledger import COMPLETED_FORCED, Ledger
 from batch_pipeline.core.models import (
     BatchSpec,
@@ -69,6 +72,7 @@ def prepare_batch(
     ids: dict[str, str | None] | None = None,
     config: dict[str, Any] | None = None,
     force: bool = False,
+    redeliver: bool = False,
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
@@ -128,6 +132,7 @@ def prepare_batch(
         processor_modules=tuple(processor_modules),
         mode="force" if force else "run",
         warnings=tuple(warnings),
+        redeliver=redeliver,
     )
 
 
@@ -164,6 +169,7 @@ def prepare_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
         "retry": RetrySettings(**(config.get("retry") or {})),
         "failures": FailureSettings(**(config.get("failures") or {})),
         "force": bool(config.get("force", False)),
+        "redeliver": bool(config.get("redeliver", False)),
         "batch_id": config.get("batch_id"),
         "ids": {name: config.get(name) for name in ids},
         # Kept in the ledger for redrive: paths made absolute, so that a redrive from another
@@ -189,7 +195,8 @@ def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: An
             f"(fingerprint {state.fingerprint} is now {spec.source.info.fingerprint}); redrive "
             "would mix two versions of it: run the new version as its own batch"
         )
-    return replace(spec, batch_id=batch_id, mode="redrive")
+    # A redrive never delivers again what was delivered, even if the stored run asked to.
+    return replace(spec, batch_id=batch_id, mode="redrive", redeliver=False)
 
 
 def _check_delivery(delivery: DeliverySettings) -> None:
@@ -238,10 +245,16 @@ def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink
     return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes, breaker=breaker)
 
 
-def deliver_batch(storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink) -> DeliverySummary:
-    return deliver_batch_records(
+def deliver_batch(
+    storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink, run_id: str | None = None
+) -> DeliverySummary:
+    """Send what the sink does not have yet, then record in ``delivery.json`` beside the
+    results what it has (so that a lost ledger cannot make a run deliver it again)."""
+    summary = deliver_batch_records(
         storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
     )
+    record_delivery(storage, ledger, spec, sink.description, run_id)
+    return summary
 
 
 @dataclass
@@ -252,28 +265,46 @@ class LocalRun:
 
 
 def run_batch(
-    storage: Storage, spec: BatchSpec, ledger: Ledger | None = None, sqs_client: Any = None
+    storage: Storage,
+    spec: BatchSpec,
+    ledger: Ledger | None = None,
+    sqs_client: Any = None,
+    holder: str | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
-    ledger unless one is given. Delivery happens unless the batch failed."""
+    ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
+    lease throughout (``holder``: default a new uuid), with a heartbeat, and gives it back at
+    the end; another run of the batch meanwhile is refused (BatchBusyError)."""
     ledger = ledger or Ledger("sqlite://")
-    plan = plan_or_reuse(storage, spec)
-    chunks, _ = select_chunks(ledger, storage, spec, plan)
-    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
-    for chunk in chunks:
-        retry_number = 0
-        while True:
-            try:
-                attempt_chunk(storage, ledger, spec, chunk, retry_number, lambda: sqs_client,
-                              processor)  # fmt: skip
-                break
-            except RetryableChunkError as exc:
-                time.sleep(exc.delay)
-                retry_number += 1
-    batch = ledger.batch(spec.batch_id)
-    forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
-    result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
-    ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
-    sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
-    delivered = deliver_batch(storage, ledger, spec, sink) if sink else None
+    holder = holder or uuid.uuid4().hex
+    settings = LeaseSettings.from_env()
+    ledger.acquire_lease(spec.batch_id, holder, settings.ttl_seconds)
+    try:
+        with LeaseKeeper(ledger, spec.batch_id, holder, settings) as keeper:
+            plan = plan_or_reuse(storage, spec)
+            chunks, _ = select_chunks(ledger, storage, spec, plan, holder)
+            processor = get_processor(
+                spec.processor, spec.processor_options, spec.processor_modules
+            )
+            for chunk in chunks:
+                retry_number = 0
+                while True:
+                    keeper.check()
+                    try:
+                        attempt_chunk(storage, ledger, spec, chunk, retry_number,
+                                      lambda: sqs_client, processor)  # fmt: skip
+                        break
+                    except RetryableChunkError as exc:
+                        time.sleep(exc.delay)
+                        retry_number += 1
+            keeper.check()
+            batch = ledger.batch(spec.batch_id)
+            forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+            result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
+            ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
+            sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
+            keeper.check()
+            delivered = deliver_batch(storage, ledger, spec, sink, holder) if sink else None
+    finally:
+        ledger.release_lease(spec.batch_id, holder)
     return LocalRun(spec, result, delivered)

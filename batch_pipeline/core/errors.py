@@ -37,6 +37,20 @@ class ConservationError(BatchPipelineError):
     """Records in != records out + records rejected, for a chunk or for the run."""
 
 
+class LedgerError(ConfigError):
+    """The ledger cannot be used as it is (its file is not a database, or is damaged): a retry
+    meets the same file. Permanent (a ConfigError, so that ``classify`` says so)."""
+
+
+class BatchBusyError(ConfigError):
+    """Another run holds the batch's lease: this run refuses to touch the batch. Permanent."""
+
+
+class LeaseLostError(ConfigError):
+    """This run no longer holds its batch's lease (another run took it after it expired): the
+    step stops before writing. Permanent."""
+
+
 class DeliveryError(BatchPipelineError):
     """Messages could not be delivered; ``permanent`` is False when a retry may succeed."""
 

@@ -12,6 +12,12 @@ transaction, so concurrent steps never lose a count; batch progress is counted f
 rows, never kept as a counter that two steps could both overwrite. All SQL is built by
 SQLAlchemy with bound parameters.
 
+A lease per batch (``bp_leases``) keeps two runs of the same batch apart: the run holding it
+(its Dagster run id) renews it while it works; another run is refused until it is released,
+expires, or (under Dagster) its holder's run is known to have finished. ``bp_deliveries`` keeps,
+per batch and external sink, what a batch's messages were made from and how many the sink took,
+so that a change which would deliver records twice to the same sink is refused.
+
 Chunk statuses: ``pending`` (planned, or waiting for a retry), ``running`` (an attempt started;
 stays so if its process died), ``succeeded``, ``failed`` (the last attempt failed; a retry,
 redrive or resume will take it), ``dead_lettered`` (gave up; in the dead-letter store).
@@ -25,12 +31,13 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.errors import BatchBusyError, ConfigError, LeaseLostError, LedgerError
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary, Plan
 
 PENDING, RUNNING, SUCCEEDED, FAILED, DEAD_LETTERED = (
@@ -102,6 +109,69 @@ def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
 
 def plan_hash(plan: Plan) -> str:
     return _digest([asdict(c) for c in plan.chunks])
+
+
+# What a batch's messages are made of, piece by piece (so that a refusal can say which changed).
+SENT_SETTINGS = {
+    "source": "the source's content",
+    "plan": "the chunk plan",
+    "parse": "the parse settings (format, compression, CSV options, JSON path, sheets)",
+    "processor": "the processor or its options",
+    "chunking": "the chunking (chunk_records, max_chunks, chunk_bytes, scan)",
+    "packing": "the message packing (records_per_message, max_message_bytes)",
+}
+
+
+def sent_settings(spec: BatchSpec, plan: Plan) -> dict[str, str]:
+    """Digests of everything that decides which messages a batch sends (not where)."""
+    return {
+        "source": spec.source.info.fingerprint,
+        "plan": plan_hash(plan),
+        "parse": _digest(parse_settings(spec)),
+        "processor": _digest([spec.processor, spec.processor_options, spec.processor_modules]),
+        "chunking": _digest(asdict(spec.chunking)),
+        "packing": _digest([spec.delivery.records_per_message, spec.delivery.max_message_bytes]),
+    }
+
+
+def is_external(target: str) -> bool:
+    """A sink outside the batch's own folder (SQS today): delivering to it twice is visible
+    downstream. ``local`` (the outbox under the output) and ``none`` are not."""
+    return target not in ("local", "none")
+
+
+def sink_key(target: str) -> str:
+    """One name per SQS queue whichever way the target names it (``sqs://NAME``, a queue URL),
+    to compare destinations; other targets as they are."""
+    if not is_external(target):
+        return target
+    name = target.rstrip("/").rsplit("/", 1)[-1]
+    return f"sqs://{name}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a batch (``holder``: a run id) and until when, as epoch seconds."""
+
+    batch_id: str
+    holder: str
+    acquired_at: float
+    heartbeat_at: float
+    expires_at: float
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        seen = max(0.0, now - self.heartbeat_at)
+        left = self.expires_at - now
+        expiry = f"expires at {_iso(self.expires_at)}" if left > 0 else "has expired"
+        return (
+            f"run {self.holder} (since {_iso(self.acquired_at)}, last seen {seen:.0f}s ago; its "
+            f"lease {expiry})"
+        )
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass
@@ -217,7 +287,9 @@ class Progress:
         return round(self.records_since / (end - start), 1)
 
 
-def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
+def _tables(
+    schema: str | None,
+) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table, sa.Table, sa.Table]:
     metadata = sa.MetaData(schema=schema)
     batches = sa.Table(
         "bp_batches",
@@ -275,7 +347,33 @@ def _tables(schema: str | None) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Tab
         sa.Column("fingerprint", sa.String(255), nullable=False),
         sa.Index("ix_bp_members_uri", "uri"),
     )
-    return metadata, batches, chunks, members
+    # One lease per batch: the run that may work on it now (see acquire_lease).
+    leases = sa.Table(
+        "bp_leases",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("acquired_at", sa.Float, nullable=False),
+        sa.Column("heartbeat_at", sa.Float, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    # Where a batch's messages went: per batch and destination (sink_key), what they were made
+    # of (sent_settings, JSON), the output they came from, and how many messages an external
+    # sink had taken when the chunk rows' delivery progress last moved to another destination.
+    # ``current`` marks the destination the chunk rows' delivery progress is about.
+    deliveries = sa.Table(
+        "bp_deliveries",
+        metadata,
+        sa.Column("batch_id", sa.String(255), primary_key=True),
+        sa.Column("target", sa.String(1024), primary_key=True),
+        sa.Column("settings", sa.Text, nullable=False),
+        sa.Column("output", sa.Text, nullable=False),
+        sa.Column("messages", sa.Integer, nullable=False, default=0),
+        sa.Column("current", sa.Boolean, nullable=False, default=False),
+        sa.Column("run_id", sa.String(255)),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    return metadata, batches, chunks, members, leases, deliveries
 
 
 WRITE = "batch_pipeline_ledger_write"  # execution option of the ledger's write transactions
@@ -291,6 +389,16 @@ def _engine_url(url: str) -> sa.URL:
             if importlib.util.find_spec(module) is not None:
                 return parsed.set(drivername=f"postgresql+{driver}")
     return parsed
+
+
+# What SQLite says of a file that is not a database, or a damaged one.
+DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
+def _sqlite_path(url: str) -> str:
+    """The file of a SQLite URL; "" for the in-memory database."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    return "" if path == ":memory:" else path
 
 
 def _make_engine(url: str) -> sa.Engine:
@@ -348,6 +456,127 @@ def open_ledger(url: str | None = None, schema: str | None = None) -> Ledger:
         return _LEDGERS[key]
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a batch's messages went (a row of ``bp_deliveries``). ``settings`` None: not known
+    (a ledger from before the table; the batch row's digests stand in)."""
+
+    target: str
+    settings: dict[str, str] | None
+    output: str | None
+    messages: int = 0
+    current: bool = False
+    run_id: str | None = None
+    updated_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Destination:
+        return cls(
+            row.target, json.loads(row.settings) or None, row.output or None, row.messages,
+            bool(row.current), row.run_id, row.updated_at,
+        )  # fmt: skip
+
+
+def _current_destination(
+    row: Any, destinations: dict[str, Any], spec: BatchSpec
+) -> Destination | None:
+    """Where the chunk rows' delivery progress went: the current row of ``bp_deliveries``; for
+    a batch registered before that table, the target and output its stored config names (else
+    this run's, when the batch row's digests say they did not change)."""
+    for found in destinations.values():
+        if found.current:
+            return Destination.from_row(found)
+    if row is None:
+        return None
+    config = json.loads(row.config) if row.config else {}
+    target = (config.get("delivery") or {}).get("target")
+    if target is None:  # unknown: take it for this run's (the conservative guess)
+        target = spec.delivery.target
+    output = config.get("output")
+    if output is None and row.output_digest == output_digest(spec):
+        output = spec.output_root
+    return Destination(sink_key(target), None, output)
+
+
+def _delivery_change(
+    spec: BatchSpec,
+    plan: Plan,
+    settings: dict[str, str],
+    current: Destination | None,
+    destinations: dict[str, Any],
+    sent: int,
+    row: Any,
+) -> bool:
+    """Whether the batch's delivery progress must start again for this run; raises ConfigError
+    when this run could deliver records twice to the same external sink.
+
+    - ``redeliver``: start again, whatever the sink has (the operator asked for it).
+    - Same external sink (same target) as the progress is about: what is sent changed (plan,
+      source content, parse, processor, chunking or packing) after messages went out: refused;
+      before any went out: start again; unchanged (another output folder included): keep.
+    - Another external sink: start again, unless that sink took messages of this batch before
+      (then went elsewhere): refused, since the ledger no longer knows which it has.
+    - ``local`` (the outbox under the output folder) or ``none``: a new destination, start
+      again, unless the destination (for ``local``, with its output folder) and what is sent
+      are the same."""
+    target = sink_key(spec.delivery.target)
+    if spec.redeliver:
+        return True
+    if current is None:
+        return False
+    same = current.target == target and (target != "local" or current.output == spec.output_root)
+    changed = _changes(spec, plan, settings, current, row)
+    if is_external(target):
+        if same:
+            if changed and sent:
+                raise ConfigError(
+                    f"batch {spec.batch_id} delivered {sent} message(s) to "
+                    f"{spec.delivery.target}, and this run would send it other messages: "
+                    f"{'; '.join(changed)} changed since. Sending them to the same sink would "
+                    "deliver records twice. Nothing was done. Run it with the earlier settings, "
+                    "give this run another batch id (--batch-id), or run it with --redeliver "
+                    f"(redeliver: true) to send every record to {spec.delivery.target} again."
+                )
+            return bool(changed)
+        earlier = destinations.get(target)
+        if earlier is not None and earlier.messages:
+            before = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(earlier.updated_at))
+            raise ConfigError(
+                f"batch {spec.batch_id} delivered {earlier.messages} message(s) to "
+                f"{spec.delivery.target} before (as of {before}), then went to "
+                f"{current.target}: the ledger no longer knows which of its records "
+                f"{spec.delivery.target} has, so this run would deliver them twice. Nothing was "
+                "done. Give this run another batch id (--batch-id), or run it with --redeliver "
+                f"(redeliver: true) to send every record to {spec.delivery.target} again."
+            )
+        return True
+    return not same or bool(changed)
+
+
+def _changes(
+    spec: BatchSpec, plan: Plan, settings: dict[str, str], current: Destination, row: Any
+) -> list[str]:
+    """What changed in what is sent since the progress was numbered, for people."""
+    if current.settings is None:  # a ledger from before bp_deliveries: the batch row's digests
+        changed = []
+        if row.plan_hash != plan_hash(plan):
+            changed.append(f"the chunk plan ({row.chunks} chunks before, {len(plan.chunks)} now)")
+        if row.output_digest != output_digest(spec) and current.output == spec.output_root:
+            changed.append("the parse, processor or chunking settings")
+        if row.delivery_digest != delivery_digest(spec) and current.target == sink_key(
+            spec.delivery.target
+        ):
+            changed.append(SENT_SETTINGS["packing"])
+        return changed
+    changed = []
+    for key, label in SENT_SETTINGS.items():
+        if current.settings.get(key) != settings[key]:
+            if key == "plan" and row is not None:
+                label += f" ({row.chunks} chunks before, {len(plan.chunks)} now)"
+            changed.append(label)
+    return changed
+
+
 class Ledger:
     """Reads and atomically updates the chunk ledger. Thread- and process-safe on a SQLite file
     or Postgres; the in-memory ``sqlite://`` ledger (run_batch's default) is for one thread."""
@@ -355,20 +584,45 @@ class Ledger:
     def __init__(self, url: str, schema: str | None = None) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        self.in_memory = self.engine.dialect.name == "sqlite" and not _sqlite_path(url)
+        sa.event.listen(self.engine, "handle_error", self._damaged)
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
-        metadata, self.batches, self.chunks, self.members = _tables(schema)
+        metadata, self.batches, self.chunks, self.members, self.leases, self.deliveries = _tables(
+            schema
+        )
         # Steps starting at once on a new database all try to create the tables: one at a
         # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
-        with self._write() as conn:
-            if self._postgres:
-                self._lock(conn, f"bp_ledger_schema:{schema or ''}")
-                if schema:
-                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-            metadata.create_all(conn, checkfirst=True)
+        # Tables added since a ledger was made (bp_leases, bp_deliveries) are created here.
+        try:
+            with self._write() as conn:
+                if self._postgres:
+                    self._lock(conn, f"bp_ledger_schema:{schema or ''}")
+                    if schema:
+                        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                metadata.create_all(conn, checkfirst=True)
+        except LedgerError:
+            self.engine.dispose()
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def _damaged(self, context: Any) -> None:
+        """SQLAlchemy's ``handle_error`` event: a SQLite file that is not a database, or is
+        damaged, becomes one LedgerError saying which ledger and what to do (any statement,
+        and opening it)."""
+        original = context.original_exception
+        text = str(original)
+        if not any(marker in text for marker in DAMAGED):
+            return
+        raise LedgerError(
+            f"the ledger at {self.safe_url} is unusable: {text} (the file was overwritten, "
+            "truncated in the middle or damaged). Nothing was done. Restore it from a backup, "
+            "or move it away to start an empty ledger: every batch's manifest.json and "
+            "delivery.json, beside its results, say what ran and what was delivered, and a "
+            "batch recorded as delivered to a queue is then refused until run with --redeliver."
+        ) from original
 
     def _write(self) -> Any:
         """A write transaction (on SQLite: ``BEGIN IMMEDIATE``)."""
@@ -387,54 +641,51 @@ class Ledger:
     ) -> list[ChunkState]:
         """Record the batch and its planned chunks.
 
-        A batch seen before keeps its chunk rows when its plan is the same. When its plan,
-        output settings or delivery settings changed, the change is refused if messages were
-        delivered (running with it could deliver records twice, or leave delivered records
-        stale downstream); otherwise a new plan replaces the chunk rows, and new delivery
-        settings clear the message numbering. A force-completed batch stays so, unless the
-        run is forced."""
+        A batch seen before keeps its chunk rows when its plan is the same; another plan
+        replaces them. Delivery progress (message numbering, what the sink took) is kept while
+        the destination and what is sent stay the same; otherwise it starts again, except that
+        a change is refused (ConfigError naming the setting) when it would deliver records
+        twice to the same external sink (see ``_delivery_change``). ``spec.redeliver`` starts
+        delivery again whatever the sink has. A force-completed batch stays so, unless the run
+        is forced."""
         now = time.time()
         digest = plan_hash(plan)
         outputs, deliveries = output_digest(spec), delivery_digest(spec)
+        settings = sent_settings(spec, plan)
         config = json.dumps(spec.config, default=str)
-        c = self.chunks.c
+        c, d = self.chunks.c, self.deliveries.c
         with self._write() as conn:
             self._lock(conn, f"bp_batch:{spec.batch_id}")
             row = conn.execute(
                 sa.select(self.batches).where(self.batches.c.batch_id == spec.batch_id)
             ).first()
-            changed = []
-            if row is not None:
-                if row.plan_hash != digest:
-                    changed.append(f"the chunk plan, {row.chunks} chunks before")
-                if row.output_digest != outputs:
-                    changed.append("parse, processor, chunking or output settings")
-                if row.delivery_digest != deliveries:
-                    changed.append("delivery target or message packing")
-            if changed:
-                sent = conn.execute(
-                    sa.select(sa.func.count()).where(
-                        c.batch_id == spec.batch_id,
-                        sa.or_(c.messages_sent > 0, c.accepted.is_not(None)),
-                    )
-                ).scalar_one()
-                if sent:
-                    raise ConfigError(
-                        f"batch {spec.batch_id} ran before with other settings "
-                        f"({'; '.join(changed)}), and {sent} of its chunks delivered messages: "
-                        "running it with these settings could deliver records twice or leave "
-                        "delivered ones stale. Run it with the earlier settings, or give this "
-                        "run another batch_id."
-                    )
-                if row.plan_hash != digest:
-                    conn.execute(sa.delete(self.chunks).where(c.batch_id == spec.batch_id))
-                elif row.delivery_digest != deliveries:
-                    conn.execute(
-                        sa.update(self.chunks)
-                        .where(c.batch_id == spec.batch_id)
-                        .values(first_message=None, messages=None, total_messages=None,
-                                messages_sent=0, accepted=None)
-                    )  # fmt: skip
+            destinations = {
+                r.target: r
+                for r in conn.execute(sa.select(self.deliveries).where(d.batch_id == spec.batch_id))
+            }
+            progress = conn.execute(
+                sa.select(c.messages_sent, c.accepted).where(c.batch_id == spec.batch_id)
+            ).all()
+            sent = sum(r.messages_sent for r in progress) + sum(
+                len(json.loads(r.accepted)) for r in progress if r.accepted
+            )
+            current = _current_destination(row, destinations, spec)
+            reset = _delivery_change(spec, plan, settings, current, destinations, sent, row)
+            replanned = row is not None and row.plan_hash != digest
+            moved = current is not None and (reset or replanned) and is_external(current.target)
+            if moved and sent:  # what the sink took, before the chunk rows forget it
+                assert current is not None
+                self._record_sent(conn, spec.batch_id, current, sent, now)
+            if replanned:
+                conn.execute(sa.delete(self.chunks).where(c.batch_id == spec.batch_id))
+            elif reset:
+                conn.execute(
+                    sa.update(self.chunks)
+                    .where(c.batch_id == spec.batch_id)
+                    .values(first_message=None, messages=None, total_messages=None,
+                            messages_sent=0, accepted=None)
+                )  # fmt: skip
+            self._set_destination(conn, spec, settings, run_id, now)
             forced = row is not None and row.status == COMPLETED_FORCED and spec.mode == "run"
             values = {
                 "source_uri": spec.source.uri,
@@ -494,6 +745,78 @@ class Ledger:
                 conn.execute(sa.insert(self.chunks), new_rows)
         return self.chunk_states(spec.batch_id)
 
+    def _set_destination(
+        self,
+        conn: sa.Connection,
+        spec: BatchSpec,
+        settings: dict[str, str],
+        run_id: str | None,
+        now: float,
+    ) -> None:
+        """This run's destination becomes the current one, with what it is sent."""
+        d = self.deliveries.c
+        target = sink_key(spec.delivery.target)
+        conn.execute(
+            sa.update(self.deliveries)
+            .where(d.batch_id == spec.batch_id, d.target != target)
+            .values(current=False)
+        )
+        values = {
+            "settings": json.dumps(settings, sort_keys=True),
+            "output": spec.output_root,
+            "current": True,
+            "run_id": run_id,
+            "updated_at": now,
+        }
+        known = conn.execute(
+            sa.select(d.target).where(d.batch_id == spec.batch_id, d.target == target)
+        ).first()
+        if known is not None:
+            conn.execute(
+                sa.update(self.deliveries)
+                .where(d.batch_id == spec.batch_id, d.target == target)
+                .values(**values)
+            )
+        else:
+            conn.execute(
+                sa.insert(self.deliveries).values(
+                    batch_id=spec.batch_id, target=target, messages=0, **values
+                )
+            )
+
+    def _record_sent(
+        self, conn: sa.Connection, batch_id: str, where: Destination, sent: int, now: float
+    ) -> None:
+        """Remember that ``where`` (an external sink) took ``sent`` messages of the batch."""
+        d = self.deliveries.c
+        known = conn.execute(
+            sa.select(d.messages).where(d.batch_id == batch_id, d.target == where.target)
+        ).first()
+        if known is not None:
+            conn.execute(
+                sa.update(self.deliveries)
+                .where(d.batch_id == batch_id, d.target == where.target)
+                .values(messages=max(known.messages, sent), updated_at=now)
+            )
+        else:  # a ledger from before bp_deliveries
+            conn.execute(
+                sa.insert(self.deliveries).values(
+                    batch_id=batch_id, target=where.target, settings="{}",
+                    output=where.output or "", messages=sent, current=False, updated_at=now,
+                )
+            )  # fmt: skip
+
+    def destinations(self, batch_id: str) -> list[Destination]:
+        """Where the batch's messages went or go (the current destination first)."""
+        d = self.deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(self.deliveries)
+                .where(d.batch_id == batch_id)
+                .order_by(d.current.desc(), d.target)
+            ).all()
+        return [Destination.from_row(r) for r in rows]
+
     def batch(self, batch_id: str) -> BatchState | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -522,6 +845,105 @@ class Ledger:
         state = self.batch(batch_id)
         assert state is not None
         return state
+
+    # Leases ----------------------------------------------------------------------------------
+
+    def acquire_lease(
+        self,
+        batch_id: str,
+        holder: str,
+        ttl: float,
+        holder_finished: Callable[[str], bool] | None = None,
+    ) -> Lease:
+        """Take the batch's lease for ``holder`` for ``ttl`` seconds: when nobody holds it, its
+        lease expired, it is ours already, or ``holder_finished(other)`` says its holder's run
+        has ended. Otherwise raise BatchBusyError naming the holder, when it was last seen
+        and when its lease expires. Each attempt is one transaction."""
+        taken = self._take_lease(batch_id, holder, ttl, None)
+        # Whether the holder's run ended is asked outside the transaction.
+        if taken.holder != holder and holder_finished and holder_finished(taken.holder):
+            taken = self._take_lease(batch_id, holder, ttl, taken.holder)
+        if taken.holder == holder:
+            return taken
+        raise BatchBusyError(
+            f"batch {batch_id} is being processed by another run: {taken.describe()}. This run "
+            "did nothing. Wait for that run to end; if it died, run the batch again once its "
+            f"lease has expired (ledger {self.safe_url})"
+        )
+
+    def _take_lease(self, batch_id: str, holder: str, ttl: float, finished: str | None) -> Lease:
+        """Our lease if we could take it, else the holder's."""
+        table = self.leases
+        with self._write() as conn:
+            self._lock(conn, f"bp_lease:{batch_id}")
+            now = time.time()
+            row = conn.execute(sa.select(table).where(table.c.batch_id == batch_id)).first()
+            if row is None:
+                lease = Lease(batch_id, holder, now, now, now + ttl)
+                conn.execute(sa.insert(table).values(**asdict(lease)))
+                return lease
+            current = Lease(**row._mapping)
+            free = current.expires_at <= now or current.holder in (holder, finished)
+            if not free:
+                return current
+            since = current.acquired_at if current.holder == holder else now
+            lease = Lease(batch_id, holder, since, now, now + ttl)
+            conn.execute(
+                sa.update(table).where(table.c.batch_id == batch_id).values(**asdict(lease))
+            )
+            return lease
+
+    def renew_lease(self, batch_id: str, holder: str, ttl: float) -> Lease:
+        """Extend ``holder``'s lease by ``ttl`` seconds from now (also one that expired, as long
+        as nobody took it). Raises LeaseLostError when another run holds it, or nobody does."""
+        table = self.leases
+        with self._write() as conn:
+            self._lock(conn, f"bp_lease:{batch_id}")
+            now = time.time()
+            row = conn.execute(sa.select(table).where(table.c.batch_id == batch_id)).first()
+            if row is None or row.holder != holder:
+                who = (
+                    f"{Lease(**row._mapping).describe(now)} holds it now"
+                    if row is not None
+                    else "nobody holds it (it was released, or the ledger was reset)"
+                )
+                raise LeaseLostError(
+                    f"batch {batch_id}: this run ({holder}) no longer holds the batch's lease: "
+                    f"{who}. This step stopped before writing anything; run the batch again "
+                    "once the other run has ended"
+                )
+            conn.execute(
+                sa.update(table)
+                .where(table.c.batch_id == batch_id)
+                .values(heartbeat_at=now, expires_at=now + ttl)
+            )
+            return Lease(batch_id, holder, row.acquired_at, now, now + ttl)
+
+    def release_lease(self, batch_id: str, holder: str) -> bool:
+        """Give the batch's lease back, if ``holder`` holds it (never another run's)."""
+        table = self.leases
+        with self._write() as conn:
+            result = conn.execute(
+                sa.delete(table).where(table.c.batch_id == batch_id, table.c.holder == holder)
+            )
+        return bool(result.rowcount)
+
+    def release_leases(self, holder: str) -> list[str]:
+        """Give back every lease ``holder`` holds (a run that failed); the batch ids."""
+        table = self.leases
+        with self._write() as conn:
+            held = conn.execute(sa.select(table.c.batch_id).where(table.c.holder == holder))
+            batch_ids = [r.batch_id for r in held]
+            if batch_ids:
+                conn.execute(sa.delete(table).where(table.c.holder == holder))
+        return batch_ids
+
+    def lease(self, batch_id: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.leases).where(self.leases.c.batch_id == batch_id)
+            ).first()
+        return Lease(**row._mapping) if row is not None else None
 
     # Chunks ----------------------------------------------------------------------------------
 

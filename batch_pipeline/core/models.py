@@ -233,6 +233,8 @@ class BatchSpec:
     # What initialize found odd without refusing it (a declared column the file lacks): shown
     # in the log, the manifest, batch_results' metadata and the CLI's summary.
     warnings: tuple[str, ...] = ()
+    # Deliver every record again, whatever the sink took before (see Ledger.register_batch).
+    redeliver: bool = False
 
     @property
     def output(self) -> str:

@@ -290,6 +290,18 @@ class Storage:
         )
         self._commit(fs, target, path)
 
+    def list(self, prefix: str) -> list[str]:
+        """The URIs of every file under ``prefix`` (a folder, or an S3 prefix taken as one),
+        recursively, sorted; [] when there is nothing there."""
+        fs, path = self.filesystem(prefix)
+        selector = pafs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True)
+        scheme = "s3://" if is_s3(prefix) else ""
+        return sorted(
+            scheme + info.path
+            for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        )
+
     def delete(self, uri: str) -> None:
         fs, path = self.filesystem(uri)
         if fs.get_file_info(path).type == pafs.FileType.File:

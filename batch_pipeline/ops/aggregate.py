@@ -16,6 +16,7 @@ from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.results import aggregate as aggregate_results
 from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import result_metadata
 from batch_pipeline.ops.process import run_start_time
 from batch_pipeline.partitions import ensure_partition, partition_key
@@ -38,27 +39,29 @@ def aggregate(
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[AssetMaterialization | AssetObservation | Output[BatchResult]]:
-    book = ledger.get_ledger()
     with core_failures(f"aggregating batch {spec.batch_id} failed"):
-        batch = book.batch(spec.batch_id)
-        forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
-        states = book.chunk_states(spec.batch_id)
-        result = aggregate_results(
-            storage.get_storage(),
-            spec,
-            states,
-            run_id=context.run_id,
-            forced=forced,
-        )
-    book.set_batch_status(
-        spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
-    )
+        book = ledger.get_ledger()
+        with keep_lease(context, book, spec.batch_id):
+            batch = book.batch(spec.batch_id)
+            forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+            states = book.chunk_states(spec.batch_id)
+            result = aggregate_results(
+                storage.get_storage(),
+                spec,
+                states,
+                run_id=context.run_id,
+                forced=forced,
+            )
+            book.set_batch_status(
+                spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
+            )
     since = run_start_time(context)
     metadata = result_metadata(
         spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
     )
     partition = partition_key(spec.source.uri)
     if result.status == "failed":
+        book.release_lease(spec.batch_id, context.run_id)  # the run ends here
         # Yielded (not logged) so that it is recorded before the failure ends the step.
         yield AssetObservation(
             asset_key=BATCH_RESULTS_ASSET,

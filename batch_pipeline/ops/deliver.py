@@ -10,6 +10,7 @@ from batch_pipeline.core.results import BatchResult
 from batch_pipeline.core.retries import backoff_delay
 from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
 
@@ -28,13 +29,16 @@ def deliver(
 ) -> DeliverySummary | None:
     store = storage.get_storage()
     with core_failures(f"delivering batch {spec.batch_id} failed"):
+        book = ledger.get_ledger()
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
         sink = open_sink(store, spec, client)
         if sink is None:
+            book.release_lease(spec.batch_id, context.run_id)  # the run is done
             context.log.info(shown(f"batch {spec.batch_id}: delivery is off"))
             return None
         try:
-            summary = deliver_batch(store, ledger.get_ledger(), spec, sink)
+            with keep_lease(context, book, spec.batch_id):
+                summary = deliver_batch(store, book, spec, sink, context.run_id)
         except DeliveryError as exc:
             if exc.permanent:
                 raise
@@ -52,6 +56,7 @@ def deliver(
                 delay = max(delay, exc.retry_in)
             context.log.warning(shown(f"delivery failed ({exc}); retrying in {delay:.1f}s"))
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
+        book.release_lease(spec.batch_id, context.run_id)  # the run is done
     context.log.info(
         shown(
             f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "

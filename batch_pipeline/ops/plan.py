@@ -7,15 +7,17 @@ from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.resume import select_chunks
 from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.leases import keep_lease, take_lease
 from batch_pipeline.resources import LedgerResource, StorageResource
 
 
 @op(
     out=DynamicOut(Chunk),
     retry_policy=RETRY_POLICY,
-    description="Cut the source into chunk descriptors (byte ranges, row groups, sheet rows), "
-    "record them in the ledger, and yield one dynamic output per chunk still to process: a "
-    "resumed run skips what is done, a redrive takes only what failed.",
+    description="Take the batch's lease (another run of the batch is refused), cut the source "
+    "into chunk descriptors (byte ranges, row groups, sheet rows), record them in the ledger, "
+    "remove files of an earlier plan, and yield one dynamic output per chunk still to process: "
+    "a resumed run skips what is done, a redrive takes only what failed.",
 )
 def plan_chunks(
     context: OpExecutionContext,
@@ -25,8 +27,11 @@ def plan_chunks(
 ) -> Iterator[DynamicOutput[Chunk]]:
     store = storage.get_storage()
     with core_failures(f"planning {spec.source.uri} failed"):
-        plan = plan_or_reuse(store, spec)
-        todo, why = select_chunks(ledger.get_ledger(), store, spec, plan, context.run_id)
+        book = ledger.get_ledger()
+        take_lease(context, book, spec.batch_id)  # before the first write: one run per batch
+        with keep_lease(context, book, spec.batch_id):
+            plan = plan_or_reuse(store, spec)
+            todo, why = select_chunks(book, store, spec, plan, context.run_id)
     context.log.info(shown(f"batch {spec.batch_id}: {plan.reason}; {why}"))
     for chunk in todo:
         yield DynamicOutput(

@@ -4,6 +4,7 @@ from batch_pipeline.core.execution import attempt_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.text import shown
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
+from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
@@ -23,15 +24,16 @@ def process_chunk(
     sqs: SQSResource,
 ) -> ChunkSummary:
     with core_failures(f"{chunk.describe()} failed", spec.retry.max_retries):
-        summary = attempt_chunk(
-            storage.get_storage(),
-            ledger.get_ledger(),
-            spec,
-            chunk,
-            retry_number=context.retry_number,
-            sqs_client=sqs.get_client,
-        )
-    book = ledger.get_ledger()
+        book = ledger.get_ledger()
+        with keep_lease(context, book, spec.batch_id):
+            summary = attempt_chunk(
+                storage.get_storage(),
+                book,
+                spec,
+                chunk,
+                retry_number=context.retry_number,
+                sqs_client=sqs.get_client,
+            )
     since = run_start_time(context)
     progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
     if summary.status != "succeeded":

@@ -233,17 +233,19 @@ def test_redriven_chunks_continue_the_numbering(
     assert done.delivery is not None and done.delivery.messages == 0
 
 
-def test_a_different_plan_after_delivery_is_refused(
+def test_a_different_plan_after_delivery_to_another_destination_proceeds(
     storage: Storage, ledger: Ledger, source: Path
 ) -> None:
+    """Issue 11, item 13: delivery none (or the local outbox) is not the sink that has the
+    messages; a new plan there starts its delivery again instead of being refused."""
     spec = make_spec(storage, source)
     run_batch(storage, spec, ledger)
     with pytest.raises(DeliveryError):
         deliver(storage, ledger, spec, FlakySink(accept=2, group=2))
     replanned = make_spec(storage, source, chunk_records=5)
-    with pytest.raises(ConfigError, match="could deliver records twice"):
-        run_batch(storage, replanned, ledger)
-    assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [2, 0, 0, 0, 0]
+    run = run_batch(storage, replanned, ledger)
+    assert run.result.records_out == RECORDS
+    assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [0, 0, 0, 0]
 
 
 # Against SQS (moto over HTTP) ------------------------------------------------------------------
@@ -412,3 +414,24 @@ def test_out_of_order_acceptance_is_kept_beyond_the_prefix(
     sink = FlakySink()
     deliver(storage, ledger, spec_local, sink)
     assert [m.number for m in sink.accepted] == [2]
+
+
+def test_a_different_plan_after_delivery_to_the_same_queue_is_refused(
+    storage: Storage, ledger: Ledger, source: Path, sqs_client: Any, sqs_queue: str
+) -> None:
+    """The records went to a queue; the same batch cut into other chunks, to the same queue,
+    would send them again: refused, saying what changed and what to do; nothing is sent.
+    With redeliver it sends every record again, as asked."""
+    spec = make_spec(storage, source, target=sqs_queue)
+    run_batch(storage, spec, ledger, sqs_client)
+    assert len(drain_queue(sqs_client, sqs_queue)) == RECORDS
+    replanned = make_spec(storage, source, chunk_records=5, target=sqs_queue)
+    with pytest.raises(ConfigError) as refused:
+        run_batch(storage, replanned, ledger, sqs_client)
+    assert "the chunk plan (5 chunks before, 4 now)" in str(refused.value)
+    assert "--redeliver" in str(refused.value)
+    assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [4] * 5
+    assert drain_queue(sqs_client, sqs_queue) == []
+    again = run_batch(storage, replace(replanned, redeliver=True), ledger, sqs_client)
+    assert again.delivery is not None and again.delivery.messages == RECORDS
+    assert len(drain_queue(sqs_client, sqs_queue)) == RECORDS

@@ -5,6 +5,7 @@ separate processes)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import threading
 import traceback
@@ -18,7 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.errors import (
+    BatchBusyError,
+    ConfigError,
+    LeaseLostError,
+    LedgerError,
+    classify,
+)
 from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
@@ -102,6 +109,9 @@ def make_spec(
     etag: str = "etag-1",
     processor: str = "passthrough",
     options: dict[str, Any] | None = None,
+    target: str = "none",
+    output: str = "s3://bucket/output",
+    redeliver: bool = False,
 ) -> BatchSpec:
     uri = "s3://bucket/incoming/leads.csv"
     source = SourceSpec(
@@ -113,9 +123,10 @@ def make_spec(
         processor=processor,
         processor_options=dict(options or {}),
         chunking=ChunkingSettings(chunk_records=10),
-        output_root="s3://bucket/output",
-        delivery=DeliverySettings(target="none"),
+        output_root=output,
+        delivery=DeliverySettings(target=target),
         config={"source": uri},
+        redeliver=redeliver,
     )
 
 
@@ -208,22 +219,241 @@ def test_register_another_plan_replaces_rows(ledger: Ledger) -> None:
     assert batch is not None and batch.chunks == 2 and batch.plan_hash == plan_hash(replanned)
 
 
-def test_register_another_plan_after_delivery_is_refused(ledger: Ledger) -> None:
-    spec, plan = make_spec(), make_plan(3)
+QUEUE = "sqs://leads-queue"
+
+
+def delivered(ledger: Ledger, spec: BatchSpec, plan: Plan, sent: int = 1) -> None:
+    """Register ``spec``, then chunk 0 succeeds and the sink takes ``sent`` of its 4 messages."""
     ledger.register_batch(spec, plan)
     ledger.mark_running(spec.batch_id, 0)
-    ledger.mark_succeeded(spec.batch_id, summary_for(0, 3), "fp")
+    ledger.mark_succeeded(spec.batch_id, summary_for(0, len(plan.chunks)), "fp")
     ledger.assign_messages(spec.batch_id, {0: 4})
-    ledger.mark_sent(spec.batch_id, 0, 1)
-    with pytest.raises(
-        ConfigError,
-        match=r"the chunk plan, 3 chunks before\), and 1 of its chunks delivered messages",
-    ):
+    ledger.mark_sent(spec.batch_id, 0, sent)
+
+
+def sent_messages(ledger: Ledger, batch_id: str) -> list[int]:
+    return [s.messages_sent for s in ledger.chunk_states(batch_id)]
+
+
+def test_another_plan_after_delivery_to_the_same_queue_is_refused(ledger: Ledger) -> None:
+    """Issue 11, item 13: only a change that could deliver records twice to the same external
+    sink is refused, naming the setting and what to do."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan)
+    with pytest.raises(ConfigError) as refused:
         ledger.register_batch(spec, make_plan(4))
+    message = str(refused.value)
+    assert "delivered 1 message(s) to sqs://leads-queue" in message
+    assert "the chunk plan (3 chunks before, 4 now)" in message
+    assert "--redeliver" in message and "--batch-id" in message
     states = ledger.chunk_states(spec.batch_id)  # nothing changed
     assert len(states) == 3 and states[0].status == SUCCEEDED and states[0].messages_sent == 1
     batch = ledger.batch(spec.batch_id)
     assert batch is not None and batch.plan_hash == plan_hash(plan)
+
+    # The queue URL names the same queue as sqs://NAME.
+    url = make_spec(target="https://sqs.us-east-1.amazonaws.com/123456789012/leads-queue")
+    with pytest.raises(ConfigError, match="the chunk plan"):
+        ledger.register_batch(url, make_plan(4))
+
+    # Other processor options to the same queue: refused, naming them.
+    other = make_spec(target=QUEUE, options={"columns": {}}, processor="validate")
+    with pytest.raises(ConfigError, match="the processor or its options changed since"):
+        ledger.register_batch(other, plan)
+
+    # With redeliver, it goes ahead: new rows, delivery from the start.
+    again = ledger.register_batch(make_spec(target=QUEUE, redeliver=True), make_plan(4))
+    assert [(s.status, s.messages_sent, s.first_message) for s in again] == [(PENDING, 0, None)] * 4
+
+
+def test_a_new_destination_starts_delivery_again(ledger: Ledger) -> None:
+    """Another plan with delivery none, to the local outbox, or to another queue proceeds."""
+    for target in ("none", "local", "sqs://other-queue"):
+        spec = make_spec(batch_id=f"b-{target[:4]}", target=QUEUE)
+        delivered(ledger, spec, make_plan(3), sent=4)
+        states = ledger.register_batch(replace(spec, delivery=DeliverySettings(target)),
+                                       make_plan(4))  # fmt: skip
+        assert [(s.chunk, s.first_message, s.messages_sent) for s in states] == [
+            (i, None, 0) for i in range(4)
+        ], target
+
+
+def test_the_same_queue_after_another_destination_is_refused(ledger: Ledger) -> None:
+    """Delivered to a queue, then run elsewhere (the delivery progress started again), then to
+    the queue again: the ledger no longer knows which records the queue has."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan, sent=3)
+    for target in ("none", "sqs://other-queue"):
+        moved = make_spec(target=target)
+        ledger.register_batch(moved, plan)
+        assert sent_messages(ledger, spec.batch_id) == [0, 0, 0]
+        with pytest.raises(ConfigError) as refused:
+            ledger.register_batch(spec, plan)
+        assert "delivered 3 message(s) to sqs://leads-queue before" in str(refused.value)
+        assert f"then went to {moved.delivery.target}" in str(refused.value)
+    back = ledger.register_batch(replace(spec, redeliver=True), plan)
+    assert [s.messages_sent for s in back] == [0, 0, 0]
+    destinations = {d.target: d for d in ledger.destinations(spec.batch_id)}
+    assert destinations[QUEUE].current and destinations[QUEUE].messages == 3
+
+
+def test_the_same_queue_keeps_its_progress(ledger: Ledger) -> None:
+    """Nothing that changes the messages changed (only the output folder, or nothing): the
+    delivery progress stays, so nothing is sent twice."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    delivered(ledger, spec, plan, sent=2)
+    ledger.register_batch(spec, plan)
+    moved = make_spec(target=QUEUE, output="s3://bucket/elsewhere")
+    states = ledger.register_batch(moved, plan)
+    assert (states[0].first_message, states[0].messages_sent) == (1, 2)
+    # Changes before anything was sent: the numbering starts again, nothing is refused.
+    fresh = make_spec(batch_id="fresh", target=QUEUE)
+    ledger.register_batch(fresh, plan)
+    ledger.assign_messages("fresh", {0: 4})
+    states = ledger.register_batch(replace(fresh, processor="validate"), plan)
+    assert states[0].first_message is None
+
+
+def test_a_local_outbox_starts_again_when_what_is_sent_changes(ledger: Ledger) -> None:
+    spec, plan = make_spec(target="local"), make_plan(3)
+    delivered(ledger, spec, plan, sent=4)
+    assert ledger.register_batch(spec, plan)[0].messages_sent == 4  # unchanged: kept
+    other = make_spec(target="local", options={"columns": {}}, processor="validate")
+    assert ledger.register_batch(other, plan)[0].first_message is None
+
+
+def test_a_ledger_from_before_the_deliveries_table(ledger: Ledger) -> None:
+    """A batch registered before bp_deliveries existed: its stored config names its target."""
+    spec, plan = make_spec(target=QUEUE), make_plan(3)
+    spec = replace(spec, config={"source": "x", "delivery": {"target": QUEUE}})
+    delivered(ledger, spec, plan)
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.delete(ledger.deliveries))
+    with pytest.raises(ConfigError, match="the chunk plan"):
+        ledger.register_batch(spec, make_plan(4))
+    states = ledger.register_batch(replace(spec, delivery=DeliverySettings("none")), plan)
+    assert states[0].messages_sent == 0
+    with pytest.raises(ConfigError, match="delivered 1 message"):
+        ledger.register_batch(spec, plan)
+
+
+# Leases (issue 11, item 5) -----------------------------------------------------------------------
+
+
+def test_a_lease_is_held_by_one_run_at_a_time(ledger: Ledger) -> None:
+    first = ledger.acquire_lease("b", "run-1", ttl=60)
+    assert (first.holder, first.batch_id) == ("run-1", "b")
+    assert first.expires_at == pytest.approx(first.heartbeat_at + 60)
+    with pytest.raises(BatchBusyError) as busy:
+        ledger.acquire_lease("b", "run-2", ttl=60)
+    message = str(busy.value)
+    assert "batch b is being processed by another run: run run-1" in message
+    assert "last seen" in message and "expires at" in message and ledger.safe_url in message
+    again = ledger.acquire_lease("b", "run-1", ttl=60)  # ours already: renewed
+    assert again.acquired_at == first.acquired_at and again.expires_at >= first.expires_at
+    assert ledger.acquire_lease("other", "run-2", ttl=60).holder == "run-2"  # per batch
+    lease = ledger.lease("b")
+    assert lease is not None and lease.holder == "run-1"
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_stops(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=0)  # expires at once: its holder died
+    taken = ledger.acquire_lease("b", "run-2", ttl=60)
+    assert taken.holder == "run-2"
+    with pytest.raises(LeaseLostError) as lost:
+        ledger.renew_lease("b", "run-1", ttl=60)
+    assert "this run (run-1) no longer holds the batch's lease: run run-2" in str(lost.value)
+    assert "stopped before writing" in str(lost.value)
+    renewed = ledger.renew_lease("b", "run-2", ttl=60)
+    assert renewed.holder == "run-2" and renewed.acquired_at == taken.acquired_at
+
+
+def test_a_finished_holder_is_taken_over_at_once(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=60)
+    asked: list[str] = []
+
+    def finished(holder: str) -> bool:
+        asked.append(holder)
+        return holder == "run-1"
+
+    assert ledger.acquire_lease("b", "run-2", ttl=60, holder_finished=finished).holder == "run-2"
+    assert asked == ["run-1"]
+    with pytest.raises(BatchBusyError, match="run run-2"):
+        ledger.acquire_lease("b", "run-3", ttl=60, holder_finished=finished)
+
+
+def test_release_gives_back_only_our_own_lease(ledger: Ledger) -> None:
+    ledger.acquire_lease("b", "run-1", ttl=60)
+    assert not ledger.release_lease("b", "run-2")
+    assert ledger.lease("b") is not None
+    assert ledger.release_lease("b", "run-1")
+    assert ledger.lease("b") is None
+    with pytest.raises(LeaseLostError, match="nobody holds it"):
+        ledger.renew_lease("b", "run-1", ttl=60)
+    ledger.acquire_lease("b", "run-3", ttl=60)
+    ledger.acquire_lease("c", "run-3", ttl=60)
+    ledger.acquire_lease("d", "run-4", ttl=60)
+    assert sorted(ledger.release_leases("run-3")) == ["b", "c"]
+    assert ledger.lease("b") is None and ledger.lease("d") is not None
+
+
+def test_threads_racing_for_a_lease_one_wins(ledger: Ledger) -> None:
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> str:
+        barrier.wait()
+        try:
+            return ledger.acquire_lease("b", f"run-{i}", ttl=60).holder
+        except BatchBusyError:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(race, range(8)))
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1 and outcomes.count("refused") == 7
+    lease = ledger.lease("b")
+    assert lease is not None and lease.holder == winners[0]
+
+
+def test_a_ledger_made_before_leases_gets_the_table(ledger_url: str) -> None:
+    old = Ledger(ledger_url)
+    with old.engine.begin() as conn:
+        old.leases.drop(conn)
+        old.deliveries.drop(conn)
+    old.dispose()
+    reopened = Ledger(ledger_url)
+    try:
+        assert reopened.acquire_lease("b", "run-1", ttl=60).holder == "run-1"
+    finally:
+        reopened.dispose()
+
+
+# A damaged ledger (issue 11, item 7) -------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_permanent_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"this is not a ledger\n" * 500)
+    with pytest.raises(LedgerError) as opened:
+        Ledger(f"sqlite:///{path}")
+    message = str(opened.value)
+    assert f"the ledger at sqlite:///{path} is unusable: file is not a database" in message
+    assert "Restore it from a backup, or move it away" in message
+    info = classify(opened.value)
+    assert not info.transient
+
+
+def test_a_ledger_overwritten_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.register_batch(make_spec(), make_plan(2))
+    ledger.engine.dispose()  # connections closed, as between two steps' processes
+    for leftover in tmp_path.glob("ledger.db-*"):  # the WAL and its index
+        leftover.unlink()
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(LedgerError, match="is unusable: file is not a database"):
+        ledger.progress("batch-1")
+    ledger.dispose()
 
 
 # Status transitions ---------------------------------------------------------------------------
@@ -499,11 +729,15 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
+        "bp_deliveries",
     }
     assert set(inspector.get_table_names(schema="public")) == {
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
+        "bp_deliveries",
     }
 
     spec = make_spec()
@@ -666,6 +900,8 @@ def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
         "bp_batches",
         "bp_chunks",
         "bp_members",
+        "bp_leases",
+        "bp_deliveries",
     }
     opened.dispose()
 

@@ -667,23 +667,24 @@ def test_other_parse_settings_reprocess_every_chunk(
     assert [r["id"] for r in valid_rows(storage, fixed)] == [str(i) for i in range(9)]
 
 
-def test_another_output_after_delivery_is_refused(
+def test_another_output_after_delivery_to_the_outbox_is_a_new_destination(
     storage: Storage, ledger: Ledger, source: Path
 ) -> None:
-    """Records delivered from one output must not be left behind by a run of the same batch to
-    another output (its chunks would look done, or be delivered again)."""
+    """Issue 11, item 13: the local outbox lives under the output, so another output is a new
+    destination, not a double delivery: the run reprocesses into it and delivers there."""
     outbox = DeliverySettings(target="local")
     run_batch(storage, make_spec(storage, source, None, delivery=outbox, value="none"), ledger)
     moved = replace(
         make_spec(storage, source, None, delivery=outbox, value="none"),
         output_root=str(source.parent / "elsewhere"),
     )
-    with pytest.raises(ConfigError, match="ran before with other settings"):
-        run_batch(storage, moved, ledger)
-    other_id = replace(moved, batch_id="leads-elsewhere")
-    run = run_batch(storage, other_id, ledger)
+    run = run_batch(storage, moved, ledger)
     assert run.result.records_out == RECORDS and run.delivery is not None
     assert run.delivery.records == RECORDS
+    assert all(f.startswith(str(source.parent / "elsewhere")) for f in run.result.valid_files)
+    outbox_dir = source.parent / "elsewhere" / "leads" / "outbox"
+    lines = [line for p in sorted(outbox_dir.iterdir()) for line in p.read_text().splitlines()]
+    assert sum(len(json.loads(line)["batch_data"]) for line in lines) == RECORDS
 
 
 def test_another_output_before_any_delivery_reprocesses(

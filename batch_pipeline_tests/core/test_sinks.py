@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from batch_pipeline.core.delivery.breaker import CircuitBreaker
+from batch_pipeline.core.delivery.packing import envelope
 from batch_pipeline.core.delivery.sinks import (
     Message,
     OutboxSink,
@@ -52,14 +53,32 @@ def test_outbox_writes_one_jsonl_file_per_chunk(tmp_path: Path, storage: Storage
     assert sink.description == str(tmp_path / "outbox")
 
 
-def test_outbox_rerun_replaces_the_chunk_file(tmp_path: Path, storage: Storage) -> None:
+def test_outbox_resend_never_rewrites_with_less(tmp_path: Path, storage: Storage) -> None:
+    """Issue 11, item 5: a partial resend (the second half) or an empty one left only what it
+    was given in the chunk's file; every message delivered before must stay."""
     sink = OutboxSink(storage, str(tmp_path / "outbox"))
-    sink.send(0, messages(5))
-    sink.send(0, messages(2))
-    lines = (tmp_path / "outbox" / "chunk-00000.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    path = tmp_path / "outbox" / "chunk-00000.jsonl"
+    first = [
+        Message(envelope("b", "k", b'{"id": "%d"}' % n, n, 6).decode(), "b", n) for n in range(1, 7)
+    ]
+    sink.send(0, first[:3])
+    sink.send(0, first[3:])  # the second half, as a resumed delivery sends it
+    assert path.read_text().splitlines() == [m.body for m in first]
     sink.send(0, [])
-    assert (tmp_path / "outbox" / "chunk-00000.jsonl").read_bytes() == b""
+    assert path.read_text().splitlines() == [m.body for m in first]
+    sink.send(0, first[4:5])  # a resend of one message replaces it, in its place
+    assert path.read_text().splitlines() == [m.body for m in first]
+    # Bodies in another layout are read by their batch_number.
+    other = messages(4)
+    sink.send(1, other[2:])
+    sink.send(1, other[:2])
+    lines = (tmp_path / "outbox" / "chunk-00001.jsonl").read_text().splitlines()
+    assert [json.loads(line)["batch_number"] for line in lines] == [1, 2, 3, 4]
+    sink.send(2, [])  # a chunk with no messages still gets its (empty) file
+    assert (tmp_path / "outbox" / "chunk-00002.jsonl").read_bytes() == b""
+    (tmp_path / "outbox" / "chunk-00003.jsonl").write_text("not a message\n")
+    with pytest.raises(DeliveryError, match="holds a line that is not a message"):
+        sink.send(3, messages(1))
 
 
 def test_message_ids_are_deterministic() -> None:

@@ -1,7 +1,8 @@
 """Where messages go: a local outbox (the embedded default) or an SQS queue.
 
-Both take the messages of one chunk at a time. The outbox writes one JSONL file per chunk (a
-re-run replaces it). SQS gets ``send_message_batch`` calls of up to 10 entries within the batch
+Both take the messages of one chunk at a time. The outbox keeps one JSONL file per chunk and
+merges what it is given into it by message number (a resend of some messages never drops the
+others). SQS gets ``send_message_batch`` calls of up to 10 entries within the batch
 size limit; entries reported as failed are retried with exponential backoff and full jitter,
 never assumed sent; failures the sender caused (too large, invalid) are not retried. FIFO queues
 get a ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
@@ -10,6 +11,7 @@ get a ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationI
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +25,8 @@ from batch_pipeline.core.retries import backoff_delay
 from batch_pipeline.core.storage import Storage
 
 SQS_MAX_ENTRIES = 10
+# The end of a message body in the seed format (packing.envelope): its number.
+_NUMBER = re.compile(rb', "batch_number": (\d+), "total_batches": \d+\}\s*$')
 # What SQS accepts as a MessageGroupId: 1 to 128 printable ASCII characters, no space.
 GROUP_ID = re.compile(r"[!-~]{1,128}")
 
@@ -73,11 +77,38 @@ class OutboxSink:
     def send(
         self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
-        """One file per chunk, written whole and atomically: a resend replaces it."""
+        """One file per chunk, in message number order, written whole and atomically. The
+        messages already in it are kept: these are added, or replace those of the same number
+        (a resend after a partial delivery). Nothing to add leaves an existing file alone."""
         uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
-        self.storage.write_bytes(uri, "".join(m.body + "\n" for m in messages).encode())
+        exists = self.storage.exists(uri)
+        if messages or not exists:
+            bodies = self._read(uri) if exists else {}
+            bodies.update({m.number: m.body.encode() for m in messages})
+            data = b"".join(bodies[n] + b"\n" for n in sorted(bodies))
+            self.storage.write_bytes(uri, data)
         if on_accepted:
             on_accepted([m.number for m in messages])
+
+    def _read(self, uri: str) -> dict[int, bytes]:
+        """The messages of an outbox file by number."""
+        bodies: dict[int, bytes] = {}
+        for line in self.storage.read_bytes(uri).splitlines():
+            if not line.strip():
+                continue
+            found = _NUMBER.search(line)
+            if found is not None:
+                number = int(found.group(1))
+            else:
+                try:
+                    number = int(json.loads(line)["batch_number"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise DeliveryError(
+                        f"{uri} holds a line that is not a message: {line[:200]!r}",
+                        permanent=True,
+                    ) from exc
+            bodies[number] = line
+        return bodies
 
 
 class SqsSink:
