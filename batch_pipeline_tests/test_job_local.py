@@ -13,6 +13,7 @@ from batch_pipeline.config import BatchConfig, ChunkingConfig
 from batch_pipeline.core.processors import get_processor
 from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
+from batch_pipeline_tests.core.helpers import carriage_return_csv
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +293,34 @@ def test_rejects_name_their_line_in_a_file_without_quoted_line_breaks(tmp_path):
     assert len(rejected) == 5_000 // 97
     for row in rejected:  # line 1 is the header: id i is on line i + 1
         assert row["_line"] == int(row["id"]) + 1
+
+
+def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
+    source = tmp_path / "mac.csv"
+    source.write_bytes(carriage_return_csv())
+    config = BatchConfig(
+        source=str(source),
+        chunking=ChunkingConfig(chunk_records=150),
+        output=str(tmp_path / "out"),
+    )
+
+    batch = run(config).output_for_node("aggregate")
+
+    reference = pacsv.read_csv(
+        source,
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, invalid_row_handler=lambda row: "skip"
+        ),
+        convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}),
+    )
+    assert batch.status == "succeeded"
+    assert (batch.records_in, batch.records_out, batch.records_rejected) == (1_000, 999, 1)
+    assert batch.chunks == 7
+    valid = pa.concat_tables(pq.read_table(f) for f in batch.valid_files)
+    assert valid.to_pylist() == reference.to_pylist()
+    assert valid.column("note").to_pylist()[:4] == ["one\rtwo", "one\ntwo", "one\r\ntwo", "plain"]
+    (rejected,) = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files).to_pylist()
+    # Line 1 is the header; each of the 500 records before holds one line break in every
+    # value but one in four: 500 + 375 lines, so record 500 starts on line 877.
+    assert (rejected["_record"], rejected["_line"]) == (500 - 3 * 150, 877)
+    assert rejected["_raw"] == '500,name 500,"one\rtwo",extra'

@@ -12,6 +12,7 @@ from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
 from batch_pipeline.core.sample_data import DEMO_SCHEMA, generate_leads
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.conftest import drain_queue
+from batch_pipeline_tests.core.helpers import carriage_return_csv
 
 
 def put_leads_csv(s3_client, bucket: str, key: str, records: int) -> pa.Table:
@@ -87,3 +88,31 @@ def test_missing_s3_object_fails_naming_it(s3_bucket):
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
     assert f"s3://{s3_bucket}/missing.csv does not exist" in message
+
+
+def test_s3_file_with_carriage_return_line_endings_gives_every_record(s3_client, s3_bucket):
+    data = carriage_return_csv()
+    s3_client.put_object(Bucket=s3_bucket, Key="in/mac.csv", Body=data)
+    config = BatchConfig(
+        source=f"s3://{s3_bucket}/in/mac.csv",
+        chunking=ChunkingConfig(chunk_records=150),
+        output=f"s3://{s3_bucket}/out",
+    )
+
+    result = get_batch_job().execute_in_process(run_config=RunConfig(ops={"initialize": config}))
+    batch = result.output_for_node("aggregate")
+
+    assert batch.status == "succeeded"
+    assert (batch.records_in, batch.records_out, batch.records_rejected, batch.chunks) == (
+        1_000,
+        999,
+        1,
+        7,
+    )
+    valid = pa.concat_tables(read_s3_parquet(s3_client, uri) for uri in batch.valid_files)
+    assert valid.column("id").to_pylist() == [str(i) for i in range(1_000) if i != 500]
+    assert valid.column("note").to_pylist()[:3] == ["one\rtwo", "one\ntwo", "one\r\ntwo"]
+    (rejected,) = pa.concat_tables(
+        read_s3_parquet(s3_client, uri) for uri in batch.rejected_files
+    ).to_pylist()
+    assert rejected["_line"] == 877

@@ -28,7 +28,7 @@ import numpy as np
 NEWLINE = 10
 CARRIAGE_RETURN = 13
 _EMPTY = np.empty(0, dtype=np.int64)
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 def line_break_positions(arr: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ def split_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
         data = pending + block if pending else block
         pos = 0
         last = len(data)
-        for match in _LINE_BREAK.finditer(data):
+        for match in LINE_BREAK.finditer(data):
             end = match.end()
             if end == last and data[end - 1] == CARRIAGE_RETURN:
                 break  # maybe the first half of \r\n

@@ -114,3 +114,14 @@ def nasty_records(n: int, seed: int = 7, allow_newlines: bool = True) -> list[di
 
 def jsonl_text(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def carriage_return_csv(records: int = 1_000) -> bytes:
+    """A CSV with classic Mac line endings (a lone \\r, as some Excel exports write): quoted
+    values hold \\r, \\n and \\r\\n; record 500 (whose value holds a \\r) has a field too
+    many."""
+    lines = ["id,name,note"]
+    for i in range(records):
+        note = ['"one\rtwo"', '"one\ntwo"', '"one\r\ntwo"', "plain"][i % 4]
+        lines.append(f"{i},name {i},{note}" + (",extra" if i == 500 else ""))
+    return "\r".join(lines).encode() + b"\r"
