@@ -12,7 +12,9 @@ parity; the scanner notices such a quote (an "opening" quote not preceded by a d
 break or the closing half of a doubled quote) and the callers then fall back to an exact scan with
 the ``csv`` module.
 
-Empty lines (a line break alone, of any style) are not records, as in pyarrow's reader.
+Empty lines (a line break alone, of any style) are not records, as in pyarrow's reader. In JSON
+Lines (scanned without a delimiter) a line of only whitespace is not a record either, as for
+pyarrow's JSON reader.
 Line numbers count every line break, quoted ones included (``count_line_breaks``).
 """
 
@@ -91,6 +93,7 @@ class ScanState:
     quotes_odd: bool = False
     prev_byte: int = NEWLINE
     newlines: int = 0
+    content: bool = False  # JSON Lines: a byte other than whitespace since record_start
 
 
 class RecordScanner:
@@ -156,7 +159,7 @@ class RecordScanner:
             self._held_return = False
             ends = self._scan(np.array([CARRIAGE_RETURN], dtype=np.uint8))
         st = self.state
-        if st.offset > st.record_start:
+        if st.offset > st.record_start and (self.delimiter is not None or st.content):
             st.record_start = st.offset
             return np.concatenate([ends, np.array([st.offset], dtype=np.int64)])
         return ends
@@ -182,6 +185,8 @@ class RecordScanner:
             raise AmbiguousQuotes(self.state.offset + int(openers[np.argmin(ok)]))
 
     def _drop_empty(self, arr: np.ndarray, ends_abs: np.ndarray) -> np.ndarray:
+        if self.delimiter is None:
+            return self._drop_blank(arr, ends_abs)
         st = self.state
         if not ends_abs.size:
             return ends_abs
@@ -201,6 +206,23 @@ class RecordScanner:
         empty = (length == 1) | cr_before
         st.record_start = int(ends_abs[-1])
         return ends_abs[~empty]
+
+    def _drop_blank(self, arr: np.ndarray, ends_abs: np.ndarray) -> np.ndarray:
+        """JSON Lines: drop the records that hold only whitespace (space, tab, line breaks,
+        vertical tab, form feed: what ``bytes.strip`` removes)."""
+        st = self.state
+        content = ~((arr == 32) | ((arr >= 9) & (arr <= 13)))
+        if not ends_abs.size:
+            st.content = st.content or bool(content.any())
+            return ends_abs
+        local_ends = ends_abs - st.offset
+        starts = np.zeros_like(local_ends)
+        starts[1:] = local_ends[:-1]
+        kept = np.logical_or.reduceat(content[: int(local_ends[-1])], starts)
+        kept[0] |= st.content  # the first record began in an earlier block
+        st.content = bool(content[int(local_ends[-1]) :].any())
+        st.record_start = int(ends_abs[-1])
+        return ends_abs[kept]
 
 
 class UnclosedQuote(Exception):

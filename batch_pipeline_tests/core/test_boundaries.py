@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pytest
 
 from batch_pipeline.core.boundaries import (
@@ -248,3 +249,16 @@ def test_record_ends_match_pyarrow_for_random_line_endings(seed: int) -> None:
     assert ends == scan(data) == exact(data)
     # A chunk's record ends are the same whether it is read from its own start or not.
     assert record_ends(data[ends[99] :], ends[99], '"', ",").tolist() == ends[100:]
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, 64])
+def test_jsonl_lines_of_only_whitespace_are_not_records(block: int) -> None:
+    """As for pyarrow's JSON reader and the line-by-line fallback (which strips each line)."""
+    data = b'{"a": "1"}\n  \n\t\r\n{"a": " "}\r \x0c\r\n{"a": "3"}\n  '
+    scanner = RecordScanner(0, None, None)
+    ends = [scanner.feed(data[i : i + block]) for i in range(0, len(data), block)]
+
+    found = np.concatenate([*ends, scanner.finish()]).tolist()
+
+    assert found == [11, 28, 43]
+    assert len(found) == pajson.read_json(io.BytesIO(data.replace(b"\x0c", b" "))).num_rows
