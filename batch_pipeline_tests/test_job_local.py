@@ -324,3 +324,37 @@ def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
     # value but one in four: 500 + 375 lines, so record 500 starts on line 877.
     assert (rejected["_record"], rejected["_line"]) == (500 - 3 * 150, 877)
     assert rejected["_raw"] == '500,name 500,"one\rtwo",extra'
+
+
+def test_a_chunk_whose_reader_and_plan_disagree_fails_the_run(tmp_path, monkeypatch):
+    """A reader that loses a record (as a boundary bug would): the chunk is dead-lettered at
+    once, nothing of it is written, and the run fails saying why."""
+    from batch_pipeline.core import processing
+
+    real = processing.read_chunk
+
+    def lossy(storage, source, chunk, check=True):
+        data = real(storage, source, chunk, check)
+        if chunk.index == 2:
+            data.table = data.table.slice(1)
+        return data
+
+    monkeypatch.setattr(processing, "read_chunk", lossy)
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(100)))
+    config = BatchConfig(
+        source=str(source),
+        chunking=ChunkingConfig(chunk_records=25),
+        output=str(tmp_path / "out"),
+    )
+
+    result = run(config, raise_on_error=False)
+
+    assert not result.success
+    message = failure_message(result)
+    assert "chunk_00002 of 4" in message and "read 24 records" in message
+    assert "the plan expected 25" in message and "nothing of this chunk was written" in message
+    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert not retries
+    assert len(list((tmp_path / "out").glob("*/valid/chunk-*.parquet"))) == 3
+    assert not list((tmp_path / "out").glob("*/valid/chunk-00002.parquet"))

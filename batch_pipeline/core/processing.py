@@ -1,8 +1,10 @@
 """Run one chunk: read its slice, process it, write valid and rejected records, summarise.
 
 Outputs go to deterministic paths named by batch id and chunk index, written atomically, so a
-re-run of a chunk replaces its outputs and never leaves a mix of two runs. The runner checks
-that the processor accounted for every record (records in = out + rejected).
+re-run of a chunk replaces its outputs and never leaves a mix of two runs. Before writing
+anything, the runner checks that the reader gave the records the plan counted (when it counted
+them exactly, see ``Chunk.expected_records``) and that the processor accounted for every record
+(records in = out + rejected).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.errors import ProcessorError
+from batch_pipeline.core.errors import ConservationError, ProcessorError
 from batch_pipeline.core.filesets import read_file_set_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.processors import Processor, get_processor
@@ -56,7 +58,7 @@ def run_chunk(
     storage: Storage, spec: BatchSpec, chunk: Chunk, processor: Processor | None = None
 ) -> ChunkSummary:
     """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
-    files. Raises ChunkReadError / ProcessorError naming the chunk."""
+    files. Raises ChunkReadError / ProcessorError / ConservationError naming the chunk."""
     processor = processor or get_processor(
         spec.processor, spec.processor_options, spec.processor_modules
     )
@@ -66,6 +68,7 @@ def run_chunk(
             data = read_file_set_chunk(storage, spec.source, chunk)
         else:
             data = read_chunk(storage, spec.source, chunk)
+        check_records_read(chunk, data.records_in)
         try:
             result = processor.process(data.table)
         except Exception as exc:
@@ -103,6 +106,19 @@ def run_chunk(
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
     )
+
+
+def check_records_read(chunk: Chunk, records_read: int) -> None:
+    """Records read (parsed + rejected by the parser) must be the records the plan counted in
+    the chunk, when it counted them (``Chunk.expected_records``): the reader and the planner
+    find record boundaries separately, and a disagreement would lose or invent records."""
+    expected = chunk.expected_records
+    if expected is not None and records_read != expected:
+        raise ConservationError(
+            f"{chunk.describe()}: read {records_read:,} records (parsed and rejected), the plan "
+            f"expected {expected:,}: the reader and the planner disagree about where records "
+            "end; nothing of this chunk was written"
+        )
 
 
 def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:
