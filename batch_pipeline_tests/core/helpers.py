@@ -125,3 +125,19 @@ def carriage_return_csv(records: int = 1_000) -> bytes:
         note = ['"one\rtwo"', '"one\ntwo"', '"one\r\ntwo"', "plain"][i % 4]
         lines.append(f"{i},name {i},{note}" + (",extra" if i == 500 else ""))
     return "\r".join(lines).encode() + b"\r"
+
+
+def full_device(folder: Path) -> Path:
+    """A device that is always full (as /dev/full: writes fail with ENOSPC), made in ``folder``
+    so that no other test, here or in another checkout, can replace it under us. Falls back to
+    /dev/full where device nodes cannot be made."""
+    import os
+    import stat
+
+    path = folder / "full"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except OSError:
+        path = Path("/dev/full")
+    assert stat.S_ISCHR(path.stat().st_mode), f"{path} is not the full device"
+    return path
