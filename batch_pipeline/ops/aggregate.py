@@ -37,8 +37,8 @@ def aggregate(
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[AssetMaterialization | AssetObservation | Output[BatchResult]]:
-    book = ledger.get_ledger()
     with core_failures(f"aggregating batch {spec.batch_id} failed"):
+        book = ledger.get_ledger()
         batch = book.batch(spec.batch_id)
         forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
         states = book.chunk_states(spec.batch_id)
@@ -49,41 +49,42 @@ def aggregate(
             run_id=context.run_id,
             forced=forced,
         )
-    book.set_batch_status(
-        spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
-    )
-    since = run_start_time(context)
-    metadata = result_metadata(
-        spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
-    )
-    partition = partition_key(spec.source.uri)
-    if result.status == "failed":
-        # Yielded (not logged) so that it is recorded before the failure ends the step.
-        yield AssetObservation(
+        book.set_batch_status(
+            spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
+        )
+        since = run_start_time(context)
+        metadata = result_metadata(
+            spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
+        )
+        partition = partition_key(spec.source.uri)
+        if result.status == "failed":
+            # Yielded (not logged) so that it is recorded before the failure ends the step.
+            yield AssetObservation(
+                asset_key=BATCH_RESULTS_ASSET,
+                partition=_ensure(context, partition),
+                description=f"Batch {spec.batch_id} failed: {result.failure}",
+                metadata=metadata,
+            )
+            raise Failure(
+                description=f"batch {spec.batch_id}: {result.failure}; manifest "
+                f"{result.manifest_uri}",
+                metadata=metadata,
+                allow_retries=False,
+            )
+        yield AssetMaterialization(
             asset_key=BATCH_RESULTS_ASSET,
             partition=_ensure(context, partition),
-            description=f"Batch {spec.batch_id} failed: {result.failure}",
+            description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
             metadata=metadata,
         )
-        raise Failure(
-            description=f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}",
-            metadata=metadata,
-            allow_retries=False,
+        context.log.info(
+            f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
+            f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
+            f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest {result.manifest_uri}"
         )
-    yield AssetMaterialization(
-        asset_key=BATCH_RESULTS_ASSET,
-        partition=_ensure(context, partition),
-        description=f"Results of batch {spec.batch_id} from {spec.source.uri}",
-        metadata=metadata,
-    )
-    context.log.info(
-        f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
-        f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
-        f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest {result.manifest_uri}"
-    )
-    if result.failure or result.failed_chunks:
-        context.log.warning(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
-    yield Output(result, metadata=metadata)
+        if result.failure or result.failed_chunks:
+            context.log.warning(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
+        yield Output(result, metadata=metadata)
 
 
 def _ensure(context: OpExecutionContext, partition: str) -> str:

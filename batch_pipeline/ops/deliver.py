@@ -25,8 +25,8 @@ def deliver(
     ledger: LedgerResource,
     sqs: SQSResource,
 ) -> DeliverySummary | None:
-    store = storage.get_storage()
     with core_failures(f"delivering batch {spec.batch_id} failed"):
+        store = storage.get_storage()
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
         sink = open_sink(store, spec, client)
         if sink is None:
@@ -49,19 +49,19 @@ def deliver(
                 delay = max(delay, exc.retry_in)
             context.log.warning(f"delivery failed ({exc}); retrying in {delay:.1f}s")
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
-    context.log.info(
-        f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
-        f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
-        "chunk(s) delivered before)"
-    )
-    context.add_output_metadata(
-        {
-            "target": summary.target,
-            "messages": summary.messages,
-            "records_delivered": summary.records,
-            "chunks_delivered": summary.chunks,
-            "chunks_delivered_before": summary.already_delivered_chunks,
-            "seconds": summary.seconds,
-        }
-    )
-    return summary
+        context.log.info(
+            f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
+            f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
+            "chunk(s) delivered before)"
+        )
+        context.add_output_metadata(
+            {
+                "target": summary.target,
+                "messages": summary.messages,
+                "records_delivered": summary.records,
+                "chunks_delivered": summary.chunks,
+                "chunks_delivered_before": summary.already_delivered_chunks,
+                "seconds": summary.seconds,
+            }
+        )
+        return summary

@@ -22,19 +22,19 @@ def plan_chunks(
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[DynamicOutput[Chunk]]:
-    store = storage.get_storage()
     with core_failures(f"planning {spec.source.uri} failed"):
+        store = storage.get_storage()
         plan = plan_or_reuse(store, spec)
         todo, why = select_chunks(ledger.get_ledger(), store, spec, plan, context.run_id)
-    context.log.info(f"batch {spec.batch_id}: {plan.reason}; {why}")
-    for chunk in todo:
-        yield DynamicOutput(
-            chunk,
-            mapping_key=chunk.key,
-            metadata={
-                "slice": chunk.describe(),
-                "records_planned": chunk.records if chunk.records is not None else -1,
-                "chunk_records": plan.chunk_records,
-                "plan_reason": plan.reason,
-            },
-        )
+        context.log.info(f"batch {spec.batch_id}: {plan.reason}; {why}")
+        for chunk in todo:
+            yield DynamicOutput(
+                chunk,
+                mapping_key=chunk.key,
+                metadata={
+                    "slice": chunk.describe(),
+                    "records_planned": chunk.records if chunk.records is not None else -1,
+                    "chunk_records": plan.chunk_records,
+                    "plan_reason": plan.reason,
+                },
+            )
