@@ -98,8 +98,8 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
         if pa.types.is_dictionary(head.type):  # encoded already (a file set's _file)
             chosen.append(name)
             continue
-        if pa.types.is_nested(head.type):
-            continue
+        if pa.types.is_nested(head.type) or pa.types.is_null(head.type):
+            continue  # a null column (a field null in every record) has nothing to count
         if pc.count_distinct(head).as_py() * 2 < rows:
             chosen.append(name)
     return chosen

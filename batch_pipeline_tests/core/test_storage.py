@@ -51,3 +51,13 @@ def test_lines_end_at_every_line_break_style_also_across_blocks(tmp_path, monkey
         assert list(lines) == [b"\r\n", b"cd\r", b"ef\n", b"\r", b"gh"]
     with storage.open_lines(str(tmp_path / "a.txt.gz"), compression="gzip") as lines:
         assert list(lines) == [b"ab\r\n", b"cd\r", b"ef\n", b"\r", b"gh"]
+
+
+def test_a_column_of_only_nulls_is_written(tmp_path):
+    """A JSON field that is null in every record of a chunk: Arrow's null type, which has no
+    distinct count to choose a dictionary by."""
+    table = pa.table({"all_null": pa.nulls(5), "name": ["a", "a", "b", "a", "a"]})
+
+    assert dictionary_columns(table) == ["name"]
+    Storage().write_parquet(table, str(tmp_path / "t.parquet"))
+    assert pq.read_table(tmp_path / "t.parquet").to_pylist() == table.to_pylist()
