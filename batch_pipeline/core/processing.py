@@ -81,6 +81,12 @@ def run_chunk(
                 f"{data.table.num_rows} in, {result.valid.num_rows} valid + "
                 f"{len(result.rejected)} rejected"
             )
+        if result.valid.num_rows and not result.valid.num_columns:
+            raise ConservationError(
+                f"{chunk.describe()}: {result.valid.num_rows:,} valid record(s) with no field at "
+                "all (such as {} in JSON); Parquet cannot hold rows without columns, so they "
+                "would vanish from the output; nothing of this chunk was written"
+            )
         rejected = _rejected_table(data, result.rejected, result.reasons, chunk)
         valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
         storage.write_parquet(result.valid, valid_uri)

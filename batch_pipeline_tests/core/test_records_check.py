@@ -173,3 +173,23 @@ def test_jsonl_lines_of_whitespace_are_neither_planned_nor_read_as_records(
     assert result.result.records_in == 4 == result.result.records_out
     plan = json.loads(Path(result.spec.plan_uri).read_text())
     assert [d["records"] for d in plan["descriptors"]] == [2, 2]
+
+
+def test_records_without_any_field_fail_their_chunk_instead_of_vanishing(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """Parquet cannot hold rows without columns: a chunk whose records are all ``{}`` would
+    write a file of 0 rows while counting them as kept. The chunk fails, saying why."""
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"id": 1}\n{}\n{}\n{"id": 4}\n')
+
+    result = run_batch(storage, spec_for(storage, source, tmp_path, chunk_records=1)).result
+
+    assert result.status == "failed"
+    assert [(f["chunk"], f["category"]) for f in result.failed_chunks] == [
+        (1, "conservation"),
+        (2, "conservation"),
+    ]
+    assert "no field at all" in result.failed_chunks[0]["error"]
+    kept = pa.concat_tables(pq.read_table(f) for f in result.valid_files)
+    assert kept.num_rows == result.records_out == 2
