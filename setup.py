@@ -28,6 +28,7 @@ setup(
             "psycopg2-binary>=2.9",
             "pytest>=8.0",
             "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
             "moto[server]>=5.0",
             "ruff>=0.6",
             "selenium>=4.20",

@@ -404,3 +404,54 @@ def test_source_replaced_between_planning_and_processing(
     assert names != {"name", "NAME"}, "the batch mixes two versions of its source"
     assert summary["status"] == "FAILURE"
     assert "changed" in summary["error"]
+
+
+# Permanent errors of the machine -------------------------------------------------------------
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def retries_of(home: Path, run_id: str) -> list[str]:
+    """The steps a run retried (STEP_UP_FOR_RETRY events), from the run's instance."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_records_for_run(
+            run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY
+        ).records
+    return [r.event_log_entry.step_key or "" for r in records]
+
+
+def test_an_output_folder_whose_name_is_too_long_fails_at_once_with_the_os_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dagster_home: Path
+) -> None:
+    source = tmp_path / "rows.csv"
+    source.write_bytes(rows_csv(20))
+    output = tmp_path / ("o" * 300)
+
+    code, summary, out = run_cli(capsys, "run", str(source), "--output", str(output))
+
+    assert_clear_failure(code, summary, out, "File name too long", "[errno 36]")
+    assert "Exceeded max_retries" not in summary["error"]
+    assert retries_of(dagster_home, summary["run_id"]) == []
+
+
+def test_a_ledger_overwritten_with_garbage_fails_at_once_with_the_database_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], own_ledger: str, dagster_home: Path
+) -> None:
+    source = tmp_path / "rows.csv"
+    source.write_bytes(rows_csv(20))
+    (tmp_path / "ledger.db").write_bytes(b"garbage, not a database " * 500)
+
+    code, summary, out = run(capsys, source, tmp_path)
+
+    assert_clear_failure(code, summary, out, "file is not a database")
+    assert "Exceeded max_retries" not in summary["error"]
+    assert retries_of(dagster_home, summary["run_id"]) == []

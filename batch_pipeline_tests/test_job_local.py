@@ -13,6 +13,7 @@ from batch_pipeline.config import BatchConfig, ChunkingConfig
 from batch_pipeline.core.processors import get_processor
 from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
+from batch_pipeline_tests.core.helpers import carriage_return_csv
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +322,68 @@ def test_json_lines_keep_their_values_and_valid_reads_as_one_table(tmp_path):
     rejected = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files).to_pylist()
     assert rejected[0]["_reason"].startswith("nested 122 levels deep; Parquet reads at most 100")
     assert result.output_for_node("deliver").records == 5
+
+
+def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
+    source = tmp_path / "mac.csv"
+    source.write_bytes(carriage_return_csv())
+    config = BatchConfig(
+        source=str(source),
+        chunking=ChunkingConfig(chunk_records=150),
+        output=str(tmp_path / "out"),
+    )
+
+    batch = run(config).output_for_node("aggregate")
+
+    reference = pacsv.read_csv(
+        source,
+        parse_options=pacsv.ParseOptions(
+            newlines_in_values=True, invalid_row_handler=lambda row: "skip"
+        ),
+        convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}),
+    )
+    assert batch.status == "succeeded"
+    assert (batch.records_in, batch.records_out, batch.records_rejected) == (1_000, 999, 1)
+    assert batch.chunks == 7
+    valid = pa.concat_tables(pq.read_table(f) for f in batch.valid_files)
+    assert valid.to_pylist() == reference.to_pylist()
+    assert valid.column("note").to_pylist()[:4] == ["one\rtwo", "one\ntwo", "one\r\ntwo", "plain"]
+    (rejected,) = pa.concat_tables(pq.read_table(f) for f in batch.rejected_files).to_pylist()
+    # Line 1 is the header; each of the 500 records before holds one line break in every
+    # value but one in four: 500 + 375 lines, so record 500 starts on line 877.
+    assert (rejected["_record"], rejected["_line"]) == (500 - 3 * 150, 877)
+    assert rejected["_raw"] == '500,name 500,"one\rtwo",extra'
+
+
+def test_a_chunk_whose_reader_and_plan_disagree_fails_the_run(tmp_path, monkeypatch):
+    """A reader that loses a record (as a boundary bug would): the chunk is dead-lettered at
+    once, nothing of it is written, and the run fails saying why."""
+    from batch_pipeline.core import processing
+
+    real = processing.read_chunk
+
+    def lossy(storage, source, chunk, check=True):
+        data = real(storage, source, chunk, check)
+        if chunk.index == 2:
+            data.table = data.table.slice(1)
+        return data
+
+    monkeypatch.setattr(processing, "read_chunk", lossy)
+    source = tmp_path / "rows.csv"
+    source.write_text("n\n" + "".join(f"{i}\n" for i in range(100)))
+    config = BatchConfig(
+        source=str(source),
+        chunking=ChunkingConfig(chunk_records=25),
+        output=str(tmp_path / "out"),
+    )
+
+    result = run(config, raise_on_error=False)
+
+    assert not result.success
+    message = failure_message(result)
+    assert "chunk_00002 of 4" in message and "read 24 records" in message
+    assert "the plan expected 25" in message and "nothing of this chunk was written" in message
+    retries = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert not retries
+    assert len(list((tmp_path / "out").glob("*/valid/chunk-*.parquet"))) == 3
+    assert not list((tmp_path / "out").glob("*/valid/chunk-00002.parquet"))

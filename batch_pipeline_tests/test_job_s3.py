@@ -12,6 +12,7 @@ from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
 from batch_pipeline.core.sample_data import DEMO_SCHEMA, generate_leads
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.conftest import drain_queue
+from batch_pipeline_tests.core.helpers import carriage_return_csv
 
 
 def put_leads_csv(s3_client, bucket: str, key: str, records: int) -> pa.Table:
@@ -132,3 +133,31 @@ def test_s3_json_and_excel_values_keep_their_kind_in_one_table(s3_client, s3_buc
     assert tables["m.json"].column("when").to_pylist() == ["2013-01-01T10:00:00Z", None, "45000"]
     assert tables["ages.xlsx"].column("age").to_pylist() == ["30", "41", "unknown"]
     assert tables["ages.xlsx"].column("seen").to_pylist() == ["2020-01-02T00:00:00", "45000", None]
+
+
+def test_s3_file_with_carriage_return_line_endings_gives_every_record(s3_client, s3_bucket):
+    data = carriage_return_csv()
+    s3_client.put_object(Bucket=s3_bucket, Key="in/mac.csv", Body=data)
+    config = BatchConfig(
+        source=f"s3://{s3_bucket}/in/mac.csv",
+        chunking=ChunkingConfig(chunk_records=150),
+        output=f"s3://{s3_bucket}/out",
+    )
+
+    result = get_batch_job().execute_in_process(run_config=RunConfig(ops={"initialize": config}))
+    batch = result.output_for_node("aggregate")
+
+    assert batch.status == "succeeded"
+    assert (batch.records_in, batch.records_out, batch.records_rejected, batch.chunks) == (
+        1_000,
+        999,
+        1,
+        7,
+    )
+    valid = pa.concat_tables(read_s3_parquet(s3_client, uri) for uri in batch.valid_files)
+    assert valid.column("id").to_pylist() == [str(i) for i in range(1_000) if i != 500]
+    assert valid.column("note").to_pylist()[:3] == ["one\rtwo", "one\ntwo", "one\r\ntwo"]
+    (rejected,) = pa.concat_tables(
+        read_s3_parquet(s3_client, uri) for uri in batch.rejected_files
+    ).to_pylist()
+    assert rejected["_line"] == 877

@@ -1,21 +1,27 @@
 """Where records end in CSV and JSONL bytes, found without parsing the records.
 
-A JSONL record ends at every newline. A CSV record ends at a newline that is not inside a quoted
-field. The fast path counts quote characters with numpy: a newline ends a record when the number
-of quotes before it is even. That holds when quotes open fields only at a field's start, with
+A line break is ``\\n``, ``\\r\\n`` or a lone ``\\r`` (one not followed by ``\\n``: classic Mac
+files, some Excel exports), as for pyarrow's readers, also mixed in one file. A JSONL record ends
+at every line break (a JSON string cannot hold a raw one). A CSV record ends at a line break that
+is not inside a quoted field; inside one, every byte (``\\r`` too) is part of the value. The fast
+path counts quote characters with numpy: a line break ends a record when the number of quotes
+before it is even. That holds when quotes open fields only at a field's start, with
 quotes inside a quoted field doubled (RFC 4180). A quote elsewhere (``5'10"`` in an unquoted
 field) is a literal character for pyarrow and for Python's ``csv`` module, and would flip the
 parity; the scanner notices such a quote (an "opening" quote not preceded by a delimiter, a line
 break or the closing half of a doubled quote) and the callers then fall back to an exact scan with
 the ``csv`` module.
 
-Empty lines (``\\n`` or ``\\r\\n`` alone) are not records, as in pyarrow's reader.
+Empty lines (a line break alone, of any style) are not records, as in pyarrow's reader. In JSON
+Lines (scanned without a delimiter) a line of only whitespace is not a record either, as for
+pyarrow's JSON reader.
+Line numbers count every line break, quoted ones included (``count_line_breaks``).
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +30,50 @@ import numpy as np
 NEWLINE = 10
 CARRIAGE_RETURN = 13
 _EMPTY = np.empty(0, dtype=np.int64)
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def line_break_positions(arr: np.ndarray) -> np.ndarray:
+    """Where the line breaks of ``arr`` (bytes as uint8) end: the index of each ``\\n`` and of
+    each ``\\r`` not followed by ``\\n``. A ``\\r`` as the last byte counts: the data ends there
+    (a caller that may see more bytes holds such a ``\\r`` back, as RecordScanner does)."""
+    newlines = np.flatnonzero(arr == NEWLINE)
+    returns = np.flatnonzero(arr == CARRIAGE_RETURN)
+    if not returns.size:
+        return newlines
+    following = arr[np.minimum(returns + 1, arr.size - 1)]
+    lone = returns[(following != NEWLINE) | (returns == arr.size - 1)]
+    if not lone.size:
+        return newlines
+    return np.sort(np.concatenate([newlines, lone]))
+
+
+def count_line_breaks(data: bytes) -> int:
+    """The number of line breaks in ``data``: ``\\r\\n`` counts once, a lone ``\\r`` once."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def split_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a byte stream given in blocks cut anywhere, each with its line break (the
+    last one may have none). A ``\\r`` at the end of a block waits for the next block's first
+    byte: ``\\r\\n`` is one line break. Memory stays bounded by the longest line, also for files
+    with no ``\\n`` at all."""
+    pending = b""
+    for block in blocks:
+        if not block:
+            continue
+        data = pending + block if pending else block
+        pos = 0
+        last = len(data)
+        for match in LINE_BREAK.finditer(data):
+            end = match.end()
+            if end == last and data[end - 1] == CARRIAGE_RETURN:
+                break  # maybe the first half of \r\n
+            yield data[pos:end]
+            pos = end
+        pending = data[pos:]
+    if pending:
+        yield pending
 
 
 class AmbiguousQuotes(Exception):
@@ -43,13 +93,19 @@ class ScanState:
     quotes_odd: bool = False
     prev_byte: int = NEWLINE
     newlines: int = 0
+    content: bool = False  # JSON Lines: a byte other than whitespace since record_start
 
 
 class RecordScanner:
     """Feeds blocks of a text object in order; reports where non-empty records end.
 
-    ``feed`` returns the absolute end offsets (exclusive, just past the newline) of the records
-    that end in the block. Raises AmbiguousQuotes when the fast path cannot be trusted.
+    ``feed`` returns the absolute end offsets (exclusive, just past the line break) of the records
+    that end in the block. A ``\\r`` that is a block's last byte is held back until the next
+    block (or ``finish``) tells whether ``\\n`` follows it, so ``state.offset`` may trail the
+    bytes fed by one. Raises AmbiguousQuotes when the fast path cannot be trusted.
+
+    ``state.newlines`` and ``newlines_before`` count line breaks of every style (``\\n``,
+    ``\\r\\n``, a lone ``\\r``), quoted ones included.
     """
 
     def __init__(self, start: int, quote: str | None, delimiter: str | None) -> None:
@@ -57,11 +113,19 @@ class RecordScanner:
         self.delimiter = ord(delimiter) if delimiter else None
         self.state = ScanState(offset=start, record_start=start)
         self.block_newlines: np.ndarray = _EMPTY
+        self._held_return = False  # the last byte fed was a \r not scanned yet
 
     def feed(self, block: bytes) -> np.ndarray:
-        st = self.state
         arr = np.frombuffer(block, dtype=np.uint8)
-        newlines = np.flatnonzero(arr == NEWLINE)
+        if self._held_return:
+            arr = np.concatenate([np.array([CARRIAGE_RETURN], dtype=np.uint8), arr])
+        self._held_return = bool(arr.size) and int(arr[-1]) == CARRIAGE_RETURN
+        return self._scan(arr[:-1] if self._held_return else arr)
+
+    def _scan(self, arr: np.ndarray) -> np.ndarray:
+        """Scans bytes whose every \\r has its next byte in ``arr`` or is the data's last."""
+        st = self.state
+        newlines = line_break_positions(arr)
         if self.quote is None:
             ends = newlines
         else:
@@ -79,22 +143,26 @@ class RecordScanner:
         self.block_newlines = newlines.astype(np.int64) + st.offset
         st.newlines += int(newlines.size)
         st.prev_byte = int(arr[-1]) if arr.size else st.prev_byte
-        st.offset += len(block)
+        st.offset += int(arr.size)
         return ends_abs
 
     def newlines_before(self, positions: np.ndarray, newlines_before_block: int) -> np.ndarray:
-        """Line breaks before each absolute position in the block fed last."""
+        """Line breaks before each absolute position in the block fed last (its scanned part,
+        which starts at ``newlines_before_block`` breaks, ``state.newlines`` before the feed)."""
         return newlines_before_block + np.searchsorted(self.block_newlines, positions)
 
     def finish(self) -> np.ndarray:
-        """The end of a last record that has no trailing newline, if there is one."""
+        """The data ends: the ends of the records a held-back ``\\r`` ends, and of a last record
+        that has no trailing line break, if there is one."""
+        ends = _EMPTY
+        if self._held_return:
+            self._held_return = False
+            ends = self._scan(np.array([CARRIAGE_RETURN], dtype=np.uint8))
         st = self.state
-        if st.offset > st.record_start and not (
-            st.offset - st.record_start == 1 and st.prev_byte == CARRIAGE_RETURN
-        ):
+        if st.offset > st.record_start and (self.delimiter is not None or st.content):
             st.record_start = st.offset
-            return np.array([st.offset], dtype=np.int64)
-        return _EMPTY
+            return np.concatenate([ends, np.array([st.offset], dtype=np.int64)])
+        return ends
 
     @property
     def inside_quotes(self) -> bool:
@@ -117,6 +185,8 @@ class RecordScanner:
             raise AmbiguousQuotes(self.state.offset + int(openers[np.argmin(ok)]))
 
     def _drop_empty(self, arr: np.ndarray, ends_abs: np.ndarray) -> np.ndarray:
+        if self.delimiter is None:
+            return self._drop_blank(arr, ends_abs)
         st = self.state
         if not ends_abs.size:
             return ends_abs
@@ -136,6 +206,23 @@ class RecordScanner:
         empty = (length == 1) | cr_before
         st.record_start = int(ends_abs[-1])
         return ends_abs[~empty]
+
+    def _drop_blank(self, arr: np.ndarray, ends_abs: np.ndarray) -> np.ndarray:
+        """JSON Lines: drop the records that hold only whitespace (space, tab, line breaks,
+        vertical tab, form feed: what ``bytes.strip`` removes)."""
+        st = self.state
+        content = ~((arr == 32) | ((arr >= 9) & (arr <= 13)))
+        if not ends_abs.size:
+            st.content = st.content or bool(content.any())
+            return ends_abs
+        local_ends = ends_abs - st.offset
+        starts = np.zeros_like(local_ends)
+        starts[1:] = local_ends[:-1]
+        kept = np.logical_or.reduceat(content[: int(local_ends[-1])], starts)
+        kept[0] |= st.content  # the first record began in an earlier block
+        st.content = bool(content[int(local_ends[-1]) :].any())
+        st.record_start = int(ends_abs[-1])
+        return ends_abs[kept]
 
 
 class UnclosedQuote(Exception):
@@ -163,7 +250,9 @@ def exact_csv_record_ends(
 ) -> Iterator[tuple[int, int]]:
     """Record ends found by Python's ``csv`` module, with the count of line breaks before each
     end. Slower than the numpy scan (a C parser, but Python per line) and exact when quotes appear
-    inside unquoted fields. Empty lines are skipped, as pyarrow does.
+    inside unquoted fields. Empty lines are skipped, as pyarrow does. ``lines``: the data in
+    blocks cut anywhere (they are split into lines here, at every line break style: the csv
+    module refuses a string that goes on after a line break outside quotes).
 
     With ``check_closed``, a last record whose quoted field never closes raises UnclosedQuote
     (the csv module would silently take the rest of the data as the field's value)."""
@@ -172,9 +261,9 @@ def exact_csv_record_ends(
 
     def tracked() -> Iterator[str]:
         nonlocal position, line_breaks
-        for line in lines:
+        for line in split_lines(lines):
             position += len(line)
-            if line.endswith(b"\n"):
+            if line.endswith((b"\n", b"\r")):
                 line_breaks += 1
             yield line.decode("latin-1")  # one char per byte: offsets stay byte offsets
         if check_closed:
@@ -206,7 +295,7 @@ def record_ends(data: bytes, start: int, quote: str | None, delimiter: str | Non
     try:
         return np.concatenate([scanner.feed(data), scanner.finish()])
     except AmbiguousQuotes:
-        found = exact_csv_record_ends(io.BytesIO(data), start, delimiter or ",", quote)
+        found = exact_csv_record_ends([data], start, delimiter or ",", quote)
         return np.fromiter((end for end, _ in found), dtype=np.int64)
 
 
@@ -226,5 +315,4 @@ def record_line_offsets(
         while pos < len(arr) and arr[pos] in (NEWLINE, CARRIAGE_RETURN):
             pos += 1
         starts[i] = pos
-    newline_positions = np.flatnonzero(arr == NEWLINE)
-    return np.searchsorted(newline_positions, starts).astype(np.int64)
+    return np.searchsorted(line_break_positions(arr), starts).astype(np.int64)

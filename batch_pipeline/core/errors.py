@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 
@@ -111,6 +112,36 @@ _ARROW_CODES: dict[str, tuple[str, bool]] = {
     "INVALID_ACCESS_KEY_ID": ("access_denied", False),
     "SIGNATURE_DOES_NOT_MATCH": ("access_denied", False),
 }
+# OSErrors by errno: the machine's permanent trouble (a full disk, no permission, a read-only
+# file system, a path the OS refuses), which no retry mends, and connection trouble, which one may.
+_ERRNO: dict[int, tuple[str, bool]] = {
+    errno.ENOSPC: ("disk_full", False),
+    errno.EDQUOT: ("disk_full", False),
+    errno.EACCES: ("access_denied", False),
+    errno.EPERM: ("access_denied", False),
+    errno.EROFS: ("read_only", False),
+    errno.ENAMETOOLONG: ("bad_path", False),
+    errno.ENOTDIR: ("bad_path", False),
+    errno.EISDIR: ("bad_path", False),
+    errno.ENOENT: ("missing_object", False),
+    errno.ECONNRESET: ("connection", True),
+    errno.ECONNREFUSED: ("connection", True),
+    errno.ECONNABORTED: ("connection", True),
+    errno.EPIPE: ("connection", True),
+    errno.EHOSTUNREACH: ("connection", True),
+    errno.ENETUNREACH: ("connection", True),
+    errno.ETIMEDOUT: ("timeout", True),
+}
+# pyarrow's wording of an OS error ("... Detail: [errno 28] No space left on device"), for when
+# the errno attribute did not survive.
+_ERRNO_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+# SQLite (through SQLAlchemy or not) on a ledger file that is not, or no longer, a database;
+# and on a full one.
+_SQLITE_TEXT = {
+    "file is not a database": "ledger_corrupt",
+    "database disk image is malformed": "ledger_corrupt",
+    "database or disk is full": "disk_full",
+}
 _BOTOCORE_CONNECTION = {"EndpointConnectionError", "ConnectionClosedError", "ProxyConnectionError"}
 _BOTOCORE_TIMEOUT = {"ConnectTimeoutError", "ReadTimeoutError"}
 _BOTOCORE_CONFIG = {"NoCredentialsError", "NoRegionError", "PartialCredentialsError"}
@@ -165,7 +196,29 @@ def _by_type(e: BaseException) -> tuple[str, bool] | None:
         match = _ARROW_AWS_ERROR.search(str(e))
         if match and match.group(1) in _ARROW_CODES:
             return _ARROW_CODES[match.group(1)]
+        return _by_errno(e)
+    if "DatabaseError" in names:  # sqlite3's, or SQLAlchemy's wrapping it
+        for text, category in _SQLITE_TEXT.items():
+            if text in str(e):
+                return category, False
     return None
+
+
+def _by_errno(e: OSError) -> tuple[str, bool] | None:
+    """An OSError's category from its errno (the attribute, else pyarrow's ``[errno N]``)."""
+    code = e.errno
+    if code is None:
+        match = _ERRNO_TEXT.search(str(e))
+        code = int(match.group(1)) if match else None
+    if code in _ERRNO:
+        return _ERRNO[code]
+    if code == errno.EINVAL and (e.filename is not None or _names_a_path(str(e))):
+        return "bad_path", False  # a name the file system refuses (a ':' on some, say)
+    return None
+
+
+def _names_a_path(message: str) -> bool:
+    return any(m in message for m in ("local file '", "directory '", "path '"))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -185,6 +238,10 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def classify(exc: BaseException) -> ErrorInfo:
     """Sort a failure into transient (throttling, time-outs, 5xx, connection resets: retry) and
     permanent (bad data, schema or config, a missing object, access denied: dead-letter at once).
+    OS errors go by errno: a full disk or quota (``disk_full``), no permission
+    (``access_denied``), a read-only file system (``read_only``), a name too long or a file
+    where a folder should be (``bad_path``) are permanent, and so is a ledger that is not a
+    database (``ledger_corrupt``); connection errors stay transient.
 
     The error and its causes are looked at in order, by type, AWS error code and errno first:
     a chunk-read error caused by a connection reset is transient. Then the messages of library

@@ -177,6 +177,20 @@ class Chunk:
         return cls(**values)
 
     @property
+    def expected_records(self) -> int | None:
+        """How many records reading this chunk must give (parsed + rejected by the parser), when
+        the plan counted them exactly: byte ranges of a scanned text object (those with
+        ``first_line``), Parquet row groups, staged parts, ``empty``. None when the plan only
+        estimated, so that no check is possible: byte ranges planned without a scan, Excel
+        ``sheets`` (sized from the sheet's dimensions; blank rows are skipped when read) and a
+        file set's ``objects`` (records estimated from file sizes)."""
+        if self.kind in ("row_groups", "parts", "empty"):
+            return self.records
+        if self.kind == "bytes" and self.first_line is not None:
+            return self.records
+        return None
+
+    @property
     def key(self) -> str:
         """Deterministic mapping key, valid for Dagster: ``chunk_00003``."""
         return f"chunk_{self.index:05d}"

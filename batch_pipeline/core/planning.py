@@ -3,7 +3,8 @@
 - CSV and JSONL: byte ranges cut at record boundaries. By default the object is streamed once
   (``ChunkingSettings.scan``): cuts fall after exactly ``chunk_records`` records, never inside a
   quoted field, and each chunk knows the line it starts on. With ``scan`` off, cuts are placed
-  at byte targets estimated from a sample and moved to the next newline with small range reads
+  at byte targets estimated from a sample and moved past the next line break with small range
+  reads
   (only safe for CSV without line breaks inside quoted fields).
 - Parquet: consecutive row groups.
 - Excel: row ranges of worksheets; small sheets share a chunk; empty sheets are skipped.
@@ -29,9 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.boundaries import (
+    LINE_BREAK,
     AmbiguousQuotes,
     RecordScanner,
     UnclosedQuote,
+    count_line_breaks,
     exact_csv_record_ends,
 )
 from batch_pipeline.core.errors import SourceError
@@ -262,7 +265,7 @@ def _plan_text(storage: Storage, source: SourceSpec, settings: ChunkingSettings)
 def header_lines_of(storage: Storage, source: SourceSpec) -> int:
     if not source.data_start:
         return 0
-    return storage.read_range(source.uri, 0, source.data_start).count(b"\n")
+    return count_line_breaks(storage.read_range(source.uri, 0, source.data_start))
 
 
 def _scan_segments(
@@ -394,14 +397,19 @@ def _estimate_segments(
 
 
 def _next_newline(storage: Storage, uri: str, offset: int, size: int) -> int:
-    """The offset just past the first newline at or after ``offset`` (small range reads)."""
+    """The offset just past the first line break (``\\n``, ``\\r\\n`` or a lone ``\\r``) at or
+    after ``offset`` (small range reads)."""
     window = 64 << 10
     while offset < size:
-        data = storage.read_range(uri, offset, min(offset + window, size))
-        pos = data.find(b"\n")
-        if pos >= 0:
-            return offset + pos + 1
-        offset += len(data)
+        # One byte more than the window: a \r at its end shows whether \n follows it.
+        data = storage.read_range(uri, offset, min(offset + window + 1, size))
+        found = LINE_BREAK.search(data, 0, max(len(data) - 1, 1))
+        if found:
+            end = found.end()
+            if data[end - 1 : end + 1] == b"\r\n":
+                end += 1
+            return offset + end
+        offset += max(len(data) - 1, 1)
         window *= 4
     return size
 

@@ -1,8 +1,10 @@
 """Run one chunk: read its slice, process it, write valid and rejected records, summarise.
 
 Outputs go to deterministic paths named by batch id and chunk index, written atomically, so a
-re-run of a chunk replaces its outputs and never leaves a mix of two runs. The runner checks
-that the processor accounted for every record (records in = out + rejected).
+re-run of a chunk replaces its outputs and never leaves a mix of two runs. Before writing
+anything, the runner checks that the reader gave the records the plan counted (when it counted
+them exactly, see ``Chunk.expected_records``) and that the processor accounted for every record
+(records in = out + rejected).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.errors import ConfigError, ProcessorError
+from batch_pipeline.core.errors import ConfigError, ConservationError, ProcessorError
 from batch_pipeline.core.filesets import read_file_set_chunk
 from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.planning import plan_schema
@@ -62,9 +64,9 @@ def run_chunk(
     schema: pa.Schema | None = None,
 ) -> ChunkSummary:
     """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
-    files. Raises ChunkReadError / ProcessorError naming the chunk. The records are conformed
-    to the batch's ``schema`` (by default the one in ``plan.json``) before the processor sees
-    them (see ``types.conform``)."""
+    files. Raises ChunkReadError / ProcessorError / ConservationError naming the chunk. The
+    records are conformed to the batch's ``schema`` (by default the one in ``plan.json``)
+    before the processor sees them (see ``types.conform``)."""
     processor = processor or get_processor(
         spec.processor, spec.processor_options, spec.processor_modules
     )
@@ -74,6 +76,7 @@ def run_chunk(
             data = read_file_set_chunk(storage, spec.source, chunk)
         else:
             data = read_chunk(storage, spec.source, chunk)
+        check_records_read(chunk, data.records_in)
         data.table = conform(data.table, schema or plan_schema(storage, spec))
         try:
             result = processor.process(data.table)
@@ -88,6 +91,12 @@ def run_chunk(
                 f"processor {processor.name!r} lost records on {chunk.describe()}: "
                 f"{data.table.num_rows} in, {result.valid.num_rows} valid + "
                 f"{len(result.rejected)} rejected"
+            )
+        if result.valid.num_rows and not result.valid.num_columns:
+            raise ConservationError(
+                f"{chunk.describe()}: {result.valid.num_rows:,} valid record(s) with no field at "
+                "all (such as {} in JSON); Parquet cannot hold rows without columns, so they "
+                "would vanish from the output; nothing of this chunk was written"
             )
         rejected = _rejected_table(data, result.rejected, result.reasons, chunk)
         valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
@@ -114,6 +123,19 @@ def run_chunk(
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
     )
+
+
+def check_records_read(chunk: Chunk, records_read: int) -> None:
+    """Records read (parsed + rejected by the parser) must be the records the plan counted in
+    the chunk, when it counted them (``Chunk.expected_records``): the reader and the planner
+    find record boundaries separately, and a disagreement would lose or invent records."""
+    expected = chunk.expected_records
+    if expected is not None and records_read != expected:
+        raise ConservationError(
+            f"{chunk.describe()}: read {records_read:,} records (parsed and rejected), the plan "
+            f"expected {expected:,}: the reader and the planner disagree about where records "
+            "end; nothing of this chunk was written"
+        )
 
 
 def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:

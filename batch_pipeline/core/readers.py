@@ -27,7 +27,12 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.boundaries import record_line_offsets
+from batch_pipeline.core.boundaries import (
+    LINE_BREAK,
+    count_line_breaks,
+    line_break_positions,
+    record_line_offsets,
+)
 from batch_pipeline.core.errors import ChunkReadError, SourceError
 from batch_pipeline.core.excel import read_sheet_ranges
 from batch_pipeline.core.models import Chunk, SourceSpec
@@ -242,13 +247,10 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
 def one_record_per_line(data: bytes, records: int) -> bool:
     """Whether each line of ``data`` is exactly one of its ``records`` records, so that record
     ``i`` is on line ``i`` of the chunk. Quoted line breaks and blank lines only ever add lines,
-    so the chunk's line count equals its record count exactly when it has neither. A lone
-    carriage return (which also ends a line) sends the caller to the exact scan."""
-    breaks = data.count(b"\n")
-    returns = data.count(b"\r")
-    if returns and returns != breaks:
-        return False
-    last = 0 if data.endswith(b"\n") or not data else 1
+    so the chunk's line count equals its record count exactly when it has neither. Lines end at
+    ``\\n``, ``\\r\\n`` or a lone ``\\r``."""
+    breaks = count_line_breaks(data)
+    last = 0 if not data or data.endswith((b"\n", b"\r")) else 1
     return breaks + last == records
 
 
@@ -317,7 +319,7 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
     def record_lines() -> list[int]:
         nonlocal nonblank
         if nonblank is None:
-            nonblank = [i for i, ln in enumerate(data.split(b"\n")) if ln.strip()]
+            nonblank = [i for i, ln in enumerate(LINE_BREAK.split(data)) if ln.strip()]
         return nonblank
 
     def lines(idx: np.ndarray) -> np.ndarray | None:
@@ -327,7 +329,7 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
 
     if not data.strip():
         return ChunkData(pa.table({}), len(data), lines)
-    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    newlines = line_break_positions(np.frombuffer(data, dtype=np.uint8))
     longest = int(np.diff(newlines, prepend=-1).max()) if newlines.size else len(data)
     longest = max(longest, len(data) - (int(newlines[-1]) + 1 if newlines.size else 0))
     options = pajson.ReadOptions(use_threads=True, block_size=max(MIN_BLOCK, longest + 2))
@@ -343,7 +345,7 @@ def _read_jsonl(data: bytes, chunk: Chunk) -> ChunkData:
     reasons: list[str] = []
     raws: list[str] = []
     index = 0
-    for line in data.split(b"\n"):
+    for line in LINE_BREAK.split(data):
         if not line.strip():
             continue
         reason = None

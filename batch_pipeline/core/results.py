@@ -98,7 +98,8 @@ def aggregate(
     the batch fails: it lists every succeeded and every failed chunk). ``forced`` is the reason
     an operator force-completed the batch: its unfinished chunks then fail nothing, and its
     status is ``completed_forced``. Raises ConservationError when a succeeded chunk's counts do
-    not add up."""
+    not add up, or when every chunk succeeded but the records read are not the total that an
+    exact plan counted."""
     summaries: list[ChunkSummary] = []
     for state in states:
         if state.status == SUCCEEDED:
@@ -154,6 +155,7 @@ def aggregate(
     unify_files(storage, result.rejected_files, trailing=(FILE_COLUMN, *REJECT_META))
     plan = json.loads(storage.read_bytes(spec.plan_uri)) if storage.exists(spec.plan_uri) else {}
     plan.pop("descriptors", None)
+    _check_planned_total(spec, plan, result)
     result.chunk_records = plan.get("chunk_records")
     result.plan_reason = plan.get("reason")
     manifest = build_manifest(spec, summaries, states, result, plan, run_id, forced)
@@ -222,6 +224,20 @@ def _text_where_ints_are_not_exact(
                 target = target.set(i, pa.field(joined.name, pa.string()))
                 break
     return target
+
+
+def _check_planned_total(spec: BatchSpec, plan: dict[str, Any], result: BatchResult) -> None:
+    """A run whose every chunk succeeded read the plan's total, when the plan counted it
+    exactly (``exact_records``: scanned text, Parquet, staged parts)."""
+    total = plan.get("total_records")
+    if not plan.get("exact_records") or total is None or result.chunks_succeeded != result.chunks:
+        return
+    if result.records_in != total:
+        raise ConservationError(
+            f"batch {spec.batch_id}: {result.records_in:,} records read over its "
+            f"{result.chunks} chunk(s), but the plan counted {total:,} in {spec.source.uri}: "
+            "records were lost or invented between planning and reading"
+        )
 
 
 def _failed_entry(state: ChunkState) -> dict[str, Any]:

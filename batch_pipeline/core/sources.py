@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from batch_pipeline.core.boundaries import (
+    LINE_BREAK,
     AmbiguousQuotes,
     RecordScanner,
     UnclosedQuote,
@@ -255,7 +256,7 @@ def _first_end(
         ends = scanner.feed(data[start:])
     except AmbiguousQuotes:
         found = exact_csv_record_ends(
-            io.BytesIO(data[start:]), start, options.delimiter, options.quote_char, complete
+            [data[start:]], start, options.delimiter, options.quote_char, complete
         )
         try:
             end = next((e for e, _ in found), None)
@@ -307,7 +308,7 @@ def _record_size_sample(
     try:
         ends = scanner.feed(body)
     except AmbiguousQuotes:
-        found = exact_csv_record_ends(io.BytesIO(body), 0, delimiter or ",", quote)
+        found = exact_csv_record_ends([body], 0, delimiter or ",", quote)
         ends = np.fromiter((e for e, _ in found), dtype=np.int64)
     if not ends.size:
         return {"sample_records": 0, "bytes_per_record": float(len(body))}
@@ -320,7 +321,7 @@ def _record_size_sample(
 def _inspect_jsonl(storage: Storage, spec: SourceSpec) -> SourceSpec:
     head = _head(storage, spec, HEAD_BYTES)
     start = len(BOM) if head.startswith(BOM) else 0
-    lines = head[start:].split(b"\n")
+    lines = LINE_BREAK.split(head[start:])
     complete = lines[:-1] if len(head) < spec.info.size or spec.compression else lines
     first = next((ln for ln in complete if ln.strip()), None)
     if first is None:

@@ -10,10 +10,10 @@ every AWS client of the project uses.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from batch_pipeline.core.boundaries import split_lines
 from batch_pipeline.core.errors import SourceError, classify
 from batch_pipeline.core.models import ObjectInfo, RetrySettings
 from batch_pipeline.core.retries import backoff_delay
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 
 MIN_RANGE_READ = 4096
+LINE_BLOCK_BYTES = 1 << 20
 RANGE_READ_ATTEMPTS = 4
 RANGE_READ_BACKOFF = RetrySettings(RANGE_READ_ATTEMPTS, 0.2, 2.0)
 
@@ -253,16 +255,19 @@ class Storage:
                 yield offset, block
                 offset += len(block)
 
+    @contextmanager
     def open_lines(
         self, uri: str, start: int = 0, compression: str | None = None
-    ) -> io.BufferedReader:
-        """A buffered reader from ``start``; iterating it yields lines (each ending in \\n)."""
+    ) -> Iterator[Iterator[bytes]]:
+        """The lines of an object from ``start``, each with its line break: ``\\n``, ``\\r\\n``
+        or a lone ``\\r`` (see ``boundaries.split_lines``), read in blocks of 1 MiB."""
         if compression:
             stream = self.open_input_stream(uri, compression=compression)
         else:
             stream = self.open_input_file(uri)
             stream.seek(start)
-        return io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 20)
+        with stream:
+            yield split_lines(iter(lambda: stream.read(LINE_BLOCK_BYTES), b""))
 
     def read_bytes(self, uri: str) -> bytes:
         with self.open_input_stream(uri) as f:
@@ -316,22 +321,3 @@ class Storage:
     def _commit(self, fs: pafs.FileSystem, target: str, path: str) -> None:
         if target != path:
             os.replace(target, path)
-
-
-class _RawAdapter(io.RawIOBase):
-    """Lets io.BufferedReader read from a pyarrow stream (and close it)."""
-
-    def __init__(self, stream: pa.NativeFile) -> None:
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._stream.close()
-        super().close()

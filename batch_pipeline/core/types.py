@@ -9,8 +9,10 @@ timestamp, ``true`` as ``1.0``). Readers build columns from Python values with
 disagrees becomes text); ``results.aggregate`` rewrites the files whose types a later chunk
 widened (``align``).
 
-The text of a value: a string as it is; ``true``/``false``; an int in decimal; a float as
-Python's ``repr`` (``1.0``, ``0.1``, ``1e+20``); a date, time or timestamp in ISO 8601
+The text of a value: a string as it is; ``true``/``false``; an int in decimal; a float that
+is a whole number within 2**53 as that whole number (``5.0`` as ``5``: JSON does not tell
+``5`` from ``5.0``, and an int that met floats in one chunk must keep its text when a later
+chunk makes the column text), other floats as Python's ``repr`` (``0.1``, ``1e+20``); a date, time or timestamp in ISO 8601
 (``isoformat()``); a duration as Python prints it (``1 day, 2:00:00``); a decimal as it is
 written; an object or array as JSON (UTF-8, nested values as JSON); bytes as UTF-8 text when
 they decode, else base64.
@@ -49,7 +51,7 @@ def value_text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return repr(value)
+        return str(int(value)) if _whole(value) else repr(value)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (dict, list, tuple)):
@@ -65,13 +67,44 @@ def value_text(value: Any) -> str | None:
     return str(value)  # Decimal, timedelta, anything else
 
 
+def _whole(value: float) -> bool:
+    """A float that is a whole number exactly representable as one (its text drops ``.0``)."""
+    return value.is_integer() and abs(value) <= EXACT_FLOAT_INT
+
+
+def _plain_numbers(value: Any) -> Any:
+    """``value`` with its whole floats as ints, at any depth (so JSON text writes ``5``, as
+    ``value_text`` does); iterative, for records nested deeper than the recursion limit."""
+    if isinstance(value, float):
+        return int(value) if _whole(value) else value
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while stack:
+        parent, key, item = stack.pop()
+        if isinstance(item, dict):
+            copy: Any = dict(item)
+            stack.extend((copy, k, v) for k, v in copy.items())
+        elif isinstance(item, (list, tuple)):
+            copy = list(item)
+            stack.extend((copy, i, v) for i, v in enumerate(copy))
+        elif isinstance(item, float) and _whole(item):
+            copy = int(item)
+        else:
+            continue
+        parent[key] = copy
+    return root[0]
+
+
 def _json_default(value: Any) -> Any:
     return value_text(value)  # a value JSON has no type for (a time, bytes, a decimal)
 
 
 def json_text(value: Any) -> str:
     """``value`` as JSON text (non-ASCII kept, nested non-JSON values as their text), also when
-    it is nested deeper than Python's recursion limit."""
+    it is nested deeper than Python's recursion limit. Whole floats are written as ints."""
+    value = _plain_numbers(value)
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_default)
     except RecursionError:

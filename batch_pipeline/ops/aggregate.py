@@ -55,43 +55,46 @@ def aggregate(
             book.set_batch_status(
                 spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
             )
-    since = run_start_time(context)
-    metadata = result_metadata(
-        spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
-    )
-    partition = partition_key(spec.source.uri)
-    if result.status == "failed":
-        book.release_lease(spec.batch_id, context.run_id)  # the run ends here
-        # Yielded (not logged) so that it is recorded before the failure ends the step.
-        yield AssetObservation(
+        since = run_start_time(context)
+        metadata = result_metadata(
+            spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
+        )
+        partition = partition_key(spec.source.uri)
+        if result.status == "failed":
+            book.release_lease(spec.batch_id, context.run_id)  # the run ends here
+            # Yielded (not logged) so that it is recorded before the failure ends the step.
+            yield AssetObservation(
+                asset_key=BATCH_RESULTS_ASSET,
+                partition=_ensure(context, partition),
+                description=shown(f"Batch {spec.batch_id} failed: {result.failure}"),
+                metadata=metadata,
+            )
+            raise Failure(
+                description=shown(
+                    f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}"
+                ),
+                metadata=metadata,
+                allow_retries=False,
+            )
+        yield AssetMaterialization(
             asset_key=BATCH_RESULTS_ASSET,
             partition=_ensure(context, partition),
-            description=shown(f"Batch {spec.batch_id} failed: {result.failure}"),
+            description=shown(f"Results of batch {spec.batch_id} from {spec.source.uri}"),
             metadata=metadata,
         )
-        raise Failure(
-            description=shown(
-                f"batch {spec.batch_id}: {result.failure}; manifest {result.manifest_uri}"
-            ),
-            metadata=metadata,
-            allow_retries=False,
+        context.log.info(
+            shown(
+                f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
+                f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
+                f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest "
+                f"{result.manifest_uri}"
+            )
         )
-    yield AssetMaterialization(
-        asset_key=BATCH_RESULTS_ASSET,
-        partition=_ensure(context, partition),
-        description=shown(f"Results of batch {spec.batch_id} from {spec.source.uri}"),
-        metadata=metadata,
-    )
-    context.log.info(
-        shown(
-            f"batch {spec.batch_id} {result.status}: {result.records_in:,} records in = "
-            f"{result.records_out:,} out + {result.records_rejected:,} rejected over "
-            f"{result.chunks_succeeded} of {result.chunks} chunk(s); manifest {result.manifest_uri}"
-        )
-    )
-    if result.failure or result.failed_chunks:
-        context.log.warning(shown(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}"))
-    yield Output(result, metadata=metadata)
+        if result.failure or result.failed_chunks:
+            context.log.warning(
+                shown(f"batch {spec.batch_id}: failed chunks {result.failed_chunks}")
+            )
+        yield Output(result, metadata=metadata)
 
 
 def _ensure(context: OpExecutionContext, partition: str) -> str:

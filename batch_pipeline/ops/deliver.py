@@ -27,8 +27,8 @@ def deliver(
     ledger: LedgerResource,
     sqs: SQSResource,
 ) -> DeliverySummary | None:
-    store = storage.get_storage()
     with core_failures(f"delivering batch {spec.batch_id} failed"):
+        store = storage.get_storage()
         book = ledger.get_ledger()
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
         sink = open_sink(store, spec, client)
@@ -57,21 +57,21 @@ def deliver(
             context.log.warning(shown(f"delivery failed ({exc}); retrying in {delay:.1f}s"))
             raise RetryRequested(max_retries=spec.retry.max_retries, seconds_to_wait=delay) from exc
         book.release_lease(spec.batch_id, context.run_id)  # the run is done
-    context.log.info(
-        shown(
-            f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} messages "
-            f"to {summary.target} in {summary.seconds:.2f}s ({summary.already_delivered_chunks} "
-            "chunk(s) delivered before)"
+        context.log.info(
+            shown(
+                f"batch {spec.batch_id}: {summary.records:,} records in {summary.messages:,} "
+                f"messages to {summary.target} in {summary.seconds:.2f}s "
+                f"({summary.already_delivered_chunks} chunk(s) delivered before)"
+            )
         )
-    )
-    context.add_output_metadata(
-        {
-            "target": summary.target,
-            "messages": summary.messages,
-            "records_delivered": summary.records,
-            "chunks_delivered": summary.chunks,
-            "chunks_delivered_before": summary.already_delivered_chunks,
-            "seconds": summary.seconds,
-        }
-    )
-    return summary
+        context.add_output_metadata(
+            {
+                "target": summary.target,
+                "messages": summary.messages,
+                "records_delivered": summary.records,
+                "chunks_delivered": summary.chunks,
+                "chunks_delivered_before": summary.already_delivered_chunks,
+                "seconds": summary.seconds,
+            }
+        )
+        return summary

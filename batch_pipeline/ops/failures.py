@@ -8,8 +8,12 @@ failures that the core decided to retry become ``RetryRequested`` with the core'
 (exponential, capped, full jitter), so that the retry settings of the run's config apply.
 ``RETRY_POLICY``, on every op, retries the other transient failures (an unreachable ledger, a
 storage error while planning or writing a dead letter) with exponential backoff and full jitter.
+Every op runs its whole body inside ``core_failures``: an exception escaping it would be retried
+by the policy whatever it is (a full disk three more times), and reported as Dagster's
+``Exceeded max_retries of 3``. ``step_error_text`` shows what failed also then.
 """
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,23 +58,34 @@ def core_failures(what: str = "", max_retries: int | None = None) -> Iterator[No
 
 # Errors Dagster raises around the user code's own: their message says only where it happened.
 _WRAPPERS = frozenset({"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"})
+# A step whose retries ran out: the error that made it retry is its cause.
+_RETRIES_EXCEEDED = re.compile(r"Exceeded max_retries of (\d+)")
 
 
 def step_error_text(error: Any) -> str:
     """A step's error for people: a ``Failure``'s description; for an unexpected exception that
     Dagster wrapped, the exception itself (``OSError: ...``), never only the wrapper's
-    ``Error occurred while executing op``."""
+    ``Error occurred while executing op``; for a step out of retries, the error it last retried
+    with "(after N retries)", never only ``Exceeded max_retries of N``."""
     wrapper = None
+    note = ""
     for _ in range(10):
         if error is None:
             break
         message = error.message.strip()
         head, sep, rest = message.partition(": ")
+        exceeded = _RETRIES_EXCEEDED.match(message)
+        if exceeded and error.cause is not None:
+            count = int(exceeded.group(1))
+            note = f" (after {count} {'retry' if count == 1 else 'retries'})"
+            wrapper = wrapper or message
+            error = error.cause
+            continue
         if error.cls_name in _WRAPPERS:
             wrapper = wrapper or (rest if sep else message)
             error = error.cause
             continue
         if sep and head.rsplit(".", 1)[-1] == error.cls_name:  # "module.Class: text"
             message = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"
-        return message
+        return message + note
     return wrapper or "failed"

@@ -41,23 +41,24 @@ def initialize(
                 baseline_rss_bytes=psutil.Process().memory_info().rss,
             )
             spec, decision = tune_batch(ledger.get_ledger(), spec, settings)
-    if decision is not None:
-        context.log.info(
-            shown(
-                f"batch {spec.batch_id}: chunk_records {decision.chunk_records:,} "
-                f"({'cold start' if decision.cold_start else 'from history'}): {decision.reason}"
+        if decision is not None:
+            context.log.info(
+                shown(
+                    f"batch {spec.batch_id}: chunk_records {decision.chunk_records:,} "
+                    f"({'cold start' if decision.cold_start else 'from history'}): "
+                    f"{decision.reason}"
+                )
             )
-        )
-        context.add_output_metadata(decision.to_metadata())
-    elif config.chunking.auto:
-        context.log.info(
-            shown(
-                f"batch {spec.batch_id}: ran before, keeps chunk_records "
-                f"{spec.chunking.chunk_records:,}"
+            context.add_output_metadata(decision.to_metadata())
+        elif config.chunking.auto:
+            context.log.info(
+                shown(
+                    f"batch {spec.batch_id}: ran before, keeps chunk_records "
+                    f"{spec.chunking.chunk_records:,}"
+                )
             )
-        )
-    _report(context, spec)
-    return spec
+        _report(context, spec)
+        return spec
 
 
 def tuning_settings(context: OpExecutionContext) -> TuningSettings:
@@ -85,15 +86,15 @@ def load_batch(
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> BatchSpec:
-    store = storage.get_storage()
-
-    def prepare(stored: dict) -> BatchSpec:
-        return prepare_batch(store, **BatchConfig(**stored).prepare_kwargs())
-
     with core_failures(f"loading batch {config.batch_id} failed"):
+        store = storage.get_storage()
+
+        def prepare(stored: dict) -> BatchSpec:
+            return prepare_batch(store, **BatchConfig(**stored).prepare_kwargs())
+
         spec = prepare_redrive(store, ledger.get_ledger(), config.batch_id, prepare)
-    _report(context, spec)
-    return spec
+        _report(context, spec)
+        return spec
 
 
 def _report(context: OpExecutionContext, spec: BatchSpec) -> None:

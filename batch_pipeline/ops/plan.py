@@ -25,22 +25,22 @@ def plan_chunks(
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[DynamicOutput[Chunk]]:
-    store = storage.get_storage()
     with core_failures(f"planning {spec.source.uri} failed"):
+        store = storage.get_storage()
         book = ledger.get_ledger()
         take_lease(context, book, spec.batch_id)  # before the first write: one run per batch
         with keep_lease(context, book, spec.batch_id):
             plan = plan_or_reuse(store, spec)
             todo, why = select_chunks(book, store, spec, plan, context.run_id)
-    context.log.info(shown(f"batch {spec.batch_id}: {plan.reason}; {why}"))
-    for chunk in todo:
-        yield DynamicOutput(
-            chunk,
-            mapping_key=chunk.key,
-            metadata={
-                "slice": chunk.describe(),
-                "records_planned": chunk.records if chunk.records is not None else -1,
-                "chunk_records": plan.chunk_records,
-                "plan_reason": plan.reason,
-            },
-        )
+        context.log.info(shown(f"batch {spec.batch_id}: {plan.reason}; {why}"))
+        for chunk in todo:
+            yield DynamicOutput(
+                chunk,
+                mapping_key=chunk.key,
+                metadata={
+                    "slice": chunk.describe(),
+                    "records_planned": chunk.records if chunk.records is not None else -1,
+                    "chunk_records": plan.chunk_records,
+                    "plan_reason": plan.reason,
+                },
+            )

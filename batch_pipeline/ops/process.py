@@ -34,37 +34,37 @@ def process_chunk(
                 retry_number=context.retry_number,
                 sqs_client=sqs.get_client,
             )
-    since = run_start_time(context)
-    progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
-    if summary.status != "succeeded":
-        context.log.error(
+        since = run_start_time(context)
+        progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
+        if summary.status != "succeeded":
+            context.log.error(
+                shown(
+                    f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} "
+                    f"attempt(s): {summary.error}; dead letter at {summary.dead_letter}"
+                )
+            )
+            context.add_output_metadata(
+                {
+                    "chunk": chunk.index,
+                    "chunk_status": summary.status,
+                    "chunk_error": summary.error or "",
+                    "chunk_dead_letter": MetadataValue.path(summary.dead_letter or ""),
+                    **progress,
+                }
+            )
+            return summary
+        rate = summary.records_in / summary.seconds if summary.seconds else 0.0
+        context.log.info(
             shown(
-                f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} attempt(s): "
-                f"{summary.error}; dead letter at {summary.dead_letter}"
+                f"{chunk.describe()}: {summary.records_in:,} in, {summary.records_out:,} out, "
+                f"{summary.records_rejected:,} rejected in {summary.seconds:.2f}s "
+                f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB); "
+                f"batch {progress['percent_complete']}% ({progress['chunks_succeeded']} of "
+                f"{progress['chunks_total']} chunks)"
             )
         )
-        context.add_output_metadata(
-            {
-                "chunk": chunk.index,
-                "chunk_status": summary.status,
-                "chunk_error": summary.error or "",
-                "chunk_dead_letter": MetadataValue.path(summary.dead_letter or ""),
-                **progress,
-            }
-        )
+        context.add_output_metadata({**chunk_metadata(summary), **progress})
         return summary
-    rate = summary.records_in / summary.seconds if summary.seconds else 0.0
-    context.log.info(
-        shown(
-            f"{chunk.describe()}: {summary.records_in:,} in, {summary.records_out:,} out, "
-            f"{summary.records_rejected:,} rejected in {summary.seconds:.2f}s "
-            f"({rate:,.0f} records/s, peak RSS {summary.peak_rss_bytes / 2**20:,.0f} MiB); batch "
-            f"{progress['percent_complete']}% ({progress['chunks_succeeded']} of "
-            f"{progress['chunks_total']} chunks)"
-        )
-    )
-    context.add_output_metadata({**chunk_metadata(summary), **progress})
-    return summary
 
 
 _RUN_STARTS: dict[str, float] = {}

@@ -114,3 +114,30 @@ def nasty_records(n: int, seed: int = 7, allow_newlines: bool = True) -> list[di
 
 def jsonl_text(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def carriage_return_csv(records: int = 1_000) -> bytes:
+    """A CSV with classic Mac line endings (a lone \\r, as some Excel exports write): quoted
+    values hold \\r, \\n and \\r\\n; record 500 (whose value holds a \\r) has a field too
+    many."""
+    lines = ["id,name,note"]
+    for i in range(records):
+        note = ['"one\rtwo"', '"one\ntwo"', '"one\r\ntwo"', "plain"][i % 4]
+        lines.append(f"{i},name {i},{note}" + (",extra" if i == 500 else ""))
+    return "\r".join(lines).encode() + b"\r"
+
+
+def full_device(folder: Path) -> Path:
+    """A device that is always full (as /dev/full: writes fail with ENOSPC), made in ``folder``
+    so that no other test, here or in another checkout, can replace it under us. Falls back to
+    /dev/full where device nodes cannot be made."""
+    import os
+    import stat
+
+    path = folder / "full"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except OSError:
+        path = Path("/dev/full")
+    assert stat.S_ISCHR(path.stat().st_mode), f"{path} is not the full device"
+    return path

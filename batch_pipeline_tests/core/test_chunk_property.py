@@ -26,6 +26,7 @@ import pytest
 
 from batch_pipeline.core.storage import Storage
 from batch_pipeline_tests.core.helpers import (
+    csv_field,
     csv_text,
     jsonl_text,
     nasty_records,
@@ -85,7 +86,28 @@ def csv_case(newline: str) -> Case:
     return Case("csv", raw, _csv_reference(raw, columns), CHUNK_RECORDS)
 
 
-def csv_literal_quotes_case() -> Case:
+LINE_BREAKS = ("\n", "\r\n", "\r")
+
+
+def csv_line_breaks_case(newline: str | None) -> Case:
+    """Records ended by ``newline`` (None: each by \\n, \\r\\n or a lone \\r at random), with
+    quoted values holding every line break style, and empty lines of every style."""
+    rng = random.Random(21)
+    records = nasty_records(N, seed=22)
+    columns = list(records[0])
+    out = [",".join(columns) + (newline or "\r")]
+    for record in records:
+        values = list(record.values())
+        if rng.random() < 0.3:
+            values[1] = "a" + rng.choice(LINE_BREAKS) + values[1] + rng.choice(LINE_BREAKS)
+        end = newline or rng.choice(LINE_BREAKS)
+        blank = end * rng.choice([0, 0, 0, 1, 2])
+        out.append(",".join(csv_field(v) for v in values) + end + blank)
+    raw = "".join(out).encode()
+    return Case("csv", raw, _csv_reference(raw, columns), CHUNK_RECORDS)
+
+
+def csv_literal_quotes_case(newline: str = "\n") -> Case:
     """Quotes inside unquoted fields (5'10"), which send the planner to the exact scan, next to
     quoted fields with line breaks and doubled quotes."""
     rng = random.Random(3)
@@ -93,14 +115,14 @@ def csv_literal_quotes_case() -> Case:
     for i in range(N):
         height = f"{rng.randint(4, 6)}'{rng.randint(0, 11)}\""
         remark = rng.choice(['"two\nlines"', '"say ""hi"""', "plain", '"a,b"', '12" pipe'])
-        lines.append(f"{i},{height},{remark}")
-    raw = ("\n".join(lines) + "\n").encode()
+        lines.append(f"{i},{height},{remark.replace(chr(10), newline)}")
+    raw = (newline.join(lines) + newline).encode()
     return Case("csv", raw, _csv_reference(raw, ["id", "height", "remark"]), CHUNK_RECORDS)
 
 
-def jsonl_case() -> Case:
+def jsonl_case(newline: str = "\n") -> Case:
     records = _typed_records(N, seed=11)
-    raw = jsonl_text(records).encode()
+    raw = jsonl_text(records).replace("\n", newline).encode()
     return Case("jsonl", raw, _jsonl_reference(raw), CHUNK_RECORDS)
 
 
@@ -115,9 +137,14 @@ def gzip_csv_case() -> Case:
     return Case("csv.gz", gzip.compress(plain.data), plain.reference, CHUNK_RECORDS)
 
 
-def gzip_jsonl_case() -> Case:
-    plain = jsonl_case()
+def gzip_jsonl_case(newline: str = "\n") -> Case:
+    plain = jsonl_case(newline)
     return Case("jsonl.gz", gzip.compress(plain.data), plain.reference, CHUNK_RECORDS)
+
+
+def gzip_csv_line_breaks_case(newline: str | None) -> Case:
+    plain = csv_line_breaks_case(newline)
+    return Case("csv.gz", gzip.compress(plain.data), plain.reference, CHUNK_RECORDS)
 
 
 def parquet_case() -> Case:
@@ -157,11 +184,17 @@ def excel_case() -> Case:
 CASES: dict[str, Callable[[], Case]] = {
     "csv-lf": lambda: csv_case("\n"),
     "csv-crlf": lambda: csv_case("\r\n"),
+    "csv-cr": lambda: csv_line_breaks_case("\r"),
+    "csv-mixed-line-breaks": lambda: csv_line_breaks_case(None),
     "csv-literal-quotes": csv_literal_quotes_case,
+    "csv-literal-quotes-cr": lambda: csv_literal_quotes_case("\r"),
     "jsonl": jsonl_case,
+    "jsonl-cr": lambda: jsonl_case("\r"),
     "json": json_array_case,
     "csv.gz": gzip_csv_case,
+    "csv.gz-cr": lambda: gzip_csv_line_breaks_case("\r"),
     "jsonl.gz": gzip_jsonl_case,
+    "jsonl.gz-cr": lambda: gzip_jsonl_case("\r"),
     "parquet": parquet_case,
     "xlsx": excel_case,
 }
@@ -216,8 +249,12 @@ def test_max_chunks_bounds_fan_out_without_losing_records(
     ("fmt", "chunks"),
     [
         ("csv-crlf", 7),
+        ("csv-cr", 7),
+        ("csv-mixed-line-breaks", 200),
         ("csv-literal-quotes", 7),
+        ("csv-literal-quotes-cr", 7),
         ("jsonl", 7),
+        ("jsonl-cr", 7),
         ("json", 7),
         ("csv.gz", 7),
         ("jsonl.gz", 7),

@@ -29,6 +29,7 @@ from batch_pipeline.core.models import Chunk, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.readers import read_chunk
 from batch_pipeline.core.storage import S3Settings, Storage
 from batch_pipeline_tests.conftest import DEAD_ENDPOINT
+from batch_pipeline_tests.core.helpers import full_device
 
 CHUNK = "chunk_00003 of 8 (bytes 1024-2048 of s3://bucket/incoming/leads.csv)"
 
@@ -345,3 +346,163 @@ def test_a_throttled_queue_lookup_is_transient(sqs_client: Any) -> None:
     with pytest.raises(DeliveryError) as missing:
         resolve_queue_url(sqs_client, "sqs://no-such-queue")
     assert missing.value.permanent
+
+
+# Permanent errors of the machine: disk full, access denied, bad paths, a corrupt ledger --------
+
+
+def raised(action) -> BaseException:
+    try:
+        action()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("expected an error")
+
+
+def write_python(path) -> None:
+    with open(path, "wb") as f:
+        f.write(b"x" * 10)
+
+
+def write_pyarrow(path) -> None:
+    import pyarrow.fs as pafs
+
+    with pafs.LocalFileSystem().open_output_stream(str(path)) as f:
+        f.write(b"x" * 100_000)
+
+
+def write_parquet(path) -> None:
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    table = pa.table({"a": list(range(1000))})
+    pq.write_table(table, str(path), filesystem=pafs.LocalFileSystem())
+
+
+@pytest.mark.parametrize("write", [write_python, write_pyarrow, write_parquet])
+def test_a_full_disk_is_permanent_and_keeps_the_os_message(write, tmp_path) -> None:
+    error = raised(lambda: write(full_device(tmp_path)))
+    wrapped = chained(ChunkReadError(f"{CHUNK}: {error}"), error)
+
+    for exc in (error, wrapped):
+        info = classify(exc)
+        assert (info.category, info.transient) == ("disk_full", False)
+        assert "No space left on device" in info.message
+
+
+def test_errno_in_a_message_without_the_attribute_is_read_too() -> None:
+    """pyarrow's wording when only the text survives (a re-raised or re-wrapped error)."""
+    text = "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    assert classify(RuntimeError(text)).category == "unknown"  # not a library OSError
+    assert (classify(OSError(text)).category, classify(OSError(text)).transient) == (
+        "disk_full",
+        False,
+    )
+    quota = OSError("Failed to open local file '/x'. Detail: [errno 122] Disk quota exceeded")
+    assert classify(quota).category == "disk_full"
+    assert classify(OSError("Detail: [errno 13] Permission denied")).category == "access_denied"
+
+
+def test_a_name_too_long_or_a_file_where_a_folder_should_be_is_a_bad_path(tmp_path) -> None:
+    import os
+
+    import pyarrow.fs as pafs
+
+    too_long = str(tmp_path / ("x" * 300) / "a.parquet")
+    not_a_dir = str(tmp_path / "file" / "a.parquet")
+    (tmp_path / "file").write_text("")
+    errors = [
+        raised(lambda: os.makedirs(os.path.dirname(too_long))),
+        raised(lambda: pafs.LocalFileSystem().open_output_stream(too_long)),
+        raised(lambda: os.makedirs(os.path.dirname(not_a_dir) + "/sub")),
+        raised(lambda: write_python(tmp_path)),  # a folder where a file should be
+    ]
+    for error in errors:
+        info = classify(chained(SourceError(f"writing: {error}"), error))
+        assert (info.category, info.transient) == ("bad_path", False), error
+
+
+def test_access_denied_and_read_only_by_errno() -> None:
+    """We run as root, so chmod cannot deny us: the real errno objects, as the OS raises them."""
+    import errno
+    import os
+
+    for code, category in [
+        (errno.EACCES, "access_denied"),
+        (errno.EPERM, "access_denied"),
+        (errno.EROFS, "read_only"),
+        (errno.ENOSPC, "disk_full"),
+        (errno.EDQUOT, "disk_full"),
+        (errno.ENAMETOOLONG, "bad_path"),
+    ]:
+        error = OSError(code, os.strerror(code), "/data/out/a.parquet")
+        info = classify(chained(ChunkReadError(f"{CHUNK}: {error}"), error))
+        assert (info.category, info.transient) == (category, False), code
+    with_path = OSError(errno.EINVAL, os.strerror(errno.EINVAL), "/data/out/a:b")
+    assert classify(with_path).category == "bad_path"
+    # An invalid argument that is not about a path says nothing permanent about the run.
+    assert classify(OSError(errno.EINVAL, os.strerror(errno.EINVAL))).category == "unknown"
+
+
+def test_connection_errors_stay_transient() -> None:
+    import socket
+
+    def connect() -> None:
+        with socket.create_connection(("127.0.0.1", 9), timeout=5):
+            pass
+
+    refused = raised(connect)
+    assert (classify(refused).category, classify(refused).transient) == ("connection", True)
+    reset = OSError("Detail: [errno 104] Connection reset by peer")
+    assert (classify(reset).category, classify(reset).transient) == ("connection", True)
+
+
+def test_a_ledger_file_of_garbage_is_permanent(tmp_path) -> None:
+    from batch_pipeline.core.ledger import Ledger
+
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"this is not a database " * 200)
+
+    error = raised(lambda: Ledger(f"sqlite:///{path}").chunk_states("b"))
+
+    info = classify(error)
+    assert (info.category, info.transient) == ("ledger_corrupt", False)
+    assert "file is not a database" in info.message
+
+
+def test_a_malformed_ledger_and_a_full_one_are_permanent(tmp_path) -> None:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as db:
+        db.execute("create table t (v text)")
+        db.executemany("insert into t values (?)", [("x" * 500,) for _ in range(200)])
+    data = bytearray(path.read_bytes())
+    data[4096 * 2 : 4096 * 2 + 64] = b"\xff" * 64  # a b-tree page header of the table
+    path.write_bytes(bytes(data))
+    engine = sa.create_engine(f"sqlite:///{path}")
+
+    def read() -> None:
+        with engine.connect() as connection:
+            connection.execute(sa.text("select count(*), max(v) from t")).fetchall()
+
+    malformed = raised(read)
+    assert "malformed" in str(malformed)
+    assert (classify(malformed).category, classify(malformed).transient) == (
+        "ledger_corrupt",
+        False,
+    )
+
+    full = tmp_path / "full.db"
+
+    def fill() -> None:
+        with sqlite3.connect(full) as db:
+            db.execute("pragma max_page_count = 3")
+            db.execute("create table t (v text)")
+            db.executemany("insert into t values (?)", [("x" * 1000,) for _ in range(100)])
+
+    error = raised(fill)
+    assert "database or disk is full" in str(error)
+    assert (classify(error).category, classify(error).transient) == ("disk_full", False)

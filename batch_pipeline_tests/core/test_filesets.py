@@ -199,6 +199,31 @@ def test_a_folder_of_small_csvs_is_one_batch_of_few_chunks(storage, tmp_path) ->
     assert "expected 2 fields, got 1" in short["_reason"]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_files_with_carriage_return_line_endings_are_read_whole(storage, tmp_path, fmt) -> None:
+    """Members with lone \\r line breaks (and one with \\r\\n): every record read, and a
+    malformed one names its line, counted in \\r lines."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        newline = "\r\n" if i == 5 else "\r"
+        if fmt == "csv":
+            rows = ["id,amount", *(f"{i * 10 + j},{j}" for j in range(5)), "bad"]
+        else:
+            rows = [*(json.dumps({"id": i * 10 + j, "amount": j}) for j in range(5)), "{bad"]
+        (folder / f"f{i}.{fmt}").write_bytes(newline.join(rows).encode() + newline.encode())
+
+    result = run(storage, folder, tmp_path / "out", chunk_records=12)
+
+    assert result.result.status == "succeeded"
+    assert (result.result.records_in, result.result.records_out) == (36, 30)
+    assert sorted(int(r["id"]) for r in valid_rows(storage, result)) == [
+        i * 10 + j for i in range(6) for j in range(5)
+    ]
+    rejected = rejected_rows(storage, result)
+    assert {r["_line"] for r in rejected} == {7 if fmt == "csv" else 6}
+
+
 def write_members(folder: Path, fmt: str, files: int) -> int:
     folder.mkdir(parents=True)
     total = 0

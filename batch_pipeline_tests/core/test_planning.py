@@ -137,7 +137,7 @@ def test_chunk_records_below_one_is_refused(storage: Storage, tmp_path: Path) ->
 # Planning without a scan -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 @pytest.mark.parametrize(("chunk_records", "max_chunks"), [(10**6, 200), (143, 200), (1, 7)])
 def test_csv_planned_without_a_scan_gives_the_same_records(
     newline: str, chunk_records: int, max_chunks: int, storage: Storage, tmp_path: Path
@@ -151,14 +151,17 @@ def test_csv_planned_without_a_scan_gives_the_same_records(
     assert valid_rows(storage, estimated) == valid_rows(storage, scanned)
     assert estimated.result.records_in == 1000
     assert estimated.result.chunks <= max_chunks
+    assert (estimated.result.chunks > 1) == (chunk_records < 1000)
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r"])
 @pytest.mark.parametrize(("chunk_records", "max_chunks"), [(10**6, 200), (143, 200), (1, 7)])
 def test_jsonl_planned_without_a_scan_gives_the_same_records(
-    chunk_records: int, max_chunks: int, storage: Storage, tmp_path: Path
+    newline: str, chunk_records: int, max_chunks: int, storage: Storage, tmp_path: Path
 ) -> None:
     source = tmp_path / "a.jsonl"
-    source.write_bytes(b"\xef\xbb\xbf" + jsonl_text(nasty_records(1000)).encode())
+    text = jsonl_text(nasty_records(1000)).replace("\n", newline)
+    source.write_bytes(b"\xef\xbb\xbf" + text.encode())
     kwargs = {"chunk_records": chunk_records, "max_chunks": max_chunks}
 
     scanned = run(storage, source, tmp_path / "scan", **kwargs)

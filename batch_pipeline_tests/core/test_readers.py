@@ -583,7 +583,10 @@ def test_a_chunk_of_an_object_that_changed_after_planning_fails_naming_the_chunk
         (b"a,1\r\nb,2\r\nc,3", 3, True),  # CRLF, no line break after the last record
         (b'a,"x\ny"\nb,2\n', 2, False),  # a quoted line break: 3 lines, 2 records
         (b"a,1\n\nb,2\n", 2, False),  # a blank line is not a record
-        (b"a,1\rb,2\n", 2, False),  # a lone carriage return ends a line too: exact scan
+        (b"a,1\rb,2\n", 2, True),  # a lone carriage return ends a line (and a record) too
+        (b"a,1\rb,2\rc,3\r", 3, True),
+        (b'a,"x\ry"\rb,2\r', 2, False),  # a quoted lone carriage return is a line break
+        (b"a,1\r\rb,2", 2, False),  # a blank line
         (b"", 0, True),
     ],
 )

@@ -150,13 +150,14 @@ def test_a_value_and_its_arrow_column_have_the_same_text() -> None:
         "as is", True, False, 7, -(2**63), 1.0, 0.1, 1e20, 123456789012345.6,
         dt.datetime(2020, 1, 2, 3, 4, 5, 6), dt.date(2020, 1, 2), dt.time(10, 0),
         Decimal("1.50"), b"bytes", b"\xff\xfe", {"a": [1, None], "é": dt.date(2020, 1, 2)},
-        [1.5, None],
+        [1.5, None], 2.0**53, 2.0**53 * 2, {"n": [3.0, 0.5]},
     ]  # fmt: skip
     texts = [types.value_text(v) for v in values]
     assert texts == [
-        "as is", "true", "false", "7", str(-(2**63)), "1.0", "0.1", "1e+20",
+        "as is", "true", "false", "7", str(-(2**63)), "1", "0.1", "1e+20",
         "123456789012345.6", "2020-01-02T03:04:05.000006", "2020-01-02", "10:00:00", "1.50",
         "bytes", "//4=", '{"a": [1, null], "é": "2020-01-02"}', "[1.5, null]",
+        "9007199254740992", "1.8014398509481984e+16", '{"n": [3, 0.5]}',
     ]  # fmt: skip
     for value, text in zip(values, texts, strict=True):
         column = pa.array([value, None])
