@@ -12,10 +12,10 @@ widened (``align``).
 The text of a value: a string as it is; ``true``/``false``; an int in decimal; a float that
 is a whole number within 2**53 as that whole number (``5.0`` as ``5``: JSON does not tell
 ``5`` from ``5.0``, and an int that met floats in one chunk must keep its text when a later
-chunk makes the column text), other floats as Python's ``repr`` (``0.1``, ``1e+20``); a date, time or timestamp in ISO 8601
-(``isoformat()``); a duration as Python prints it (``1 day, 2:00:00``); a decimal as it is
-written; an object or array as JSON (UTF-8, nested values as JSON); bytes as UTF-8 text when
-they decode, else base64.
+chunk makes the column text), other floats as Python's ``repr`` (``0.1``, ``1e+20``); a
+date, time or timestamp in ISO 8601 (``isoformat()``); a duration as Python prints it
+(``1 day, 2:00:00``); a decimal as it is written; an object or array as JSON (UTF-8, nested
+values as JSON); bytes as UTF-8 text when they decode, else base64.
 
 Parquet reads a schema at most ``PARQUET_MAX_DEPTH`` levels deep (the record is one level, an
 object one more, an array two more, a value one). ``record_depth`` measures a record in those
