@@ -547,12 +547,14 @@ def safe_ledger_url(url: str) -> str:
 def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
-    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.errors import BatchPipelineError, ConfigError
     from batch_pipeline.core.ledger import default_ledger_url, open_ledger
 
     resolved = url or default_ledger_url()
     try:
         return open_ledger(resolved)
+    except BatchPipelineError:
+        raise  # says itself which ledger and what to do (a damaged file: LedgerError)
     except Exception as exc:
         safe = safe_ledger_url(resolved)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -443,15 +443,39 @@ def test_an_output_folder_whose_name_is_too_long_fails_at_once_with_the_os_messa
     assert retries_of(dagster_home, summary["run_id"]) == []
 
 
-def test_a_ledger_overwritten_with_garbage_fails_at_once_with_the_database_error(
+def test_a_ledger_overwritten_with_garbage_is_refused_before_a_run_and_fails_a_run_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], own_ledger: str, dagster_home: Path
 ) -> None:
+    """The CLI opens the ledger before Dagster starts: a damaged one is one message and exit 2.
+    A run that meets it anyway (launched from the UI, or damaged after the check) fails at the
+    first step that opens it, with the database's own error, never retried."""
+    from dagster import DagsterInstance, execute_job, reconstructable
+
+    from batch_pipeline.definitions import get_batch_job
+
     source = tmp_path / "rows.csv"
     source.write_bytes(rows_csv(20))
     (tmp_path / "ledger.db").write_bytes(b"garbage, not a database " * 500)
 
     code, summary, out = run(capsys, source, tmp_path)
 
-    assert_clear_failure(code, summary, out, "file is not a database")
-    assert "Exceeded max_retries" not in summary["error"]
-    assert retries_of(dagster_home, summary["run_id"]) == []
+    assert_refused(code, summary, out, "file is not a database", "Restore it from a backup")
+    assert summary["error"].count("file is not a database") == 1
+
+    config = {"source": str(source), "output": str(tmp_path / "out")}
+    with (
+        DagsterInstance.get() as instance,
+        execute_job(
+            reconstructable(get_batch_job),
+            instance=instance,
+            run_config={"ops": {"initialize": {"config": config}}},
+            raise_on_error=False,
+        ) as result,
+    ):
+        assert not result.success
+        failures = [e for e in result.all_events if e.is_step_failure]
+        run_id = result.run_id
+    assert len(failures) == 1
+    message = failures[0].step_failure_data.error.message
+    assert "file is not a database" in message and "Exceeded max_retries" not in message
+    assert retries_of(dagster_home, run_id) == []

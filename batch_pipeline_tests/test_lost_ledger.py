@@ -4,8 +4,8 @@
   reprocess and redeliver everything without a word. Now ``delivery.json`` beside the results
   says the batch went to the queue, and the run refuses before doing anything; with
   ``--redeliver`` it delivers again, as asked.
-- Overwritten with garbage: one clear message naming the ledger, exit 1, no retries (it used to
-  be ``Exceeded max_retries of 3``).
+- Overwritten with garbage: one clear message naming the ledger and what to do, before Dagster
+  starts (exit 2; it used to be ``Exceeded max_retries of 3``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def test_a_ledger_overwritten_with_garbage_fails_once_with_a_clear_message(
         leftover.unlink()
     path.write_bytes(b"\x00garbage, not a database\n" * 2000)
     code, summary, out = run_cli(capsys, *args)
-    assert code == 1
+    assert code == 2  # refused before Dagster starts (test_bad_input runs a job into it)
+    assert summary["status"] == "ERROR" and summary["run_id"] is None
     assert f"the ledger at {own_ledger} is unusable: file is not a database" in summary["error"]
     assert "Restore it from a backup, or move it away" in summary["error"]
     assert "max_retries" not in out
-    assert summary["error"].count("is unusable") == 1  # plan_chunks failed once, not retried
+    assert summary["error"].count("is unusable") == 1
