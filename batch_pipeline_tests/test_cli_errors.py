@@ -163,17 +163,20 @@ def test_the_installed_command_refuses_in_a_few_lines(tmp_path: Path) -> None:
 
 
 def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) -> None:
-    """Refused while planning (other packing after messages went out): the summary says why;
-    Dagster's console logger prints no stack trace without --verbose."""
+    """Refused while planning (another run holds the batch): the summary says why; Dagster's
+    console logger prints no stack trace without --verbose."""
     source = tmp_path / "rows.csv"
     source.write_text("n\n" + "".join(f"{i}\n" for i in range(20)))
     args = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "b2"]
     assert main(args) == 0
     capsys.readouterr()
-    code = main([*args, "--records-per-message", "3"])
+    from batch_pipeline.core.ledger import open_ledger
+
+    open_ledger().acquire_lease("b2", "another-run", ttl=600)
+    code = main(args)
     out, err = capsys.readouterr()
     assert code == 1
-    assert "plan_chunks:" in out
+    assert "plan_chunks:" in out and "another-run" in out
     assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err
 
 
