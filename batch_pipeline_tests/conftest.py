@@ -183,3 +183,13 @@ def no_leftover_defs_state_storage() -> Iterator[None]:
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture
+def instance(tmp_path_factory):
+    """A temporary Dagster instance of this test's own (SQLite storage), closed afterwards."""
+    from dagster import DagsterInstance
+
+    home = tmp_path_factory.mktemp("dagster_home")
+    with DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}}) as temp:
+        yield temp

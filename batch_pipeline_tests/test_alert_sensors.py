@@ -58,15 +58,6 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    (tmp_path / "dagster").mkdir()
-    with DagsterInstance.local_temp(
-        str(tmp_path / "dagster"), overrides={"telemetry": {"enabled": False}}
-    ) as temp:
-        yield temp
-
-
 def test_sensors_load_with_the_jobs_and_resources() -> None:
     defs = Definitions(
         jobs=[batch_job, redrive_job],

@@ -4,7 +4,6 @@ written outside the output folder: the CLI's commands, a launchpad-style run con
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +25,6 @@ def source(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text("id,name\n1,a\n2,b\n")
     return path
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    (tmp_path / "home").mkdir()
-    with DagsterInstance.local_temp(
-        str(tmp_path / "home"), overrides={"telemetry": {"enabled": False}}
-    ) as instance:
-        yield instance
 
 
 def outside_output(tmp_path: Path, output: Path) -> set[str]:

@@ -3,7 +3,6 @@ output: every name that reaches a log line, a Failure's description or a print i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,6 @@ def test_shown_escapes_control_characters_only() -> None:
     assert shown("line\u2028sep") == "line\\u2028sep"
     assert shown("naïve café 漢字 🚀 'quotes' \\ back") == "naïve café 漢字 🚀 'quotes' \\ back"
     assert quoted("x\ny") == "'x\\ny'"
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    (tmp_path / "home").mkdir()
-    with DagsterInstance.local_temp(
-        str(tmp_path / "home"), overrides={"telemetry": {"enabled": False}}
-    ) as instance:
-        yield instance
 
 
 def event_messages(instance: DagsterInstance, run_id: str) -> list[str]:

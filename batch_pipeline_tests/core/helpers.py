@@ -141,3 +141,17 @@ def full_device(folder: Path) -> Path:
         path = Path("/dev/full")
     assert stat.S_ISCHR(path.stat().st_mode), f"{path} is not the full device"
     return path
+
+
+def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
+    """An Excel workbook at ``path`` with these sheets, each a list of rows (the first: header)."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path

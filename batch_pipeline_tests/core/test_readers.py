@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +19,7 @@ from batch_pipeline.core.models import ChunkingSettings, CsvOptions, DeliverySet
 from batch_pipeline.core.planning import plan_batch
 from batch_pipeline.core.readers import read_chunk
 from batch_pipeline.core.storage import Storage
-from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
+from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows, workbook
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -30,17 +29,6 @@ def write(path: Path, data: bytes) -> Path:
 
 def values(rows: list[dict], column: str) -> list:
     return [row[column] for row in rows]
-
-
-def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for name, rows in sheets.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-    return path
 
 
 # CSV layout ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import gzip
 import json
 from pathlib import Path
 
-import openpyxl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -17,18 +16,7 @@ import pytest
 
 from batch_pipeline.core import tables, types
 from batch_pipeline.core.storage import Storage
-from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
-
-
-def workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for name, rows in sheets.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-    return path
+from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows, workbook
 
 
 def succeeded(result, records: int) -> None:
