@@ -87,6 +87,34 @@ def test_csv_cut_inside_a_quoted_field(tmp_path: Path, capsys: pytest.CaptureFix
     )
 
 
+@pytest.mark.parametrize("eol", ["\r", "\n"], ids=["cr", "lf"])
+def test_no_scan_cut_inside_a_quoted_line_break_fails_loudly(
+    eol: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Planned without a scan, a chunk can end at a line break inside a quoted field
+    (documented as unsupported); the run used to report SUCCESS with broken records. Now the
+    reader sees the chunk end inside quotes and fails it, naming the chunk and the fix; the
+    same file planned with a scan keeps every record exactly."""
+    value = 'x""\r\n""y'
+    rows = [f'{i},"{value}"' for i in range(2000)]
+    source = tmp_path / f"quoted-{len(eol)}.csv"
+    source.write_bytes(eol.join(["id,text", *rows, ""]).encode())
+    code, summary, out = run(
+        capsys, source, tmp_path, "--no-scan", "--chunk-bytes", "5000", "--batch-id", "noscan"
+    )
+    assert_clear_failure(
+        code, summary, out, "cut inside a quoted field", "plan with scan: true", "chunk"
+    )
+    code, summary, out = run(
+        capsys, source, tmp_path, "--chunk-bytes", "5000", "--batch-id", "scanned"
+    )
+    assert code == 0, out
+    assert_conserved(summary, 2000, 0)
+    table = valid_table(None, manifest_of(None, summary))
+    assert table.column("id").to_pylist() == [str(i) for i in range(2000)]
+    assert set(table.column("text").to_pylist()) == {'x"\r\n"y'}
+
+
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_truncated_gzip(size: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Small: the cut shows while the source is inspected. Large (the first MiB decompresses):

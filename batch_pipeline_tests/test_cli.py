@@ -256,3 +256,23 @@ def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
     text = out.splitlines()
     assert text[0].startswith("batch twice: FAILURE in ")  # not "FAILURE (succeeded)"
     assert not any("records:" in line or "manifest:" in line for line in text[:-1])
+
+
+def test_a_deleted_results_folder_gets_its_outbox_back(tmp_path, capsys):
+    """A tester's case: the batch's folder deleted after a run, then the same run again (and
+    with --force) said SUCCESS, "delivered 0 message(s)", and left no outbox."""
+    import shutil
+
+    source = tmp_path / "v.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "v": "x"}) + "\n" for i in range(30)))
+    args = [str(source), "--output", str(tmp_path / "out19"), "--batch-id", "t19"]
+    args += ["--chunk-records", "10"]
+    code, first = run_cli(capsys, *args)
+    assert code == 0 and first["delivered_messages"] == 3
+    outbox = tmp_path / "out19" / "t19" / "outbox"
+    written = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    for extra in ([], ["--force"]):
+        shutil.rmtree(tmp_path / "out19" / "t19")
+        code, again = run_cli(capsys, *args, *extra)
+        assert code == 0 and again["delivered_messages"] == 3, extra
+        assert {p.name: p.read_bytes() for p in outbox.iterdir()} == written

@@ -138,13 +138,33 @@ def check_records_read(chunk: Chunk, records_read: int) -> None:
         )
 
 
+def reject_file_names(names: list[str]) -> list[str]:
+    """The data's column names as a rejected file has them: a column named like one the
+    rejected file adds (``REJECT_META``) is renamed as a repeated header is, with the next
+    suffix no other column has (``_reason`` -> ``_reason_2``, or ``_reason_3`` when the data
+    has a ``_reason_2``); the others keep their names."""
+    used = set(names) | set(REJECT_META)
+    renamed = []
+    for name in names:
+        if name in REJECT_META:
+            suffix = 2
+            while f"{name}_{suffix}" in used:
+                suffix += 1
+            name = f"{name}_{suffix}"
+            used.add(name)
+        renamed.append(name)
+    return renamed
+
+
 def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:
     """Rejected records with their original fields and ``_reason``, ``_chunk``, ``_record``
     (index in the chunk), ``_line`` (line/row in the source, when known) and ``_raw`` (the
-    text of records that did not parse). Ordered as in the input."""
+    text of records that did not parse). Ordered as in the input. A field named like one of
+    ours is renamed (``reject_file_names``)."""
     tables = []
     if len(rows):
-        taken = data.table.take(pa.array(rows, type=pa.int64()))
+        names = reject_file_names(data.table.column_names)
+        taken = data.table.rename_columns(names).take(pa.array(rows, type=pa.int64()))
         records = rows if data.records is None else data.records[rows]
         taken = taken.append_column("_reason", reasons)
         taken = taken.append_column("_record", pa.array(records, type=pa.int64()))

@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 
 from batch_pipeline.core.boundaries import (
     LINE_BREAK,
+    AmbiguousQuotes,
+    RecordScanner,
     count_line_breaks,
     line_break_positions,
     record_line_offsets,
@@ -222,6 +224,8 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
     if _CONTENT.search(data) is None:  # only line breaks (strip would copy the whole chunk)
         table = pa.table({n: pa.array([], type=pa.string()) for n in names})
         return ChunkData(table, len(data), lines)
+    if chunk.first_line is None and quote is not None:
+        check_not_cut_in_quotes(data, quote, delimiter, chunk)
     try:
         table, invalid = _parse_csv(data, source, pa.string(), use_threads=True)
     except pa.ArrowInvalid as exc:
@@ -242,6 +246,25 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
         bad, [r for _, r, _ in invalid_numbered], [t for _, _, t in invalid_numbered]
     )
     return ChunkData(table, len(data), lines, records=records, rejects=rejects)
+
+
+def check_not_cut_in_quotes(data: bytes, quote: str, delimiter: str | None, chunk: Chunk) -> None:
+    """A chunk planned without a scan (``scan: false``: its cuts are estimated byte offsets
+    moved to the next line break, blind to quotes) must not end inside a quoted field, where a
+    cut at a quoted line break would split a record in two and parse both halves as records.
+    Raises a permanent ChunkReadError naming the chunk when it does. The chunk starts where its
+    planner cut, so a chunk that starts inside quotes cannot tell (its quotes may look
+    ambiguous, and the check is skipped): the chunk before it, which ended there, fails."""
+    scanner = RecordScanner(0, quote, delimiter)
+    try:
+        scanner.feed(data)
+    except AmbiguousQuotes:
+        return  # a quote inside an unquoted field: parity cannot tell
+    if scanner.inside_quotes:
+        raise ChunkReadError(
+            f"{chunk.describe()}: cut inside a quoted field (a line break inside quotes): "
+            "plan with scan: true"
+        )
 
 
 def one_record_per_line(data: bytes, records: int) -> bool:

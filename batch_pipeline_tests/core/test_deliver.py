@@ -49,8 +49,12 @@ def deliver_files(
     files: Sequence[str],
     settings: DeliverySettings,
     sink: Sink,
+    ledger: Ledger | None = None,
 ) -> DeliverySummary:
-    """Deliver ``files`` as the succeeded chunks of a batch in a ledger of their own."""
+    """Deliver ``files`` as the succeeded chunks of a batch in a ledger of their own (or in
+    ``ledger``, which has them already)."""
+    if ledger is not None:
+        return deliver_batch_records(storage, ledger, batch_id, file_key, settings, sink)
     ledger = Ledger("sqlite://")
     rows = [
         {
@@ -102,6 +106,9 @@ class Recording:
         if on_accepted:
             on_accepted([m.number for m in messages])
 
+    def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+        return set()
+
 
 def test_deliver_to_the_outbox(tmp_path: Path, storage: Storage) -> None:
     files, records = write_chunks(tmp_path, [7, 0, 5, 3])
@@ -124,6 +131,46 @@ def test_deliver_to_the_outbox(tmp_path: Path, storage: Storage) -> None:
     bodies = [json.dumps(m) for index in range(4) for m in per_chunk[index]]
     check_messages(bodies, records, 3)
     assert per_chunk[0][0]["batch_data"][0] == {"id": 0, "name": 'Zoë "0"\n', "score": None}
+
+
+def test_deliver_writes_lost_outbox_files_again(tmp_path: Path, storage: Storage) -> None:
+    """A later delivery asks the outbox which messages it lost: a chunk's file deleted or cut
+    short is written again whole (the same bytes), an intact one is not touched, and the empty
+    file of a chunk with no messages comes back too."""
+    files, _ = write_chunks(tmp_path, [7, 0, 5, 3])
+    outbox = tmp_path / "outbox"
+    settings = DeliverySettings(records_per_message=3)
+    sink = OutboxSink(storage, str(outbox))
+    ledger = Ledger("sqlite://")
+    rows = [
+        {
+            "batch_id": BATCH, "chunk": index, "status": SUCCEEDED, "attempts": 1,
+            "messages_sent": 0,
+            "summary": json.dumps(
+                ChunkSummary(index, "c", 1, 0, 0, 0, 0, 0.0, 0, uri, None).to_dict()
+            ),
+        }
+        for index, uri in enumerate(files)
+    ]  # fmt: skip
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.insert(ledger.chunks), rows)
+    deliver_files(storage, BATCH, FILE_KEY, files, settings, sink, ledger)
+    written = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    assert sink.missing(0, [1, 2, 3]) == set() and sink.missing(3, [6, 7]) == {7}
+
+    (outbox / "chunk-00000.jsonl").unlink()
+    (outbox / "chunk-00001.jsonl").unlink()
+    lines = written["chunk-00002.jsonl"].splitlines(keepends=True)
+    (outbox / "chunk-00002.jsonl").write_bytes(lines[1])
+    assert sink.missing(0, [1, 2, 3]) == {1, 2, 3} and sink.missing(2, [4, 5]) == {4}
+    untouched = (outbox / "chunk-00003.jsonl").stat().st_mtime_ns
+    summary = deliver_files(storage, BATCH, FILE_KEY, files, settings, sink, ledger)
+    assert (summary.messages, summary.records, summary.chunks) == (5, 12, 2)
+    assert summary.already_delivered_chunks == 2
+    assert {p.name: p.read_bytes() for p in outbox.iterdir()} == written
+    assert (outbox / "chunk-00003.jsonl").stat().st_mtime_ns == untouched
+    again = deliver_files(storage, BATCH, FILE_KEY, files, settings, sink, ledger)
+    assert (again.messages, again.chunks, again.already_delivered_chunks) == (0, 0, 4)
 
 
 def test_deliver_is_deterministic(tmp_path: Path, storage: Storage) -> None:

@@ -27,6 +27,7 @@ from batch_pipeline.core.models import (
     DeliverySettings,
     FailureSettings,
     RetrySettings,
+    join_uri,
 )
 from batch_pipeline.core.storage import Storage
 from batch_pipeline_tests.conftest import drain_queue
@@ -52,6 +53,7 @@ def make_spec(
     target: str = "none",
     marker: Path | None = None,
     tolerated: int | None = None,
+    output: str | None = None,
 ) -> BatchSpec:
     options: dict[str, Any] = {"column": "id", "value": "13", "kind": "permanent"}
     if marker is not None:
@@ -65,7 +67,7 @@ def make_spec(
         processor_options=options,
         processor_modules=FAULTS,
         chunking=ChunkingSettings(chunk_records=chunk_records),
-        output=str(source.parent / "out"),
+        output=output or str(source.parent / "out"),
         delivery=DeliverySettings(target=target, records_per_message=per_message),
         retry=RetrySettings(max_retries=0),
         failures=FailureSettings(tolerated_failure_count=tolerated),
@@ -101,6 +103,9 @@ class FlakySink:
                 self.accept -= len(group)
             if on_accepted:
                 on_accepted([m.number for m in group])
+
+    def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+        return set()
 
 
 def deliver(storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Any) -> DeliverySummary:
@@ -246,6 +251,67 @@ def test_a_different_plan_after_delivery_to_another_destination_proceeds(
     run = run_batch(storage, replanned, ledger)
     assert run.result.records_out == RECORDS
     assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_lost_outbox_is_written_again(
+    where: str, request: pytest.FixtureRequest, storage: Storage, ledger: Ledger, source: Path
+) -> None:
+    """The local outbox is our own folder: a chunk whose file is gone, or holds fewer messages
+    than the ledger says it was given, is written again whole by the next run (even one that
+    processes nothing), and the run's summary counts what it wrote. Before the fix the ledger
+    said "delivered" and the rerun wrote nothing: no outbox, 0 messages, SUCCESS."""
+    if where == "s3":
+        output = f"s3://{request.getfixturevalue('s3_bucket')}/results"
+    else:
+        output = str(source.parent / "out")
+    spec = make_spec(storage, source, per_message=2, target="local", output=output)
+    first = run_batch(storage, spec, ledger)  # 5 chunks of 4 records, 2 messages each
+    assert first.delivery is not None and first.delivery.messages == 10
+
+    def outbox() -> dict[str, bytes]:
+        return {
+            uri.rsplit("/", 1)[1]: storage.read_bytes(uri)
+            for uri in sorted(storage.list(spec.outbox))
+        }
+
+    written = outbox()
+    assert len(written) == 5 and all(len(data.splitlines()) == 2 for data in written.values())
+
+    # The whole batch folder is deleted: the chunks are processed again and every message of
+    # every chunk is written again, with the numbers the ledger gave them.
+    for uri in storage.list(spec.output):
+        storage.delete(uri)
+    again = run_batch(storage, spec, ledger)
+    assert again.delivery is not None
+    assert (again.delivery.messages, again.delivery.records, again.delivery.chunks) == (10, 20, 5)
+    assert again.delivery.already_delivered_chunks == 0
+    assert outbox() == written
+
+    # One chunk's file is gone and another lost a message; nothing needs processing.
+    storage.delete(join_uri(spec.outbox, "chunk-00001.jsonl"))
+    cut = join_uri(spec.outbox, "chunk-00003.jsonl")
+    storage.write_bytes(cut, storage.read_bytes(cut).splitlines(keepends=True)[1])
+    resumed = run_batch(storage, spec, ledger)
+    assert resumed.delivery is not None
+    assert (resumed.delivery.messages, resumed.delivery.records) == (4, 8)
+    assert (resumed.delivery.chunks, resumed.delivery.already_delivered_chunks) == (2, 3)
+    assert outbox() == written
+
+    # A forced run processes every chunk again; the outbox is whole, nothing is written.
+    storage.delete(join_uri(spec.outbox, "chunk-00004.jsonl"))
+    forced = run_batch(storage, replace(spec, mode="force"), ledger)
+    assert forced.delivery is not None and forced.delivery.messages == 2
+    assert outbox() == written
+    assert run_batch(storage, spec, ledger).delivery.messages == 0  # type: ignore[union-attr]
+
+
+def test_sqs_never_reports_a_message_missing(sqs_client: Any, sqs_queue: str) -> None:
+    """An external queue's messages cannot be checked (they are consumed): what the ledger says
+    it accepted is never sent to it again."""
+    sink = SqsSink(sqs_client, sqs_queue)
+    assert sink.missing(0, [1, 2, 3]) == set()
+    assert sink.calls == 0
 
 
 # Against SQS (moto over HTTP) ------------------------------------------------------------------
@@ -405,6 +471,9 @@ def test_out_of_order_acceptance_is_kept_beyond_the_prefix(
         def send(self, chunk_index: int, messages: Sequence[Message], on_accepted: Any) -> None:
             on_accepted([m.number for m in messages if m.number != 2])
             raise DeliveryError("message 2 failed")
+
+        def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+            return set()
 
     spec_local = replace(spec, delivery=replace(spec.delivery, target="local"))
     with pytest.raises(DeliveryError):

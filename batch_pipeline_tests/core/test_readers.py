@@ -124,6 +124,25 @@ def test_a_header_only_file_runs_with_zero_records(
     assert result.result.records_out == result.result.records_rejected == 0
 
 
+def test_a_chunk_planned_without_a_scan_must_not_end_inside_quotes(tmp_path: Path) -> None:
+    """Only chunks whose cuts were estimated (no ``first_line``) are checked; a chunk whose
+    quotes are ambiguous (a quote inside an unquoted field) cannot tell, and is not failed."""
+    from batch_pipeline.core.models import Chunk
+    from batch_pipeline.core.readers import check_not_cut_in_quotes
+
+    chunk = Chunk(index=2, count=5, kind="bytes", uri="s3://b/k.csv", start=100, end=120)
+    cut = b'1,"x""\r\n'
+    with pytest.raises(ChunkReadError) as caught:
+        check_not_cut_in_quotes(cut, '"', ",", chunk)
+    assert caught.value.permanent
+    assert str(caught.value) == (
+        "chunk_00002 of 5 (bytes 100-120 of s3://b/k.csv): cut inside a quoted field (a line "
+        "break inside quotes): plan with scan: true"
+    )
+    check_not_cut_in_quotes(b'1,"x""\r\n""y"\r\n', '"', ",", chunk)  # whole: fine
+    check_not_cut_in_quotes(b'1,a"b\n2,"c\n', '"', ",", chunk)  # ambiguous: cannot tell
+
+
 def test_blank_lines_are_not_records(storage: Storage, tmp_path: Path) -> None:
     source = write(tmp_path / "b.csv", b"\nid,n\n\n1,a\r\n\r\n\n2,b\n\n\n3,c\n\n")
 

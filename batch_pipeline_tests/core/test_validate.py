@@ -75,6 +75,38 @@ def test_float64_from_text_with_exponents() -> None:
     assert rejected == {i: "v: not a valid float64" for i in range(7, 12)}
 
 
+def test_float64_values_that_are_not_finite_are_rejected() -> None:
+    """``1e400`` overflows float64 to infinity: it is not a valid float64, any more than the
+    literal ``inf`` is (it used to be kept as inf). The largest finite double is kept."""
+    text = ["1e400", "-1e400", "1.7976931348623157e308", "1e308", "2e308", "1e-400"]
+    valid, rejected = outcome({"type": "float64"}, text)
+    assert valid == [1.7976931348623157e308, 1e308, 0.0]
+    assert rejected == {i: "v: not a valid float64" for i in (0, 1, 4)}
+    for kind in (pa.float64(), pa.float32()):  # a typed column's infinities (JSON's 1e400)
+        values = pa.array([1.5, float("inf"), None, float("-inf"), float("nan")], kind)
+        valid, rejected = outcome({"type": "float64", "min": 0}, values)
+        assert valid == [1.5, None, None]  # NaN still counts as missing
+        assert rejected == {1: "v: not a valid float64", 3: "v: not a valid float64"}
+
+
+def test_a_jsonl_1e400_is_rejected_end_to_end(tmp_path: Path, storage: Storage) -> None:
+    from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
+
+    source = tmp_path / "big.jsonl"
+    source.write_text('{"id": 1, "v": 1e400}\n{"id": 2, "v": 2.5}\n{"id": 3, "v": -1e400}\n')
+    columns = {"v": {"type": "float64", "required": True}}
+    result = run(
+        storage, source, tmp_path / "out", processor="validate",
+        processor_options={"columns": columns},
+    )  # fmt: skip
+    assert [(r["id"], r["v"]) for r in valid_rows(storage, result)] == [(2, 2.5)]
+    rejected = rejected_rows(storage, result)
+    assert [(r["id"], r["_reason"]) for r in rejected] == [
+        (1, "v: not a valid float64"),
+        (3, "v: not a valid float64"),
+    ]
+
+
 def test_bool_from_words_in_any_case() -> None:
     words = ["true", "FALSE", "Yes", "no", "Y", "n", "t", "F", "1", "0", " yes ", "maybe", "2"]
     valid, rejected = outcome({"type": "bool"}, words)
@@ -237,6 +269,10 @@ def test_timestamps_from_timestamp_columns() -> None:
     nanos = pa.array([1_704_067_200_123_456_789], pa.timestamp("ns"))
     valid, _ = outcome({"type": "timestamp"}, nanos)
     assert valid == [stamp(2024, 1, 1, 0, 0, 0, 123456)]  # truncated to microseconds
+    text = ["2024-01-02T03:04:05.123456789Z", "2024-01-02 03:04:05.9999999"]
+    valid, rejected = outcome({"type": "timestamp"}, text)  # text too (the README says so)
+    assert valid == [stamp(2024, 1, 2, 3, 4, 5, 123456), stamp(2024, 1, 2, 3, 4, 5, 999999)]
+    assert rejected == {}
 
 
 def test_dates_from_timestamp_and_date_columns() -> None:

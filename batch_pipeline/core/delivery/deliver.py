@@ -5,10 +5,12 @@ accepted (a prefix, plus any accepted out of order by a call that failed in part
 first numbers the messages of every succeeded chunk not numbered yet (packing them, which also
 fails before anything is sent when a record cannot fit in a message), then sends what each
 chunk's sink has not accepted yet, recording acceptance after every call. A retry, a resume
-after a crash or a redrive therefore resends nothing the sink accepted. The one window left is
-a crash between the sink accepting a call and the ledger recording it (one call, at most 10
-messages); FIFO queues drop such a resend when it comes within their 5-minute deduplication
-interval.
+after a crash or a redrive therefore resends nothing the sink accepted, unless the sink no
+longer holds it: the local outbox is our own folder, and a chunk whose file was deleted or cut
+short (``Sink.missing``) is written again whole, with the numbers it had (an external queue
+never reports a message missing). The one window left is a crash between the sink accepting a
+call and the ledger recording it (one call, at most 10 messages); FIFO queues drop such a
+resend when it comes within their 5-minute deduplication interval.
 
 In a batch whose chunks all succeed at once, ``batch_number`` runs 1..``total_batches`` in input
 order. Chunks delivered later (a redrive after tolerated failures) continue the numbering and
@@ -62,11 +64,17 @@ def deliver_batch_records(
     settings: DeliverySettings,
     sink: Sink,
 ) -> DeliverySummary:
-    """Send every succeeded chunk's records that the sink does not have yet."""
+    """Send every succeeded chunk's records that the sink does not have yet: those never
+    accepted, and every message of a chunk some of whose accepted messages the sink no longer
+    holds (``Sink.missing``: the local outbox's file deleted or cut short)."""
     started = time.perf_counter()
     budget = settings.max_message_bytes - envelope_overhead(batch_id, file_key)
     states = [s for s in ledger.chunk_states(batch_id) if s.status == SUCCEEDED]
-    todo = [s for s in states if not s.delivered]
+    lost = {s.chunk for s in states if sink.missing(s.chunk, sorted(_given(s)))}
+    for state in states:  # a chunk of no messages: the outbox's empty file, if it is gone
+        if state.delivered and state.messages == 0:
+            sink.send(state.chunk, [])
+    todo = [s for s in states if not s.delivered or s.chunk in lost]
     counts: dict[int, int] = {}
     packed: dict[int, tuple[SerializedRecords, list[tuple[int, int]]]] = {}
     kept = 0
@@ -92,8 +100,11 @@ def deliver_batch_records(
             )
         assert state.first_message is not None and state.total_messages is not None
         first = state.first_message
-        accepted = state.accepted_numbers()
-        done = first + state.messages_sent  # every number below is with the sink
+        if state.chunk in lost:  # written again whole; the sink merges by number
+            sent, accepted = 0, set()
+        else:
+            sent, accepted = state.messages_sent, state.accepted_numbers()
+        done = first + sent  # every number below is with the sink
         unsent = [
             (i, a, b)
             for i, (a, b) in enumerate(ranges)
@@ -110,7 +121,7 @@ def deliver_batch_records(
             for i, a, b in unsent
         ]
 
-        record = _Acceptance(ledger, batch_id, state.chunk, first, state.messages_sent, accepted)
+        record = _Acceptance(ledger, batch_id, state.chunk, first, sent, accepted)
         sink.send(state.chunk, batch, on_accepted=record)
         messages += len(batch)
         records += sum(b - a for _, a, b in unsent)
@@ -121,6 +132,16 @@ def deliver_batch_records(
         chunks=len(todo),
         seconds=round(time.perf_counter() - started, 6),
         already_delivered_chunks=len(states) - len(todo),
+    )
+
+
+def _given(state: ChunkState) -> set[int]:
+    """The message numbers of a chunk that the ledger says its sink accepted."""
+    if state.first_message is None or not state.messages:
+        return set()
+    prefix = min(state.messages_sent, state.messages)
+    return set(range(state.first_message, state.first_message + prefix)) | (
+        state.accepted_numbers()
     )
 
 

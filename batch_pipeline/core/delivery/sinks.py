@@ -2,10 +2,13 @@
 
 Both take the messages of one chunk at a time. The outbox keeps one JSONL file per chunk and
 merges what it is given into it by message number (a resend of some messages never drops the
-others). SQS gets ``send_message_batch`` calls of up to 10 entries within the batch
-size limit; entries reported as failed are retried with exponential backoff and full jitter,
-never assumed sent; failures the sender caused (too large, invalid) are not retried. FIFO queues
-get a ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
+others); it is our own folder, so it can say which of a chunk's messages it no longer holds
+(``missing``: a file deleted or cut short), and delivery writes those chunks again. A queue's
+messages are consumed downstream and cannot be checked: SQS never reports one missing. SQS
+gets ``send_message_batch`` calls of up to 10 entries within the batch size limit; entries
+reported as failed are retried with exponential backoff and full jitter, never assumed sent;
+failures the sender caused (too large, invalid) are not retried. FIFO queues get a
+``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class Sink(Protocol):
         called as soon as the sink has accepted the messages of those numbers (also when the
         rest of a call failed), so that none of them is ever sent again."""
 
+    def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+        """Which of ``numbers``, messages of the chunk the sink accepted before, it does not
+        hold now (a sink that cannot tell: none)."""
+
 
 class OutboxSink:
     """JSONL files in a folder (or S3 prefix): ``chunk-00000.jsonl``, one message per line."""
@@ -89,6 +96,14 @@ class OutboxSink:
             self.storage.write_bytes(uri, data)
         if on_accepted:
             on_accepted([m.number for m in messages])
+
+    def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+        """The numbers its file does not hold: all of them when the file is gone."""
+        if not numbers:
+            return set()
+        uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
+        held = self._read(uri) if self.storage.exists(uri) else {}
+        return set(numbers) - held.keys()
 
     def _read(self, uri: str) -> dict[int, bytes]:
         """The messages of an outbox file by number."""
@@ -141,6 +156,10 @@ class SqsSink:
     ) -> None:
         for batch in self._batches(messages):
             self._send_batch(batch, on_accepted)
+
+    def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
+        """None: a queue's messages are consumed downstream; what it accepted is never resent."""
+        return set()
 
     def _batches(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
         batch: list[Message] = []

@@ -17,7 +17,9 @@ Reasons name the rule, not the value, so that counting reasons groups like with 
 are RE2 regular expressions searched in the value: anchor them with ^ and $ for a full match.
 All checks are vectorized with pyarrow.compute (timestamps are parsed by pandas).
 
-Text is trimmed before it is converted; empty text, null and NaN count as missing. int64
+Text is trimmed before it is converted; empty text, null and NaN count as missing. A float64
+value must be finite: text that overflows (``1e400``) and infinities in typed columns (JSON's
+``1e400`` is read as one) are not valid, as the text ``inf`` and ``nan`` are not. int64
 accepts an optional sign and any value in the int64 range; bool accepts true/false, t/f,
 yes/no, y/n, 1/0 (any case). Pattern and length rules apply to the stored text of string
 columns and to the trimmed text of the others.
@@ -272,6 +274,8 @@ def _convert(raw: pa.Array, rule: ColumnRule) -> tuple[pa.Array, np.ndarray, np.
         typed = _typed(raw, trimmed, is_text, rule, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         typed = pa.nulls(len(raw), type=target)  # a column of another kind: nothing converts
+    if rule.type == "float64":  # inf (1e400 overflows to it) is no float64 value: not valid
+        typed = pc.if_else(pc.is_finite(typed), typed, pa.scalar(None, target))
     if rule.type != "string" and not present.any():
         typed = pa.nulls(len(raw), type=target)
     bad_type = present & ~_np(pc.is_valid(typed))
