@@ -17,7 +17,7 @@ import pyarrow as pa
 from batch_pipeline.core.errors import SourceError
 from batch_pipeline.core.models import SheetRange
 from batch_pipeline.core.storage import Storage, is_s3, normalize_uri
-from batch_pipeline.core.tables import table_from_columns
+from batch_pipeline.core.tables import table_from_columns, unique_names
 
 WORKSHEET_COLUMN = "_worksheet"
 
@@ -39,15 +39,7 @@ def _is_blank(row: Sequence[Any]) -> bool:
 
 def header_names(row: Sequence[Any]) -> list[str]:
     """Column names from a header row: text, ``column_N`` for blanks, suffixes for repeats."""
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for i, value in enumerate(row):
-        name = str(value).strip() if value is not None and str(value).strip() else f"column_{i + 1}"
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        seen.setdefault(name, 1)
-        names.append(name)
+    names = unique_names(row)
     while names and names[-1].startswith("column_") and row[len(names) - 1] is None:
         names.pop()  # trailing empty header cells are padding, not columns
     return names

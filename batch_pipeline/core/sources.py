@@ -25,6 +25,7 @@ from batch_pipeline.core.boundaries import (
 from batch_pipeline.core.errors import ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.models import FORMATS, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.tables import unique_names
 
 BOM = b"\xef\xbb\xbf"
 HEAD_BYTES = 1 << 20
@@ -284,16 +285,7 @@ def _check_delimiter(uri: str, text: str, fields: list[str], delimiter: str) -> 
 
 
 def _unique_names(fields: list[str]) -> tuple[str, ...]:
-    names: list[str] = []
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(fields):
-        name = raw.strip() or f"column_{i + 1}"
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        seen.setdefault(name, 1)
-        names.append(name)
-    return tuple(names)
+    return tuple(unique_names(fields))
 
 
 def _record_size_sample(

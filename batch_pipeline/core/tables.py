@@ -147,3 +147,21 @@ def table_from_records(records: Iterable[Mapping[str, Any]]) -> pa.Table:
             names.setdefault(key, None)
     columns = [[row.get(name) for row in rows] for name in names]
     return table_from_columns(list(names), columns)
+
+
+def unique_names(raw: Sequence[Any]) -> list[str]:
+    """Column names from header cells: trimmed text, ``column_N`` for a blank one (N: its
+    position), and a repeated name suffixed with the next number free among all the names
+    (``a, a, a_2`` gives ``a, a_2, a_2_2``), so that no two columns share a name."""
+    names: list[str] = []
+    used: set[str] = set()
+    for i, value in enumerate(raw):
+        text = "" if value is None else str(value).strip()
+        base = text or f"column_{i + 1}"
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name)
+        names.append(name)
+    return names

@@ -605,3 +605,21 @@ def test_one_record_per_line_only_when_lines_and_records_agree(data, records, fa
     if fast and records:
         idx = np.arange(records)
         assert (record_line_offsets(data, '"', ",", idx) == idx).all()
+
+
+def test_header_names_stay_unique_when_a_suffix_is_taken_already(tmp_path: Path, storage) -> None:
+    """``a, a_2, a`` used to name two columns ``a_2`` (and the chunk failed on duplicate field
+    names); a repeated name takes the next suffix no column has, blanks are ``column_N``."""
+    source = tmp_path / "dup.csv"
+    source.write_text("a,a_2,a, ,\n1,2,3,4,5\n")
+    book = workbook(tmp_path / "dup.xlsx", {"s": [["a", "a_2", "a", None, "x"], [1, 2, 3, 4, 5]]})
+
+    csv_run = run(storage, source, tmp_path / "out-csv")
+    excel_run = run(storage, book, tmp_path / "out-xlsx")
+
+    assert valid_rows(storage, csv_run) == [
+        {"a": "1", "a_2": "2", "a_3": "3", "column_4": "4", "column_5": "5"}
+    ]
+    assert valid_rows(storage, excel_run) == [
+        {"a": 1, "a_2": 2, "a_3": 3, "column_4": 4, "x": 5, "_worksheet": "s"}
+    ]
