@@ -39,7 +39,7 @@ from batch_pipeline.core.models import (
     RetrySettings,
     SourceSpec,
 )
-from batch_pipeline.core.naming import check_batch_id
+from batch_pipeline.core.naming import check_batch_id, check_location
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processors import get_processor
 from batch_pipeline.core.results import BatchResult, aggregate
@@ -76,8 +76,12 @@ def prepare_batch(
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
-    if batch_id is not None:  # before anything is read: the id names where results go
+    # Before anything is read: the id and the output name where results go, the source what
+    # is read.
+    if batch_id is not None:
         check_batch_id(batch_id)
+    output_root = check_location(output, "output")
+    check_location(source, "source")
     chunking = chunking or ChunkingSettings()
     delivery = delivery or DeliverySettings()
     retry = retry or RetrySettings()
@@ -123,7 +127,7 @@ def prepare_batch(
         processor=processor,
         processor_options=dict(processor_options or {}),
         chunking=chunking,
-        output_root=normalize_uri(output),
+        output_root=output_root,
         delivery=delivery,
         ids=dict(ids or {}),
         config=config,
