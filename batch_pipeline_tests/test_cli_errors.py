@@ -229,3 +229,13 @@ def test_an_s3_output_climbing_into_another_bucket_is_refused(
         for item in s3_client.list_objects_v2(Bucket=other).get("Contents", []):
             s3_client.delete_object(Bucket=other, Key=item["Key"])
         s3_client.delete_bucket(Bucket=other)
+
+
+def test_a_queue_without_a_name_is_refused_before_processing(
+    leads: Path, tmp_path: Path, home: Path, capsys
+) -> None:
+    """It processed every chunk, then failed in deliver."""
+    output = tmp_path / "out"
+    err = refused(capsys, home, "run", str(leads), "--deliver", "sqs://", "--output", str(output))
+    assert "error: delivery target 'sqs://' has no valid queue name" in err
+    assert not output.exists()
