@@ -118,6 +118,37 @@ def test_failed_chunks_and_dead_letters_print_the_whole_reason(
     assert f"record with tag={long_value}" in out.splitlines()[0]
 
 
+# complete --force while a run holds the batch ----------------------------------------------------
+
+
+def test_complete_is_refused_while_a_run_holds_the_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run would finish every chunk and end ``completed_forced``: refused while its lease
+    is live, naming the run and its lease's expiry; an expired lease does not stop it."""
+    source = tmp_path / "in.csv"
+    source.write_text("id\n1\n2\n")
+    run = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "busy-1"]
+    assert main([*run, "--deliver", "none"]) == 0
+    capsys.readouterr()
+    ledger = open_ledger()
+    ledger.acquire_lease("busy-1", "the-other-run", ttl=600)
+    complete = ["complete", "busy-1", "--force", "--reason", "stuck"]
+
+    code = main(complete)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: batch busy-1 is being processed by run the-other-run ")
+    assert "its lease expires at " in line and "wait for it, or stop it first" in line
+    assert ledger.batch("busy-1").status == "succeeded"
+
+    ledger.release_lease("busy-1", "the-other-run")
+    ledger.acquire_lease("busy-1", "a-dead-run", ttl=0)  # expired: its holder died
+    assert main(complete) == 0
+    assert capsys.readouterr().out.startswith("batch busy-1: completed_forced (stuck)")
+
+
 # Unknown batches ---------------------------------------------------------------------------------
 
 
