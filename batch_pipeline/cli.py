@@ -34,24 +34,38 @@ def echo(text: str = "", file: Any = None) -> None:
     print(shown(text), file=file or sys.stdout, flush=file is not None)
 
 
-def _options(value: str) -> dict[str, Any]:
-    """Processor options: a JSON or YAML object, inline or ``@path`` to a ``.json``, ``.yaml``
-    or ``.yml`` file. Errors say where: the file, and the line and column of a syntax error."""
+OPTIONS_FLAG = "--processor-options"
+
+
+def processor_options(value: str | None) -> dict[str, Any]:
+    """``--processor-options``: a JSON or YAML object, inline or ``@path`` to a ``.json``,
+    ``.yaml`` or ``.yml`` file; {} when not given. Parsed after argparse, in the run's
+    pre-check, so that a mistake is a ConfigError (one ``error:`` line, exit 2, the JSON error
+    object with ``--json``) naming the file, and the line and column of a syntax error."""
+    from batch_pipeline.core.errors import ConfigError
+
+    if value is None:
+        return {}
     where, kind = "", None
     if value.startswith("@"):
         path = value[1:]
+        if not path:
+            raise ConfigError(f"{OPTIONS_FLAG}: @ needs a file name (@schema.yaml)")
         try:
             with open(path, encoding="utf-8") as f:
                 value = f.read()
         except OSError as exc:
-            raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
+            raise ConfigError(f"{OPTIONS_FLAG}: cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{OPTIONS_FLAG}: cannot read {path}: not UTF-8 text") from exc
         where = f"{path}: "
         kind = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(os.path.splitext(path)[1])
-    parsed = _parse_options(value, kind, where)
+    parsed = _parse_options(value, kind, f"{OPTIONS_FLAG}: {where}")
     if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(
-            f"{where}must be a JSON or YAML object (a mapping of options), not a "
-            f"{'list' if isinstance(parsed, list) else type(parsed).__name__}"
+        found = "nothing" if parsed is None else f"a {type(parsed).__name__}"
+        raise ConfigError(
+            f"{OPTIONS_FLAG}: {where}must be a JSON or YAML object (a mapping of options), not "
+            f"{found}"
         )
     return parsed
 
@@ -59,8 +73,10 @@ def _options(value: str) -> dict[str, Any]:
 def _parse_options(text: str, kind: str | None, where: str) -> Any:
     """``text`` as JSON (``kind`` json), YAML (yaml), or either (None: JSON first, then YAML,
     which also reads JSON; a text opening with '{' or '[' that neither reads is reported as
-    JSON)."""
+    JSON). ConfigError, starting with ``where``, on a syntax error."""
     import yaml
+
+    from batch_pipeline.core.errors import ConfigError
 
     json_error = yaml_error = None
     if kind in ("json", None):
@@ -74,14 +90,14 @@ def _parse_options(text: str, kind: str | None, where: str) -> Any:
         except yaml.YAMLError as exc:
             yaml_error = exc
     if json_error is not None and (kind == "json" or text.lstrip()[:1] in ("{", "[")):
-        raise argparse.ArgumentTypeError(
+        raise ConfigError(
             f"{where}not valid JSON: {json_error.msg} at line {json_error.lineno}, column "
             f"{json_error.colno}"
         )
     mark = getattr(yaml_error, "problem_mark", None)
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     problem = getattr(yaml_error, "problem", None) or str(yaml_error)
-    raise argparse.ArgumentTypeError(f"{where}not valid YAML: {problem}{at}")
+    raise ConfigError(f"{where}not valid YAML: {problem}{at}")
 
 
 def _positive(value: str) -> float:
@@ -137,9 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sheet", action="append", dest="sheets", help="Excel sheet (repeatable)")
     run.add_argument("--processor", default="passthrough")
     run.add_argument(
-        "--processor-options",
-        type=_options,
-        default={},
+        OPTIONS_FLAG,
+        default=None,
         help="a JSON or YAML object, inline or @FILE (.json, .yaml, .yml)",
     )
     run.add_argument(
@@ -266,7 +281,8 @@ def ledger_environment(url: str | None) -> Iterator[None]:
 
 
 def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The run config of ``batch_job`` for ``batch-pipeline run`` arguments."""
+    """The run config of ``batch_job`` for ``batch-pipeline run`` arguments: the first step of
+    the run's pre-check (``--processor-options`` is parsed here: ConfigError)."""
     names = [n.strip() for n in args.column_names.split(",")] if args.column_names else None
     config: dict[str, Any] = {
         "source": args.source,
@@ -280,7 +296,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "json_records_path": args.json_records_path,
         "excel_sheets": args.sheets,
         "processor": args.processor,
-        "processor_options": args.processor_options,
+        "processor_options": processor_options(args.processor_options),
         "processor_modules": args.processor_modules,
         "chunking": {
             "chunk_records": args.chunk_records,
@@ -676,18 +692,13 @@ def redrive_command(args: argparse.Namespace) -> int:
 
 
 def complete_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.errors import ConfigError
-
     check_batch_id(args.batch_id)
     if not args.force:
         echo("refusing without --force: a forced completion is recorded in the ledger")
         return 2
     ledger = ledger_with_batch(args)
-    try:
-        state = ledger.force_complete(args.batch_id, args.reason)
-    except ConfigError as exc:
-        echo(str(exc))
-        return 1
+    # Refused (an error line, exit 2) without a reason, or while a run holds the batch.
+    state = ledger.force_complete(args.batch_id, args.reason)
     progress = ledger.progress(args.batch_id)
     echo(
         f"batch {state.batch_id}: {state.status} ({state.reason}); chunks: "

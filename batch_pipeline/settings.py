@@ -37,6 +37,7 @@ import yaml
 
 from batch_pipeline.core.discovery import DEFAULT_SUFFIXES
 from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.naming import check_location
 from batch_pipeline.core.storage import is_s3, normalize_uri
 
 ENV_PREFIX = "BATCH_PIPELINE_"
@@ -132,8 +133,7 @@ class WatchSettings:
                 "the local disk of whichever machine runs the job"
             )
         config.setdefault("output", self._default_output())
-        output = str(config["output"])
-        output = output if is_s3(output) else normalize_uri(output)
+        output = check_location(str(config["output"]), "output")  # every run's, refused now
         watched = self.watch_uri.rstrip("/") + "/"
         if (output.rstrip("/") + "/").startswith(watched):
             raise ConfigError(

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from batch_pipeline.cli import build_parser, main
+from batch_pipeline.cli import build_parser, main, processor_options
 from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline_tests.core.test_ledger import make_plan, make_spec
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE
@@ -20,17 +20,14 @@ from batch_pipeline_tests.fault_helpers import FAULTS_MODULE
 SCHEMA = {"columns": {"id": {"type": "int64", "required": True}}}
 
 
-def options(*args: str) -> dict:
-    return build_parser().parse_args(["run", "x.csv", "--processor-options", *args])
-
-
-# Processor options ------------------------------------------------------------------------------
+def options(value: str) -> dict:
+    return processor_options(value)
 
 
 def test_options_inline_as_json_or_yaml() -> None:
-    assert options(json.dumps(SCHEMA)).processor_options == SCHEMA
-    assert options("{columns: {id: {type: int64, required: true}}}").processor_options == SCHEMA
-    assert options("columns:\n  id: {type: int64, required: true}\n").processor_options == SCHEMA
+    assert options(json.dumps(SCHEMA)) == SCHEMA
+    assert options("{columns: {id: {type: int64, required: true}}}") == SCHEMA
+    assert options("columns:\n  id: {type: int64, required: true}\n") == SCHEMA
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
@@ -40,14 +37,28 @@ def test_options_from_a_file(tmp_path: Path, suffix: str) -> None:
         path.write_text(json.dumps(SCHEMA, indent=2))
     else:
         path.write_text("columns:\n  id:\n    type: int64\n    required: true\n")
-    assert options(f"@{path}").processor_options == SCHEMA
+    assert options(f"@{path}") == SCHEMA
+    assert build_parser().parse_args(["run", "x.csv"]).processor_options is None  # none given
 
 
-def refusal(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        options(*args)
-    assert exit_.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+def refusal(capsys: pytest.CaptureFixture[str], value: str) -> str:
+    """``batch-pipeline run`` with ``--processor-options VALUE``: one ``error: ...`` line on
+    stderr, exit code 2, no usage dump; with ``--json``, stdout's last line is the JSON error
+    object. Returns the error line."""
+    for extra in ([], ["--json"]):
+        code = main(["run", "x.csv", "--processor-options", value, *extra])
+        out, err = capsys.readouterr()
+        assert code == 2
+        assert "usage:" not in err and "Traceback" not in err
+        [line] = err.strip().splitlines()
+        assert line.startswith("error: --processor-options: ")
+        if extra:
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["status"] == "ERROR"
+            assert summary["error"] == line.removeprefix("error: ")
+        else:
+            assert out == ""
+    return line
 
 
 def test_a_json_syntax_error_says_the_file_line_and_column(
@@ -56,7 +67,6 @@ def test_a_json_syntax_error_says_the_file_line_and_column(
     path = tmp_path / "schema.json"
     path.write_text('{\n  "columns": {\n    "id": {"type": "int64",}\n  }\n}\n')
     err = refusal(capsys, f"@{path}")
-    assert err.startswith("batch-pipeline run: error: argument --processor-options: ")
     assert f"{path}: not valid JSON: " in err and "line 3, column 28" in err
 
     err = refusal(capsys, '{"columns": {"id": {"type": "int64"}}')
@@ -72,8 +82,14 @@ def test_a_yaml_error_and_a_non_mapping_are_refused(
     assert f"{path}: not valid YAML: " in err and "line 3, column 1" in err
     err = refusal(capsys, "[1, 2]")
     assert "must be a JSON or YAML object (a mapping of options), not a list" in err
+    err = refusal(capsys, "")
+    assert "must be a JSON or YAML object (a mapping of options), not nothing" in err
     err = refusal(capsys, f"@{tmp_path / 'missing.yaml'}")
     assert f"cannot read {tmp_path / 'missing.yaml'}: No such file or directory" in err
+    err = refusal(capsys, f"@{tmp_path}")
+    assert f"cannot read {tmp_path}: Is a directory" in err
+    err = refusal(capsys, "@")
+    assert "@ needs a file name" in err
 
 
 # Whole reasons ----------------------------------------------------------------------------------
@@ -100,6 +116,37 @@ def test_failed_chunks_and_dead_letters_print_the_whole_reason(
     assert main(["dead-letters", "long-1"]) == 0
     out = capsys.readouterr().out
     assert f"record with tag={long_value}" in out.splitlines()[0]
+
+
+# complete --force while a run holds the batch ----------------------------------------------------
+
+
+def test_complete_is_refused_while_a_run_holds_the_batch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run would finish every chunk and end ``completed_forced``: refused while its lease
+    is live, naming the run and its lease's expiry; an expired lease does not stop it."""
+    source = tmp_path / "in.csv"
+    source.write_text("id\n1\n2\n")
+    run = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "busy-1"]
+    assert main([*run, "--deliver", "none"]) == 0
+    capsys.readouterr()
+    ledger = open_ledger()
+    ledger.acquire_lease("busy-1", "the-other-run", ttl=600)
+    complete = ["complete", "busy-1", "--force", "--reason", "stuck"]
+
+    code = main(complete)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: batch busy-1 is being processed by run the-other-run ")
+    assert "its lease expires at " in line and "wait for it, or stop it first" in line
+    assert ledger.batch("busy-1").status == "succeeded"
+
+    ledger.release_lease("busy-1", "the-other-run")
+    ledger.acquire_lease("busy-1", "a-dead-run", ttl=0)  # expired: its holder died
+    assert main(complete) == 0
+    assert capsys.readouterr().out.startswith("batch busy-1: completed_forced (stuck)")
 
 
 # Unknown batches ---------------------------------------------------------------------------------

@@ -192,3 +192,50 @@ def test_redrive_of_a_batch_with_nothing_failed_starts_no_run(
     assert code == 0, err
     assert out.startswith("batch done-1: nothing to redrive: no chunk failed or was dead-lettered")
     assert runs_in(home) == 1  # no redrive run
+
+
+@pytest.mark.parametrize("output", ["", "s3://", "s3:///x", "s3://b//x", "s3://b/./x"])
+def test_an_output_that_names_no_place_is_refused(
+    output: str, leads: Path, tmp_path: Path, home: Path, monkeypatch, capsys
+) -> None:
+    """``--output ''`` was the current folder, ``s3://`` the root of a bucket named like the
+    batch id."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    err = refused(capsys, home, "run", str(leads), "--output", output, "--batch-id", "t15s")
+    assert err.startswith(f"error: output {output!r} ")
+    assert "s3://BUCKET/KEY" in err
+    assert list(work.iterdir()) == []
+    code = main(["run", str(leads), "--output", output, "--batch-id", "t15s", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and json.loads(out.strip().splitlines()[-1])["status"] == "ERROR"
+
+
+def test_an_s3_output_climbing_into_another_bucket_is_refused(
+    leads: Path, home: Path, s3_client, s3_bucket: str, capsys
+) -> None:
+    """``s3://hbucket/a/../../other`` is resolved by S3 to bucket ``other``: the run wrote (and
+    pruned) there while its summary named the first bucket."""
+    other = f"{s3_bucket}-other"
+    s3_client.create_bucket(Bucket=other)
+    try:
+        output = f"s3://{s3_bucket}/a/../../{other}"
+        err = refused(capsys, home, "run", str(leads), "--output", output, "--batch-id", "t15o")
+        assert f"error: output {output!r} has an empty, '.' or '..' segment" in err
+        assert s3_client.list_objects_v2(Bucket=other).get("KeyCount") == 0
+        assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+    finally:
+        for item in s3_client.list_objects_v2(Bucket=other).get("Contents", []):
+            s3_client.delete_object(Bucket=other, Key=item["Key"])
+        s3_client.delete_bucket(Bucket=other)
+
+
+def test_a_queue_without_a_name_is_refused_before_processing(
+    leads: Path, tmp_path: Path, home: Path, capsys
+) -> None:
+    """It processed every chunk, then failed in deliver."""
+    output = tmp_path / "out"
+    err = refused(capsys, home, "run", str(leads), "--deliver", "sqs://", "--output", str(output))
+    assert "error: delivery target 'sqs://' has no valid queue name" in err
+    assert not output.exists()

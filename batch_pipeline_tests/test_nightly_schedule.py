@@ -331,6 +331,18 @@ def test_an_output_inside_the_watched_folder_is_refused(tmp_path, own_ledger):
     assert settings.base_run_config()["output"] == str(tmp_path / "inbox-results")
 
 
+@pytest.mark.parametrize("output", ["''", "s3://", "s3://b/a/../../other"])
+def test_an_output_naming_no_place_or_another_is_refused(tmp_path, own_ledger, output):
+    """Before any run is requested: the runs would write to the current folder, or to another
+    bucket."""
+    inbox = Local(tmp_path / "inbox")
+    config_file = tmp_path / "runs.yaml"
+    config_file.write_text(f"output: {output}\n")
+    settings = WatchSettings(watch_uri=inbox.watch_uri, run_config_file=str(config_file))
+    with pytest.raises(ConfigError, match=r"^output '.*' (is empty|names no bucket|has an empty)"):
+        settings.base_run_config()
+
+
 def test_a_batch_with_a_run_queued_or_in_progress_is_left_to_that_run(tmp_path, own_ledger):
     """The sensor's run of a file is queued: the schedule does not queue a second one."""
     from dagster import DagsterInstance, DagsterRunStatus

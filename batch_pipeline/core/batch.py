@@ -9,6 +9,7 @@ sleep in place).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -39,13 +40,14 @@ from batch_pipeline.core.models import (
     RetrySettings,
     SourceSpec,
 )
-from batch_pipeline.core.naming import check_batch_id
+from batch_pipeline.core.naming import check_batch_id, check_location
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processors import get_processor
 from batch_pipeline.core.results import BatchResult, aggregate
 from batch_pipeline.core.resume import select_chunks
 from batch_pipeline.core.sources import derive_batch_id, inspect_source
 from batch_pipeline.core.storage import Storage, normalize_uri, split_s3
+from batch_pipeline.core.text import shown
 
 DELIVERY_TARGETS = "local, none, sqs://QUEUE_NAME or a queue URL"
 
@@ -76,8 +78,12 @@ def prepare_batch(
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
-    if batch_id is not None:  # before anything is read: the id names where results go
+    # Before anything is read: the id and the output name where results go, the source what
+    # is read.
+    if batch_id is not None:
         check_batch_id(batch_id)
+    output_root = check_location(output, "output")
+    check_location(source, "source")
     chunking = chunking or ChunkingSettings()
     delivery = delivery or DeliverySettings()
     retry = retry or RetrySettings()
@@ -123,7 +129,7 @@ def prepare_batch(
         processor=processor,
         processor_options=dict(processor_options or {}),
         chunking=chunking,
-        output_root=normalize_uri(output),
+        output_root=output_root,
         delivery=delivery,
         ids=dict(ids or {}),
         config=config,
@@ -199,10 +205,30 @@ def prepare_redrive(storage: Storage, ledger: Ledger, batch_id: str, prepare: An
     return replace(spec, batch_id=batch_id, mode="redrive", redeliver=False)
 
 
+# SQS's rule for a queue's name: 1-80 characters of A-Z a-z 0-9 - _, a FIFO queue's ending
+# with .fifo.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
+
+
+def check_queue(target: str, what: str) -> None:
+    """An ``sqs://NAME`` target names a queue SQS could have (a URL, ``sqs://URL`` included, is
+    taken as given): else ConfigError now, not after every chunk was processed."""
+    if not target.startswith("sqs://"):
+        return
+    name = target[len("sqs://") :]
+    if name.startswith(("https://", "http://")) or _QUEUE_NAME.fullmatch(name):
+        return
+    raise ConfigError(
+        f"{what} {shown(repr(target))} has no valid queue name: use sqs://QUEUE_NAME (1-80 "
+        "characters of A-Z a-z 0-9 - _, a FIFO queue's ending with .fifo) or the queue's URL"
+    )
+
+
 def _check_delivery(delivery: DeliverySettings) -> None:
     target = delivery.target
     if target not in ("local", "none") and not is_sqs_target(target):
         raise ConfigError(f"Unknown delivery target {target!r}: use {DELIVERY_TARGETS}")
+    check_queue(target, "delivery target")
     if delivery.records_per_message < 1:
         raise ConfigError("records_per_message must be at least 1")
     if delivery.max_message_bytes < 1024:
@@ -220,6 +246,8 @@ def _check_failures(retry: RetrySettings, failures: FailureSettings) -> None:
     queue = failures.dead_letter_queue
     if queue and not is_sqs_target(queue):
         raise ConfigError(f"dead_letter_queue {queue!r} must be sqs://QUEUE_NAME or a queue URL")
+    if queue:
+        check_queue(queue, "dead_letter_queue")
 
 
 def file_key(source: SourceSpec) -> str:

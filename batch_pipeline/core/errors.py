@@ -123,6 +123,7 @@ _ERRNO: dict[int, tuple[str, bool]] = {
     errno.ENAMETOOLONG: ("bad_path", False),
     errno.ENOTDIR: ("bad_path", False),
     errno.EISDIR: ("bad_path", False),
+    errno.EEXIST: ("bad_path", False),  # a file where a folder is to be made (touch out/b/valid)
     errno.ENOENT: ("missing_object", False),
     errno.ECONNRESET: ("connection", True),
     errno.ECONNREFUSED: ("connection", True),
@@ -239,9 +240,9 @@ def classify(exc: BaseException) -> ErrorInfo:
     """Sort a failure into transient (throttling, time-outs, 5xx, connection resets: retry) and
     permanent (bad data, schema or config, a missing object, access denied: dead-letter at once).
     OS errors go by errno: a full disk or quota (``disk_full``), no permission
-    (``access_denied``), a read-only file system (``read_only``), a name too long or a file
-    where a folder should be (``bad_path``) are permanent, and so is a ledger that is not a
-    database (``ledger_corrupt``); connection errors stay transient.
+    (``access_denied``), a read-only file system (``read_only``), a name too long, a file
+    where a folder should be or is to be made (``bad_path``) are permanent, and so is a ledger
+    that is not a database (``ledger_corrupt``); connection errors stay transient.
 
     The error and its causes are looked at in order, by type, AWS error code and errno first:
     a chunk-read error caused by a connection reset is transient. Then the messages of library

@@ -836,12 +836,34 @@ class Ledger:
             )
 
     def force_complete(self, batch_id: str, reason: str) -> BatchState:
-        """Mark a batch complete whatever its chunks say, with the operator's reason."""
+        """Mark a batch complete whatever its chunks say, with the operator's reason. Refused
+        (BatchBusyError, naming the run and when its lease expires) while a run holds the
+        batch's lease and it has not expired: that run would finish its chunks under a batch
+        already marked complete. Checked and written in one transaction, under the lease's
+        lock, so that no run takes the lease in between."""
         if not reason.strip():
             raise ConfigError("force-complete needs a reason")
-        if self.batch(batch_id) is None:
-            raise ConfigError(f"batch {batch_id} is not in the ledger at {self.safe_url}")
-        self.set_batch_status(batch_id, COMPLETED_FORCED, reason=reason)
+        batches, leases = self.batches, self.leases
+        with self._write() as conn:
+            self._lock(conn, f"bp_lease:{batch_id}")
+            found = conn.execute(
+                sa.select(batches.c.batch_id).where(batches.c.batch_id == batch_id)
+            ).first()
+            if found is None:
+                raise ConfigError(f"batch {batch_id} is not in the ledger at {self.safe_url}")
+            row = conn.execute(sa.select(leases).where(leases.c.batch_id == batch_id)).first()
+            now = time.time()
+            if row is not None and row.expires_at > now:
+                raise BatchBusyError(
+                    f"batch {batch_id} is being processed by {Lease(**row._mapping).describe(now)}"
+                    "; it cannot be completed while that run holds it: wait for it, or stop it "
+                    f"first (ledger {self.safe_url})"
+                )
+            conn.execute(
+                sa.update(batches)
+                .where(batches.c.batch_id == batch_id)
+                .values(status=COMPLETED_FORCED, reason=reason, updated_at=now)
+            )
         state = self.batch(batch_id)
         assert state is not None
         return state

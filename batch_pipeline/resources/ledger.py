@@ -1,9 +1,55 @@
 """The ledger resource: where the chunk ledger lives."""
 
-from dagster import ConfigurableResource
+import re
+from typing import Any
+
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from batch_pipeline.core.ledger import Ledger, open_ledger
+from batch_pipeline.core.errors import ConfigError
+from batch_pipeline.core.ledger import LEDGER_URL_ENV, Ledger, open_ledger
+
+# user:password@ in a URL SQLAlchemy cannot parse (the password's text is never shown).
+_PASSWORD_IN_URL = re.compile(r"//[^/@:]*:[^/@]+@")
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a ledger URL (None: there is none)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).password or None
+    except Exception:  # unparseable: a password still must not pass
+        found = _PASSWORD_IN_URL.search(url)
+        return found.group(0) if found else None
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password shown as ``***``."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _PASSWORD_IN_URL.sub(lambda m: m.group(0).split(":")[0] + ":***@", url)
+
+
+def run_config_password_error(run_config: Any) -> ConfigError | None:
+    """The error for a run whose config sets ``resources.ledger.config.url`` to a plain string
+    holding a password; None when it does not (``{env: ...}``, no password, nothing set)."""
+    try:
+        url = run_config["resources"]["ledger"]["config"]["url"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(url, str) or url_password(url) is None:
+        return None
+    return ConfigError(
+        f"the ledger URL in this run's config holds a password in plain text ({safe_url(url)}): "
+        "Dagster stores a run's config and shows it in the UI, so this run refuses to use it. "
+        f"Give it as {{env: {LEDGER_URL_ENV}}} (resources.ledger.config.url, with the URL in "
+        f"that environment variable of the run's process), or set PGPASSWORD, and delete this "
+        "run from the UI (its config is stored)"
+    )
 
 
 class LedgerResource(ConfigurableResource):
@@ -15,6 +61,10 @@ class LedgerResource(ConfigurableResource):
     whole URL in ``BATCH_PIPELINE_LEDGER_URL`` (or ``url=EnvVar(...)``, which Dagster stores
     as the variable's name, not its value), or a URL without password and ``PGPASSWORD``
     (read by psycopg2). Messages show the URL without its password (``Ledger.safe_url``).
+
+    A run whose config gives ``url`` as a plain string holding a password fails when the
+    resource is set up (``setup_for_execution``), before the ledger is opened: Dagster has
+    stored that config, and the message says where the password goes instead.
 
     Example:
         .. code-block:: python
@@ -31,12 +81,21 @@ class LedgerResource(ConfigurableResource):
     url: str | None = Field(
         default=None,
         description="SQLAlchemy URL: sqlite:////path/ledger.db or postgresql://user@host/db. "
-        "Never put a password here in run config (Dagster stores run config and shows it): "
-        "use EnvVar('BATCH_PIPELINE_LEDGER_URL'), or PGPASSWORD in the environment.",
+        "Never put a password here in run config (Dagster stores run config and shows it; a "
+        "run given one refuses it): use {env: BATCH_PIPELINE_LEDGER_URL}, "
+        "EnvVar('BATCH_PIPELINE_LEDGER_URL') in code, or PGPASSWORD in the environment.",
     )
     db_schema: str | None = Field(
         default=None, description="Postgres schema for the ledger's tables (created if missing)."
     )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Refuse a password written in this run's config (see the class docstring). Outside a
+        run (a sensor, a schedule) there is no run config to look at."""
+        run = context.dagster_run
+        error = run_config_password_error(run.run_config) if run is not None else None
+        if error is not None:
+            raise error
 
     def get_ledger(self) -> Ledger:
         return open_ledger(self.url, self.db_schema)

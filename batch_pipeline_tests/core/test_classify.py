@@ -422,6 +422,45 @@ def test_a_name_too_long_or_a_file_where_a_folder_should_be_is_a_bad_path(tmp_pa
         assert (info.category, info.transient) == ("bad_path", False), error
 
 
+def test_a_file_where_the_results_folder_should_be_is_a_bad_path(tmp_path) -> None:
+    """``touch out/b/valid``: writing ``out/b/valid/chunk-00000.parquet`` meets EEXIST
+    ([Errno 17] File exists), which no retry mends."""
+    blocker = tmp_path / "out" / "b" / "valid"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    target = str(blocker / "chunk-00000.parquet")
+    errors = [
+        raised(lambda: Storage().write_bytes(target, b"x")),
+        raised(lambda: Storage().write_parquet(pa.table({"a": [1]}), target)),
+    ]
+    for error in errors:
+        assert "File exists" in str(error)
+        info = classify(chained(ChunkReadError(f"{CHUNK}: {error}"), error))
+        assert (info.category, info.transient) == ("bad_path", False), error
+
+
+def test_a_chunk_whose_results_folder_is_a_file_is_dead_lettered_at_once(tmp_path) -> None:
+    from batch_pipeline.core.batch import prepare_batch, run_batch
+    from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger
+    from batch_pipeline.core.models import RetrySettings
+
+    source = tmp_path / "in.csv"
+    source.write_text("id\n1\n2\n")
+    (tmp_path / "out" / "tbp").mkdir(parents=True)
+    (tmp_path / "out" / "tbp" / "valid").write_text("")
+    spec = prepare_batch(
+        Storage(), str(source), output=str(tmp_path / "out"), batch_id="tbp",
+        retry=RetrySettings(max_retries=3, base_delay_seconds=0, max_delay_seconds=0),
+        failures=None,
+    )  # fmt: skip
+    ledger = Ledger("sqlite://")
+    run = run_batch(Storage(), spec, ledger)
+    assert run.result.status == "failed"
+    [state] = ledger.chunk_states("tbp")
+    assert (state.status, state.attempts, state.error_category) == (DEAD_LETTERED, 1, "bad_path")
+    assert "File exists" in (state.error_message or "")
+
+
 def test_access_denied_and_read_only_by_errno() -> None:
     """We run as root, so chmod cannot deny us: the real errno objects, as the OS raises them."""
     import errno

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -652,6 +653,31 @@ def test_force_complete_needs_a_reason_and_a_known_batch(ledger: Ledger) -> None
         "ops ticket 42: chunk 1 is known junk",
     )
     assert ledger.chunk_states(spec.batch_id)[1].status == PENDING  # the chunks are left alone
+
+
+def test_force_complete_is_refused_while_a_run_holds_the_batch(ledger: Ledger) -> None:
+    """A run processing the batch finished every chunk and ended ``completed_forced``: while
+    its lease is live, nobody may complete the batch under it."""
+    spec = make_spec()
+    ledger.register_batch(spec, make_plan(2))
+    lease = ledger.acquire_lease(spec.batch_id, "run-busy", ttl=600)
+    with pytest.raises(BatchBusyError) as refused:
+        ledger.force_complete(spec.batch_id, "ops ticket 42")
+    message = str(refused.value)
+    assert "run-busy" in message and "wait for it, or stop it first" in message
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(lease.expires_at))
+    assert f"its lease expires at {expires}" in message
+    assert ledger.batch(spec.batch_id).status != "completed_forced"
+
+    ledger.release_lease(spec.batch_id, "run-busy")  # the run ended
+    assert ledger.force_complete(spec.batch_id, "ops ticket 42").status == "completed_forced"
+
+
+def test_an_expired_lease_does_not_stop_force_complete(ledger: Ledger) -> None:
+    spec = make_spec()
+    ledger.register_batch(spec, make_plan(2))
+    ledger.acquire_lease(spec.batch_id, "run-dead", ttl=0)  # its holder died
+    assert ledger.force_complete(spec.batch_id, "the run died").status == "completed_forced"
 
 
 def test_batches_are_independent(ledger: Ledger) -> None:

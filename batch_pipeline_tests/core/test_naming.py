@@ -4,6 +4,7 @@ refused before any work."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from batch_pipeline.core.discovery import SourceObject
 from batch_pipeline.core.errors import ConfigError
 from batch_pipeline.core.filesets import FileGroup
 from batch_pipeline.core.models import ObjectInfo
-from batch_pipeline.core.naming import check_batch_id, check_member
+from batch_pipeline.core.naming import check_batch_id, check_location, check_member
 from batch_pipeline.core.sources import derive_batch_id
 from batch_pipeline.core.storage import Storage
 
@@ -118,3 +119,71 @@ def test_prepare_batch_refuses_a_member_outside_the_set(tmp_path: Path) -> None:
             prepare_batch(
                 Storage(), str(tmp_path / "set"), members=(member,), output=str(tmp_path / "out")
             )
+
+
+# Where results go, and S3 sources: nowhere but where they name -------------------------------
+
+BAD_LOCATIONS = [
+    "",
+    "   ",
+    "file://",
+    "s3://",  # no bucket: the batch would land at the root of a bucket named like the batch id
+    "s3:///x",
+    "s3://b//x",
+    "s3://b/x//",
+    "s3://b/a/../../t15s",  # S3 would resolve it to s3://t15s/...
+    "s3://b/./x",
+    "s3://b/x/..",
+    "s3://../x",
+    "s3://b c/x",
+]
+
+
+@pytest.mark.parametrize("value", BAD_LOCATIONS)
+def test_an_empty_or_escaping_location_is_refused(value: str) -> None:
+    for what in ("output", "source"):
+        with pytest.raises(ConfigError) as error:
+            check_location(value, what)
+        message = str(error.value)
+        assert message.startswith(f"{what} {value!r} ")
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("s3://b", "s3://b"),
+        ("s3://b/", "s3://b/"),
+        ("s3://b/results", "s3://b/results"),
+        ("s3://my.bucket-1/a/b/", "s3://my.bucket-1/a/b/"),
+        ("s3://b/x..y/.hidden/...", "s3://b/x..y/.hidden/..."),
+        ("out", os.path.abspath("out")),
+        ("./a/../out", os.path.abspath("out")),
+        ("file:///tmp/out", "/tmp/out"),
+        ("~/out", os.path.expanduser("~/out")),
+    ],
+)
+def test_a_location_naming_one_place_passes_local_paths_made_absolute(
+    value: str, expected: str
+) -> None:
+    assert check_location(value, "output") == expected
+
+
+@pytest.mark.parametrize("output", ["", "s3://", "s3://b/a/../../other", "s3:///x", "s3://b//x"])
+def test_prepare_batch_refuses_an_output_that_names_no_place_or_another(
+    tmp_path: Path, output: str
+) -> None:
+    source = csv(tmp_path / "in.csv")
+    with pytest.raises(ConfigError, match=r"^output "):
+        prepare_batch(Storage(), str(source), output=output, batch_id="t15s")
+
+
+@pytest.mark.parametrize(
+    "source", ["", "s3://", "s3://b/in/../secret/a.csv", "s3://b//a.csv", "s3:///a.csv"]
+)
+def test_prepare_batch_refuses_a_source_that_names_another_object(
+    tmp_path: Path, source: str
+) -> None:
+    """Checked before anything is read (no S3 endpoint is reachable here)."""
+    with pytest.raises(ConfigError, match=r"^source "):
+        prepare_batch(Storage(), source, output=str(tmp_path / "out"))
