@@ -550,21 +550,11 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(summary, default=str))
 
 
-def safe_ledger_url(url: str) -> str:
-    """A ledger URL without its password, for messages."""
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(a URL SQLAlchemy cannot parse)"
-
-
 def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
     from batch_pipeline.core.errors import BatchPipelineError, ConfigError
-    from batch_pipeline.core.ledger import default_ledger_url, open_ledger
+    from batch_pipeline.core.ledger import default_ledger_url, open_ledger, safe_url
 
     resolved = url or default_ledger_url()
     try:
@@ -572,7 +562,7 @@ def open_ledger_checked(url: str | None) -> Any:
     except BatchPipelineError:
         raise  # says itself which ledger and what to do (a damaged file: LedgerError)
     except Exception as exc:
-        safe = safe_ledger_url(resolved)
+        safe = safe_url(resolved)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         reason = reason.replace(resolved, safe)
         raise ConfigError(

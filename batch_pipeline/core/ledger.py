@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +62,28 @@ def default_ledger_url() -> str:
         os.path.expanduser("~"), ".batch_pipeline"
     )
     return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
+
+
+# user:password@ in a URL SQLAlchemy cannot parse (the password's text is never shown).
+_PASSWORD_IN_URL = re.compile(r"//[^/@:]*:[^/@]+@")
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a ledger URL (None: there is none)."""
+    try:
+        return sa.engine.make_url(url).password or None
+    except Exception:  # unparseable: a password still must not pass
+        found = _PASSWORD_IN_URL.search(url)
+        return found.group(0) if found else None
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password shown as ``***``, for messages (also one SQLAlchemy cannot
+    parse)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _PASSWORD_IN_URL.sub(lambda m: m.group(0).split(":")[0] + ":***@", url)
 
 
 def _digest(payload: Any) -> str:
@@ -1218,4 +1241,4 @@ class Ledger:
     @property
     def safe_url(self) -> str:
         """The URL without its password, for messages."""
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return safe_url(self.url)

@@ -1,37 +1,12 @@
 """The ledger resource: where the chunk ledger lives."""
 
-import re
 from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from batch_pipeline.core.errors import ConfigError
-from batch_pipeline.core.ledger import LEDGER_URL_ENV, Ledger, open_ledger
-
-# user:password@ in a URL SQLAlchemy cannot parse (the password's text is never shown).
-_PASSWORD_IN_URL = re.compile(r"//[^/@:]*:[^/@]+@")
-
-
-def url_password(url: str) -> str | None:
-    """The password written in a ledger URL (None: there is none)."""
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).password or None
-    except Exception:  # unparseable: a password still must not pass
-        found = _PASSWORD_IN_URL.search(url)
-        return found.group(0) if found else None
-
-
-def safe_url(url: str) -> str:
-    """``url`` with its password shown as ``***``."""
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return _PASSWORD_IN_URL.sub(lambda m: m.group(0).split(":")[0] + ":***@", url)
+from batch_pipeline.core.ledger import LEDGER_URL_ENV, Ledger, open_ledger, safe_url, url_password
 
 
 def run_config_password_error(run_config: Any) -> ConfigError | None:
