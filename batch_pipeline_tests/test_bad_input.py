@@ -34,6 +34,7 @@ from batch_pipeline_tests.fault_helpers import (
     valid_table,
     wait_for,
 )
+from batch_pipeline_tests.job_helpers import failed_run, initialize_config
 
 
 def run(capsys: Any, source: Path | str, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
@@ -477,7 +478,7 @@ def test_a_ledger_overwritten_with_garbage_is_refused_before_a_run_and_fails_a_r
     """The CLI opens the ledger before Dagster starts: a damaged one is one message and exit 2.
     A run that meets it anyway (launched from the UI, or damaged after the check) fails at the
     first step that opens it, with the database's own error, never retried."""
-    from dagster import DagsterInstance, execute_job, reconstructable
+    from dagster import DagsterInstance
 
     from batch_pipeline.definitions import get_batch_job
 
@@ -491,18 +492,8 @@ def test_a_ledger_overwritten_with_garbage_is_refused_before_a_run_and_fails_a_r
     assert summary["error"].count("file is not a database") == 1
 
     config = {"source": str(source), "output": str(tmp_path / "out")}
-    with (
-        DagsterInstance.get() as instance,
-        execute_job(
-            reconstructable(get_batch_job),
-            instance=instance,
-            run_config={"ops": {"initialize": {"config": config}}},
-            raise_on_error=False,
-        ) as result,
-    ):
-        assert not result.success
-        failures = [e for e in result.all_events if e.is_step_failure]
-        run_id = result.run_id
+    with DagsterInstance.get() as instance:
+        run_id, failures = failed_run(instance, get_batch_job, initialize_config(config))
     assert len(failures) == 1
     message = failures[0].step_failure_data.error.message
     assert "file is not a database" in message and "Exceeded max_retries" not in message

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructable
+from dagster import DagsterInstance
 
 from batch_pipeline.cli import main
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
+from batch_pipeline_tests.job_helpers import failed_run, initialize_config
 
 UNSAFE = ["..", ".", "../elsewhere", "a/b", "x\ny"]
 
@@ -72,16 +73,9 @@ def test_launchpad_run_config_with_an_unsafe_batch_id_fails_in_initialize(
 ) -> None:
     output = tmp_path / "work" / "out"
     config = {"source": str(source), "output": str(output), "batch_id": batch_id}
-    with execute_job(
-        reconstructable(get_batch_job),
-        instance=instance,
-        run_config={"ops": {"initialize": {"config": config}}},
-        raise_on_error=False,
-    ) as result:
-        assert not result.success
-        [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-        assert failure.step_key == "initialize"
-        assert "is not allowed" in failure.step_failure_data.error.message
+    _, [failure] = failed_run(instance, get_batch_job, initialize_config(config))
+    assert failure.step_key == "initialize"
+    assert "is not allowed" in failure.step_failure_data.error.message
     assert outside_output(tmp_path, output) == set()
     assert not output.exists()
 
@@ -95,28 +89,15 @@ def test_launchpad_run_config_with_a_member_outside_the_set_fails(
     (tmp_path / "work" / "secret.csv").write_text("id\n42\n")
     output = tmp_path / "work" / "out"
     config = {"source": str(folder), "members": ["../secret.csv"], "output": str(output)}
-    with execute_job(
-        reconstructable(get_batch_job),
-        instance=instance,
-        run_config={"ops": {"initialize": {"config": config}}},
-        raise_on_error=False,
-    ) as result:
-        assert not result.success
-        [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-        assert "member '../secret.csv' must be a key relative" in (
-            failure.step_failure_data.error.message
-        )
+    _, [failure] = failed_run(instance, get_batch_job, initialize_config(config))
+    assert "member '../secret.csv' must be a key relative" in (
+        failure.step_failure_data.error.message
+    )
     assert not output.exists()
 
 
 def test_redrive_job_refuses_an_unsafe_batch_id(instance: DagsterInstance) -> None:
-    with execute_job(
-        reconstructable(get_redrive_job),
-        instance=instance,
-        run_config={"ops": {"load_batch": {"config": {"batch_id": "../x"}}}},
-        raise_on_error=False,
-    ) as result:
-        assert not result.success
-        [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-        assert failure.step_key == "load_batch"
-        assert "batch_id '../x' is not allowed" in failure.step_failure_data.error.message
+    config = {"ops": {"load_batch": {"config": {"batch_id": "../x"}}}}
+    _, [failure] = failed_run(instance, get_redrive_job, config)
+    assert failure.step_key == "load_batch"
+    assert "batch_id '../x' is not allowed" in failure.step_failure_data.error.message

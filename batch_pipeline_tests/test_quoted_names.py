@@ -11,6 +11,7 @@ from dagster import DagsterInstance, execute_job, reconstructable
 from batch_pipeline.cli import main
 from batch_pipeline.core.text import quoted, shown
 from batch_pipeline.definitions import get_batch_job
+from batch_pipeline_tests.job_helpers import failed_run, initialize_config
 
 EVIL = "evil\nERROR forged line"
 
@@ -59,18 +60,10 @@ def test_a_failure_naming_the_file_forges_no_log_line(
     source = tmp_path / f"{EVIL}\x1b[2J.csv"
     source.write_text("")  # empty: initialize fails, naming the file
     config = {"source": str(source), "output": str(tmp_path / "out")}
-    with execute_job(
-        reconstructable(get_batch_job),
-        instance=instance,
-        run_config={"ops": {"initialize": {"config": config}}},
-        raise_on_error=False,
-    ) as result:
-        assert not result.success
-        run_id = result.run_id
-        [failure] = [e for e in result.all_events if e.is_step_failure]
-        assert "evil\\nERROR forged line\\x1b[2J.csv is empty" in (
-            failure.step_failure_data.error.message
-        )
+    run_id, [failure] = failed_run(instance, get_batch_job, initialize_config(config))
+    assert "evil\\nERROR forged line\\x1b[2J.csv is empty" in (
+        failure.step_failure_data.error.message
+    )
     assert forged(event_messages(instance, run_id)) == []
 
 
