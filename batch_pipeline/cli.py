@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from batch_pipeline.core.errors import BatchPipelineError
-from batch_pipeline.core.naming import check_batch_id
-from batch_pipeline.core.text import shown
+from batch_pipeline.core.common.errors import BatchPipelineError
+from batch_pipeline.core.common.naming import check_batch_id
+from batch_pipeline.core.common.text import shown
 
 CLI_TAG = "batch_pipeline/cli_invocation"
 
@@ -42,7 +42,7 @@ def processor_options(value: str | None) -> dict[str, Any]:
     ``.yaml`` or ``.yml`` file; {} when not given. Parsed after argparse, in the run's
     pre-check, so that a mistake is a ConfigError (one ``error:`` line, exit 2, the JSON error
     object with ``--json``) naming the file, and the line and column of a syntax error."""
-    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.common.errors import ConfigError
 
     if value is None:
         return {}
@@ -76,7 +76,7 @@ def _parse_options(text: str, kind: str | None, where: str) -> Any:
     JSON). ConfigError, starting with ``where``, on a syntax error."""
     import yaml
 
-    from batch_pipeline.core.errors import ConfigError
+    from batch_pipeline.core.common.errors import ConfigError
 
     json_error = yaml_error = None
     if kind in ("json", None):
@@ -264,7 +264,7 @@ def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
 def ledger_environment(url: str | None) -> Iterator[None]:
     """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
     (steps in subprocesses inherit it); the previous value afterwards."""
-    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
 
     if not url:
         yield
@@ -389,7 +389,7 @@ class RunProgress(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from batch_pipeline.core.ledger import open_ledger
+        from batch_pipeline.core.ledger.store import open_ledger
 
         bar = self.make_bar(file=self.terminal, enabled=self.enabled)
         try:
@@ -463,7 +463,7 @@ def _output(result: Any, node: str) -> Any:
 def _manifest(spec: Any, run_id: str) -> dict[str, Any]:
     """The manifest aggregate wrote in this run when it failed the run (its totals are still
     there); nothing when the manifest is another run's (this run failed before aggregating)."""
-    from batch_pipeline.core.storage import Storage
+    from batch_pipeline.core.stores.storage import Storage
 
     try:
         manifest = json.loads(Storage().read_bytes(spec.manifest_uri))
@@ -553,8 +553,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
-    from batch_pipeline.core.errors import BatchPipelineError, ConfigError
-    from batch_pipeline.core.ledger import default_ledger_url, open_ledger, safe_url
+    from batch_pipeline.core.common.errors import BatchPipelineError, ConfigError
+    from batch_pipeline.core.ledger.store import default_ledger_url, open_ledger, safe_url
 
     resolved = url or default_ledger_url()
     try:
@@ -579,8 +579,8 @@ def ledger_with_batch(args: argparse.Namespace) -> Any:
     neither a ledger URL nor ``DAGSTER_HOME`` is set and ``./.dagster_home/batch_ledger.db``
     (``make demo``'s) has the batch, that one (saying so on stderr). Else ConfigError naming
     the ledger looked in, and where else to look."""
-    from batch_pipeline.core.errors import ConfigError
-    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+    from batch_pipeline.core.common.errors import ConfigError
+    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
 
     check_batch_id(args.batch_id)
     ledger = open_ledger_checked(args.ledger)
@@ -610,8 +610,8 @@ def ledger_with_batch(args: argparse.Namespace) -> Any:
 def check_output(output: str, spec_output: str) -> None:
     """The batch's output folder can be made and written: its nearest existing parent is a
     writable folder. Skipped for s3:// (a write would be the only real check)."""
-    from batch_pipeline.core.errors import ConfigError
-    from batch_pipeline.core.storage import is_s3, normalize_uri
+    from batch_pipeline.core.common.errors import ConfigError
+    from batch_pipeline.core.stores.storage import is_s3, normalize_uri
 
     if is_s3(spec_output):
         return
@@ -636,8 +636,8 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     lines of stack trace, earlier): the source (exists, readable, format, delimiter, columns),
     the processor and its options, the batch id, the output folder and the ledger. Returns the
     BatchSpec; raises a BatchPipelineError naming the file, the setting and the fix."""
-    from batch_pipeline.core.batch import prepare_batch, prepare_kwargs
-    from batch_pipeline.core.storage import Storage
+    from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_kwargs
+    from batch_pipeline.core.stores.storage import Storage
 
     spec = prepare_batch(Storage(), **prepare_kwargs(config))
     check_output(args.output, spec.output)
@@ -655,7 +655,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
+    from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED
 
     ledger = ledger_with_batch(args)
     args.ledger = ledger.url  # the run uses the ledger the batch was found in
@@ -745,7 +745,7 @@ class BatchFollower:
 
     def follow(self) -> Any:
         """The batch's progress once it stopped running (KeyboardInterrupt passes through)."""
-        from batch_pipeline.core.ledger import RUNNING
+        from batch_pipeline.core.ledger.store import RUNNING
 
         bar = self.make_bar()
         try:
@@ -760,7 +760,7 @@ class BatchFollower:
 
 
 def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
-    from batch_pipeline.core.ledger import RUNNING
+    from batch_pipeline.core.ledger.store import RUNNING
 
     live = progress.status == RUNNING and not progress.finished
     return {
@@ -817,7 +817,7 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import RUNNING
+    from batch_pipeline.core.ledger.store import RUNNING
 
     ledger = ledger_with_batch(args)
     batch = ledger.batch(args.batch_id)
@@ -845,7 +845,7 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def sample_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.sample_data import write_sample
+    from batch_pipeline.core.inputs.sample_data import write_sample
 
     csv_path, schema_path = write_sample(args.directory, args.records, args.invalid_fraction)
     echo(f"wrote {args.records:,} records to {csv_path}")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from dagster import Config
 from pydantic import Field
 
-from batch_pipeline.core.batch import prepare_kwargs
+from batch_pipeline.core.initialize.prepare import prepare_kwargs
 
 
 class CsvConfig(Config):

@@ -6,13 +6,13 @@ module loads (``batch_pipeline.settings``); both start stopped: turn them on in 
 
 from dagster import AssetSpec, Definitions, JobDefinition
 
+from batch_pipeline.automation.alerts import ALERT_SENSORS
+from batch_pipeline.automation.nightly import build_nightly_schedule
+from batch_pipeline.automation.uploads import build_upload_sensor
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.aggregate import BATCH_RESULTS_ASSET
 from batch_pipeline.partitions import SOURCE_FILES
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
-from batch_pipeline.schedules import build_nightly_schedule
-from batch_pipeline.sensors.alerts import ALERT_SENSORS
-from batch_pipeline.sensors.uploads import build_upload_sensor
 from batch_pipeline.settings import WatchSettings
 
 batch_results = AssetSpec(

@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from batch_pipeline.core.discovery import DEFAULT_SUFFIXES
-from batch_pipeline.core.errors import ConfigError
-from batch_pipeline.core.naming import check_location
-from batch_pipeline.core.storage import is_s3, normalize_uri
+from batch_pipeline.core.automation.discovery import DEFAULT_SUFFIXES
+from batch_pipeline.core.common.errors import ConfigError
+from batch_pipeline.core.common.naming import check_location
+from batch_pipeline.core.stores.storage import is_s3, normalize_uri
 
 ENV_PREFIX = "BATCH_PIPELINE_"
 DEFAULT_WATCH = "data/inbox"

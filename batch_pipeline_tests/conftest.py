@@ -18,7 +18,7 @@ DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, nothi
 @pytest.fixture(autouse=True)
 def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
     """Every test has a ledger of its own (SQLite in its temp folder), closed afterwards."""
-    from batch_pipeline.core import ledger
+    from batch_pipeline.core.ledger import store as ledger
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     monkeypatch.setenv("BATCH_PIPELINE_LEDGER_URL", url)
@@ -32,7 +32,7 @@ def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
 @pytest.fixture
 def ledger(own_ledger: str):
     """This test's own ledger (the one the jobs and the CLI use too)."""
-    from batch_pipeline.core.ledger import open_ledger
+    from batch_pipeline.core.ledger.store import open_ledger
 
     return open_ledger(own_ledger)
 
@@ -163,7 +163,7 @@ def drain_queue(sqs_client, url: str) -> list[str]:
 @pytest.fixture
 def storage():
     """Storage with the environment's settings (local paths; S3 once aws_endpoint is used)."""
-    from batch_pipeline.core.storage import Storage
+    from batch_pipeline.core.stores.storage import Storage
 
     return Storage()
 

@@ -27,7 +27,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.processors.base import (
+from batch_pipeline.core.processing.processors.base import (
     REGISTRY,
     Processor,
     ProcessorOptions,

@@ -30,13 +30,7 @@ from dagster import (
     reconstructable,
 )
 
-from batch_pipeline.cli import build_parser, run_config_from_args
-from batch_pipeline.core.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
-from batch_pipeline.core.ledger import Ledger
-from batch_pipeline.definitions import get_batch_job, get_redrive_job
-from batch_pipeline.jobs import batch_job, redrive_job
-from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
-from batch_pipeline.sensors.alerts import (
+from batch_pipeline.automation.alerts import (
     ALERT_SENSORS,
     BATCH_ID_TAG,
     batch_dead_letter_alert,
@@ -44,9 +38,15 @@ from batch_pipeline.sensors.alerts import (
     decode_cursor,
     run_batch_id,
 )
-from batch_pipeline.sensors.uploads import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
-from batch_pipeline_tests.core.test_alerts import WebhookReceiver
-from batch_pipeline_tests.core.test_ledger import make_plan, make_spec, summary_for
+from batch_pipeline.automation.uploads import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
+from batch_pipeline.cli import build_parser, run_config_from_args
+from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
+from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.definitions import get_batch_job, get_redrive_job
+from batch_pipeline.jobs import batch_job, redrive_job
+from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+from batch_pipeline_tests.core.automation.test_alerts import WebhookReceiver
+from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE, csv_input
 
 

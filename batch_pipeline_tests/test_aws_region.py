@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batch_pipeline.cli import main
-from batch_pipeline.core.storage import S3Settings, resolve_region
+from batch_pipeline.core.stores.storage import S3Settings, resolve_region
 from batch_pipeline.resources import SQSResource
 from batch_pipeline_tests.conftest import drain_queue
 

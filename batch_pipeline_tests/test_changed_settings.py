@@ -18,7 +18,7 @@ import pytest
 from dagster import RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig
-from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
+from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.fault_helpers import csv_input, drain_messages, run_cli
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from batch_pipeline.cli import BatchFollower, main
-from batch_pipeline.core.ledger import Ledger
-from batch_pipeline_tests.core.test_ledger import make_plan, make_spec, summary_for
+from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 
 SCHEMA = {"columns": {"email": {"type": "string", "required": True, "pattern": "^[^@ ]+@[^@ ]+$"}}}
 INVALID = (1, 5, 9)  # one invalid email in each chunk of 4 records

@@ -10,8 +10,8 @@ import pytest
 from dagster import DagsterEventType, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig
-from batch_pipeline.core.processors import get_processor
-from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
+from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
+from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.core.helpers import carriage_return_csv
 
@@ -358,7 +358,7 @@ def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
 def test_a_chunk_whose_reader_and_plan_disagree_fails_the_run(tmp_path, monkeypatch):
     """A reader that loses a record (as a boundary bug would): the chunk is dead-lettered at
     once, nothing of it is written, and the run fails saying why."""
-    from batch_pipeline.core import processing
+    from batch_pipeline.core.processing import run as processing
 
     real = processing.read_chunk
 

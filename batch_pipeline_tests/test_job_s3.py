@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from dagster import RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
-from batch_pipeline.core.sample_data import DEMO_SCHEMA, generate_leads
+from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, generate_leads
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.conftest import drain_queue
 from batch_pipeline_tests.core.helpers import carriage_return_csv

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from batch_pipeline.core import ledger as ledger_module
+from batch_pipeline.core.ledger import store as ledger_module
 from batch_pipeline_tests.fault_helpers import csv_input, drain_messages, run_cli
 
 RECORDS = 1_000

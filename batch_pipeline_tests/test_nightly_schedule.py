@@ -21,15 +21,15 @@ from dagster import (
 from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 from dagster._core.errors import ScheduleExecutionError
 
-from batch_pipeline.core.batch import prepare_batch, run_batch
-from batch_pipeline.core.errors import ConfigError
-from batch_pipeline.core.ledger import COMPLETED_FORCED, FAILED, RUNNING, SUCCEEDED
-from batch_pipeline.core.models import DeliverySettings
-from batch_pipeline.core.sources import derive_batch_id, inspect_source
+from batch_pipeline.automation.nightly import build_nightly_schedule
+from batch_pipeline.automation.uploads import BATCH_ID_TAG, SOURCE_PARTITION_TAG, TRIGGER_TAG
+from batch_pipeline.core.common.errors import ConfigError
+from batch_pipeline.core.common.models import DeliverySettings
+from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
+from batch_pipeline.core.ledger.store import COMPLETED_FORCED, FAILED, RUNNING, SUCCEEDED
 from batch_pipeline.partitions import partition_key
 from batch_pipeline.resources import LedgerResource, StorageResource
-from batch_pipeline.schedules import build_nightly_schedule
-from batch_pipeline.sensors.uploads import BATCH_ID_TAG, SOURCE_PARTITION_TAG, TRIGGER_TAG
 from batch_pipeline.settings import WatchSettings
 
 NIGHT = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)

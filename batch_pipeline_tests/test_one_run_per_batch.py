@@ -26,10 +26,10 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RetryConfig
-from batch_pipeline.core.batch import prepare_batch, run_batch
-from batch_pipeline.core.ledger import open_ledger
-from batch_pipeline.core.models import ChunkingSettings, DeliverySettings
-from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
+from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.fault_helpers import (
     CLI,
@@ -123,7 +123,7 @@ def test_two_cli_runs_of_a_batch_at_once_one_works_the_other_refuses(
 
 
 def test_two_run_batch_threads_of_a_batch_one_works(tmp_path: Path, own_ledger: str) -> None:
-    from batch_pipeline.core.errors import BatchBusyError
+    from batch_pipeline.core.common.errors import BatchBusyError
 
     data, valid_ids = csv_input(600, MALFORMED)
     source = tmp_path / "leads.csv"
@@ -165,7 +165,7 @@ def test_two_run_batch_threads_of_a_batch_one_works(tmp_path: Path, own_ledger: 
 def test_a_killed_holders_lease_is_taken_once_it_expired(
     tmp_path: Path, own_ledger: str, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    from batch_pipeline.core.errors import BatchBusyError
+    from batch_pipeline.core.common.errors import BatchBusyError
 
     data, valid_ids = csv_input(1_000, MALFORMED)
     source = tmp_path / "leads.csv"
@@ -294,8 +294,8 @@ def test_a_retried_step_keeps_the_lease(tmp_path: Path, own_ledger: str) -> None
 
 
 def test_lease_settings_come_from_the_environment(monkeypatch: Any) -> None:
-    from batch_pipeline.core.errors import ConfigError
-    from batch_pipeline.core.lease import LeaseSettings
+    from batch_pipeline.core.common.errors import ConfigError
+    from batch_pipeline.core.ledger.lease import LeaseSettings
 
     assert LeaseSettings.from_env() == LeaseSettings(60.0, 10.0)
     monkeypatch.setenv("BATCH_PIPELINE_LEASE_TTL_SECONDS", "6")

@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, FailureConfig
-from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
+from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline.partitions import SOURCE_FILES
 

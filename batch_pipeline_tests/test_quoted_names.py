@@ -9,7 +9,7 @@ import pytest
 from dagster import DagsterInstance, execute_job, reconstructable
 
 from batch_pipeline.cli import main
-from batch_pipeline.core.text import quoted, shown
+from batch_pipeline.core.common.text import quoted, shown
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.job_helpers import failed_run, initialize_config
 

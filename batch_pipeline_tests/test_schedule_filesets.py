@@ -18,19 +18,19 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.storage.dagster_run import DagsterRun
 
-from batch_pipeline.core.batch import prepare_batch, run_batch
-from batch_pipeline.core.filesets import set_uri
-from batch_pipeline.core.ledger import SUCCEEDED
-from batch_pipeline.core.models import DeliverySettings
-from batch_pipeline.partitions import partition_key
-from batch_pipeline.resources import LedgerResource
-from batch_pipeline.schedules import batches_in_flight, build_nightly_schedule
-from batch_pipeline.sensors.uploads import (
+from batch_pipeline.automation.nightly import batches_in_flight, build_nightly_schedule
+from batch_pipeline.automation.uploads import (
     BATCH_ID_TAG,
     FILES_TAG,
     SOURCE_PARTITION_TAG,
     TRIGGER_TAG,
 )
+from batch_pipeline.core.common.models import DeliverySettings
+from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.inputs.filesets import set_uri
+from batch_pipeline.core.ledger.store import SUCCEEDED
+from batch_pipeline.partitions import partition_key
+from batch_pipeline.resources import LedgerResource
 from batch_pipeline.settings import WatchSettings
 from batch_pipeline_tests.test_nightly_schedule import NIGHT, S3, Local, csv_for, settings_for
 

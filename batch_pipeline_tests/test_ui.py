@@ -204,7 +204,7 @@ def finished_run(dagster_ui: h.DagsterUI, ui_dirs: dict[str, Path]) -> dict:
     instance's run coordinator, dequeued and launched by the daemon."""
     from dagster_graphql import DagsterGraphQLClient
 
-    from batch_pipeline.core.sample_data import DEMO_SCHEMA, write_sample
+    from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 
     csv_path, _ = write_sample(str(ui_dirs["input"]), RECORDS, invalid_fraction=0.05)
     client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_ui.port, timeout=60)
@@ -473,7 +473,7 @@ def _upload_sensor_switch(browser):
 def test_automation_upload_sensor_turned_on_in_the_ui_runs_batch_job_on_a_dropped_file(
     request, dagster_ui: h.DagsterUI, ui_dirs: dict[str, Path], browser
 ):
-    from batch_pipeline.core.sample_data import write_sample
+    from batch_pipeline.core.inputs.sample_data import write_sample
 
     assert dagster_ui.sensor_status(UPLOAD_SENSOR) == "STOPPED"  # its default status
 

@@ -22,17 +22,17 @@ from dagster import (
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from batch_pipeline.core.discovery import UploadCursor, list_local, select_new
-from batch_pipeline.core.errors import ConfigError
-from batch_pipeline.core.sources import derive_batch_id, inspect_source
-from batch_pipeline.partitions import SOURCE_FILES, partition_key
-from batch_pipeline.resources import StorageResource
-from batch_pipeline.sensors.uploads import (
+from batch_pipeline.automation.uploads import (
     BATCH_ID_TAG,
     SOURCE_PARTITION_TAG,
     TRIGGER_TAG,
     build_upload_sensor,
 )
+from batch_pipeline.core.automation.discovery import UploadCursor, list_local, select_new
+from batch_pipeline.core.common.errors import ConfigError
+from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
+from batch_pipeline.partitions import SOURCE_FILES, partition_key
+from batch_pipeline.resources import StorageResource
 from batch_pipeline.settings import WatchSettings
 
 CSV = b"id,name\n1,ann\n2,bob\n"

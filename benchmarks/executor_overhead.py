@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < small < large <= args.records:
         parser.error("need 0 < small < large <= records")
 
-    from batch_pipeline.core.sample_data import write_sample
+    from batch_pipeline.core.inputs.sample_data import write_sample
 
     started = time.perf_counter()
     runs: list[RunResult] = []

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from batch_pipeline.core import sample_data
+from batch_pipeline.core.inputs import sample_data
 
 GENERATOR_VERSION = 1
 BLOCK_RECORDS = 500_000

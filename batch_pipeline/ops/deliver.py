@@ -1,14 +1,14 @@
 from dagster import Failure, OpExecutionContext, RetryRequested, op
 
-from batch_pipeline.core.batch import deliver_batch, open_sink
+from batch_pipeline.core.aggregation.results import BatchResult
+from batch_pipeline.core.common.errors import DeliveryError
+from batch_pipeline.core.common.models import BatchSpec
+from batch_pipeline.core.common.retries import backoff_delay
+from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.delivery.breaker import CircuitOpenError
 from batch_pipeline.core.delivery.deliver import DeliverySummary
 from batch_pipeline.core.delivery.sinks import is_sqs_target
-from batch_pipeline.core.errors import DeliveryError
-from batch_pipeline.core.models import BatchSpec
-from batch_pipeline.core.results import BatchResult
-from batch_pipeline.core.retries import backoff_delay
-from batch_pipeline.core.text import shown
+from batch_pipeline.core.initialize.prepare import deliver_batch, open_sink
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource

@@ -20,8 +20,8 @@ from typing import Any
 
 from dagster import Backoff, Failure, Jitter, RetryPolicy, RetryRequested
 
-from batch_pipeline.core.errors import BatchPipelineError, RetryableChunkError, classify
-from batch_pipeline.core.text import shown
+from batch_pipeline.core.common.errors import BatchPipelineError, RetryableChunkError, classify
+from batch_pipeline.core.common.text import shown
 
 RETRY_POLICY = RetryPolicy(
     max_retries=3, delay=2.0, backoff=Backoff.EXPONENTIAL, jitter=Jitter.FULL

@@ -4,10 +4,10 @@ import psutil
 from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.config import BatchConfig, RedriveConfig
-from batch_pipeline.core.batch import prepare_batch, prepare_redrive
-from batch_pipeline.core.models import BatchSpec
-from batch_pipeline.core.text import shown
-from batch_pipeline.core.tuning import (
+from batch_pipeline.core.common.models import BatchSpec
+from batch_pipeline.core.common.text import shown
+from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_redrive
+from batch_pipeline.core.tuning.optimizer import (
     STEP_OVERHEAD_SECONDS,
     TuningSettings,
     default_concurrency,

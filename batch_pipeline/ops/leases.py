@@ -14,8 +14,8 @@ from typing import Any
 
 from dagster import HookContext, OpExecutionContext, failure_hook
 
-from batch_pipeline.core.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger import Lease, Ledger
+from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
+from batch_pipeline.core.ledger.store import Lease, Ledger
 
 
 def run_finished(instance: Any, run_id: str) -> bool:

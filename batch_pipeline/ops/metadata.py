@@ -12,9 +12,9 @@ from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from batch_pipeline.core.ledger import ChunkState, Progress
-from batch_pipeline.core.models import BatchSpec, ChunkSummary, join_uri
-from batch_pipeline.core.results import BatchResult
+from batch_pipeline.core.aggregation.results import BatchResult
+from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, join_uri
+from batch_pipeline.core.ledger.store import ChunkState, Progress
 
 CHUNK_TIMINGS_SCHEMA = TableSchema(
     columns=[

@@ -1,8 +1,8 @@
 from dagster import MetadataValue, OpExecutionContext, op
 
-from batch_pipeline.core.execution import attempt_chunk
-from batch_pipeline.core.models import BatchSpec, Chunk, ChunkSummary
-from batch_pipeline.core.text import shown
+from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
+from batch_pipeline.core.common.text import shown
+from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata

@@ -5,7 +5,7 @@ from typing import Any
 import boto3
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 
-from batch_pipeline.core.storage import resolve_region
+from batch_pipeline.core.stores.storage import resolve_region
 
 
 class SQSResource(ResourceWithBoto3Configuration):

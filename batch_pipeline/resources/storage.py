@@ -3,7 +3,7 @@
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from batch_pipeline.core.storage import S3Settings, Storage
+from batch_pipeline.core.stores.storage import S3Settings, Storage
 
 
 class StorageResource(ConfigurableResource):

@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.batch import LocalRun, prepare_batch, run_batch
-from batch_pipeline.core.models import ChunkingSettings, DeliverySettings
-from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
+from batch_pipeline.core.initialize.prepare import LocalRun, prepare_batch, run_batch
+from batch_pipeline.core.stores.storage import Storage
 
 NASTY_VALUES = (
     "plain",

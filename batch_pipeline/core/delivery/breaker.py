@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from batch_pipeline.core.errors import DeliveryError
+from batch_pipeline.core.common.errors import DeliveryError
 
 
 class CircuitOpenError(DeliveryError):

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
+from batch_pipeline.core.common.errors import DeliveryError
+from batch_pipeline.core.common.models import DeliverySettings
 from batch_pipeline.core.delivery.packing import (
     SerializedRecords,
     envelope,
@@ -33,10 +35,8 @@ from batch_pipeline.core.delivery.packing import (
     serialize_records,
 )
 from batch_pipeline.core.delivery.sinks import Message, Sink
-from batch_pipeline.core.errors import DeliveryError
-from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
-from batch_pipeline.core.models import DeliverySettings
-from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.ledger.store import SUCCEEDED, ChunkState, Ledger
+from batch_pipeline.core.stores.storage import Storage
 
 PACKED_CACHE_BYTES = 256 << 20
 

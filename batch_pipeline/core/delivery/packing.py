@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.errors import DeliveryError
+from batch_pipeline.core.common.errors import DeliveryError
 
 ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"  # chrono: %.f prints 0, 3, 6 or 9 fraction digits
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batch_pipeline.core.common.errors import DeliveryError, classify
+from batch_pipeline.core.common.models import RetrySettings, join_uri
+from batch_pipeline.core.common.retries import backoff_delay
 from batch_pipeline.core.delivery.breaker import CircuitBreaker
-from batch_pipeline.core.errors import DeliveryError, classify
-from batch_pipeline.core.models import RetrySettings, join_uri
-from batch_pipeline.core.retries import backoff_delay
-from batch_pipeline.core.storage import Storage
+from batch_pipeline.core.stores.storage import Storage
 
 SQS_MAX_ENTRIES = 10
 # The end of a message body in the seed format (packing.envelope): its number.

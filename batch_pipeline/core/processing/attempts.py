@@ -1,0 +1,95 @@
+"""One attempt at a chunk, recorded in the ledger, with the retry-or-dead-letter decision.
+
+The decision is the same under Dagster and without it: a transient failure with retries left
+raises RetryableChunkError carrying the backoff delay (the op turns it into Dagster's
+``RetryRequested``); a permanent failure, or the last attempt, writes the dead letter and
+returns a summary with status ``dead_lettered``, so that the other chunks carry on and
+``aggregate`` decides whether the batch tolerates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from batch_pipeline.core.common.errors import RetryableChunkError, classify
+from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
+from batch_pipeline.core.common.retries import backoff_delay
+from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger, chunk_fingerprint
+from batch_pipeline.core.processing.dead_letters import (
+    dead_letter_document,
+    send_dead_letter,
+    write_dead_letter,
+)
+from batch_pipeline.core.processing.processors import Processor
+from batch_pipeline.core.processing.run import run_chunk
+from batch_pipeline.core.stores.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def attempt_chunk(
+    storage: Storage,
+    ledger: Ledger,
+    spec: BatchSpec,
+    chunk: Chunk,
+    retry_number: int = 0,
+    sqs_client: Callable[[], Any] | None = None,
+    processor: Processor | None = None,
+) -> ChunkSummary:
+    """Process ``chunk`` once (``retry_number`` retries were made before this attempt)."""
+    started = time.perf_counter()
+    before = ledger.chunk_state(spec.batch_id, chunk.index)
+    ledger.mark_running(spec.batch_id, chunk.index)
+    try:
+        summary = run_chunk(storage, spec, chunk, processor)
+    except Exception as exc:
+        info = classify(exc)
+        ledger.mark_failed(spec.batch_id, chunk.index, info.category, info.message)
+        if info.transient and retry_number < spec.retry.max_retries:
+            delay = backoff_delay(retry_number, spec.retry)
+            raise RetryableChunkError(
+                f"{chunk.describe()}: {info.category} ({info.message}); retry "
+                f"{retry_number + 1} of {spec.retry.max_retries} in {delay:.1f}s",
+                info.category,
+                delay,
+            ) from exc
+        document = dead_letter_document(
+            spec, chunk, info, traceback.format_exc(), attempts=retry_number + 1
+        )
+        uri = write_dead_letter(storage, spec, chunk, document)
+        ledger.mark_dead_lettered(spec.batch_id, chunk.index, info.category, info.message, uri)
+        error = f"{info.category}: {info.message}"
+        queue = spec.failures.dead_letter_queue
+        if queue:
+            try:
+                client = sqs_client() if sqs_client else None
+                if client is None:
+                    raise RuntimeError("no SQS client")
+                send_dead_letter(client, queue, document)
+            except Exception as sent:  # the dead letter is stored; the queue only has a copy
+                log.warning("dead letter of %s not sent to %s: %s", chunk.key, queue, sent)
+                error += f" (its copy to {queue} failed: {sent})"
+        return ChunkSummary(
+            index=chunk.index,
+            key=chunk.key,
+            count=chunk.count,
+            records_in=0,
+            records_out=0,
+            records_rejected=0,
+            bytes_read=0,
+            seconds=round(time.perf_counter() - started, 6),
+            peak_rss_bytes=0,
+            valid_uri=None,
+            rejected_uri=None,
+            status=DEAD_LETTERED,
+            error=error,
+            dead_letter=uri,
+        )
+    ledger.mark_succeeded(spec.batch_id, summary, chunk_fingerprint(spec, chunk))
+    if before is not None and before.dead_letter:
+        storage.delete(before.dead_letter)  # redriven: its dead letter no longer applies
+    return summary

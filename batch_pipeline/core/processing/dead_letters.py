@@ -1,0 +1,54 @@
+"""The dead-letter store: what a chunk that kept failing needs to be understood and redriven.
+
+Each dead letter is a JSON document at ``{output}/{batch_id}/dead_letters/chunk-NNNNN.json`` (a
+local folder or an S3 prefix, beside the batch's results) with the chunk's descriptor, the error,
+its category, the traceback and the attempts (of the run that gave up); optionally a copy goes to
+an SQS dead-letter queue, best effort: the stored document is the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from typing import Any
+
+from batch_pipeline.core.common.errors import ErrorInfo
+from batch_pipeline.core.common.models import BatchSpec, Chunk
+from batch_pipeline.core.delivery.sinks import resolve_queue_url
+from batch_pipeline.core.stores.storage import Storage
+
+
+def dead_letter_document(
+    spec: BatchSpec, chunk: Chunk, error: ErrorInfo, traceback: str, attempts: int
+) -> dict[str, Any]:
+    return {
+        "batch_id": spec.batch_id,
+        "chunk": chunk.index,
+        "source": spec.source.uri,
+        "descriptor": asdict(chunk),
+        "slice": chunk.describe(),
+        "error": error.message,
+        "category": error.category,
+        "transient": error.transient,
+        "attempts": attempts,
+        "traceback": traceback,
+        "dead_lettered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "redrive": f"batch-pipeline redrive {spec.batch_id}",
+    }
+
+
+def write_dead_letter(
+    storage: Storage, spec: BatchSpec, chunk: Chunk, document: dict[str, Any]
+) -> str:
+    """Store the dead letter; returns where it is. Idempotent: the same chunk always lands on
+    the same path."""
+    uri = spec.dead_letter_uri(chunk.index)
+    storage.write_bytes(uri, json.dumps(document, indent=1, default=str).encode())
+    return uri
+
+
+def send_dead_letter(sqs_client: Any, queue: str, document: dict[str, Any]) -> None:
+    """A copy of the dead letter to an SQS dead-letter queue (``sqs://NAME`` or a URL)."""
+    url = resolve_queue_url(sqs_client, queue)
+    sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps(document, default=str))
