@@ -38,7 +38,7 @@ from batch_pipeline.automation.alerts import (
     decode_cursor,
     run_batch_id,
 )
-from batch_pipeline.automation.uploads import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
+from batch_pipeline.automation.requests import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
 from batch_pipeline.cli import build_parser, run_config_from_args
 from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
 from batch_pipeline.core.ledger.store import Ledger

@@ -22,7 +22,7 @@ from dagster._core.definitions.schedule_definition import ScheduleExecutionData
 from dagster._core.errors import ScheduleExecutionError
 
 from batch_pipeline.automation.nightly import build_nightly_schedule
-from batch_pipeline.automation.uploads import BATCH_ID_TAG, SOURCE_PARTITION_TAG, TRIGGER_TAG
+from batch_pipeline.automation.requests import BATCH_ID_TAG, SOURCE_PARTITION_TAG, TRIGGER_TAG
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import DeliverySettings
 from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch

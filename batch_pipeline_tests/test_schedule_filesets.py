@@ -19,7 +19,7 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.dagster_run import DagsterRun
 
 from batch_pipeline.automation.nightly import batches_in_flight, build_nightly_schedule
-from batch_pipeline.automation.uploads import (
+from batch_pipeline.automation.requests import (
     BATCH_ID_TAG,
     FILES_TAG,
     SOURCE_PARTITION_TAG,

@@ -22,12 +22,12 @@ from dagster import (
 )
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from batch_pipeline.automation.uploads import (
+from batch_pipeline.automation.requests import (
     BATCH_ID_TAG,
     SOURCE_PARTITION_TAG,
     TRIGGER_TAG,
-    build_upload_sensor,
 )
+from batch_pipeline.automation.uploads import build_upload_sensor
 from batch_pipeline.core.automation.discovery import UploadCursor, list_local, select_new
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source

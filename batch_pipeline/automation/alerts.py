@@ -40,7 +40,7 @@ from dagster import (
     sensor,
 )
 
-from batch_pipeline.automation.uploads import BATCH_ID_TAG
+from batch_pipeline.automation.requests import BATCH_ID_TAG
 from batch_pipeline.core.automation.alerts import (
     AlertDeliveryError,
     alert_webhook_url,

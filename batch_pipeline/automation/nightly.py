@@ -36,7 +36,7 @@ from dagster import (
 )
 from dagster._check import CheckError
 
-from batch_pipeline.automation.uploads import (
+from batch_pipeline.automation.requests import (
     BATCH_ID_TAG,
     check_run_config,
     list_objects,
