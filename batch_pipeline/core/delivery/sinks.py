@@ -5,9 +5,10 @@ merges what it is given into it by message number (a resend of some messages nev
 others); it is our own folder, so it can say which of a chunk's messages it no longer holds
 (``missing``: a file deleted or cut short), and delivery writes those chunks again. A queue's
 messages are consumed downstream and cannot be checked: SQS never reports one missing. SQS
-gets ``send_message_batch`` calls of up to 10 entries within the batch size limit; entries
-reported as failed are retried with exponential backoff and full jitter, never assumed sent;
-failures the sender caused (too large, invalid) are not retried. FIFO queues get a
+gets ``send_message_batch`` calls of up to 10 entries within the request size limit
+(``max_batch_bytes``: "batch" is SQS's word for one such call here); entries reported as
+failed are retried with exponential backoff and full jitter, never assumed sent; failures the
+sender caused (too large, invalid) are not retried. FIFO queues get a
 ``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
 """
 
@@ -154,25 +155,26 @@ class SqsSink:
     def send(
         self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
     ) -> None:
-        for batch in self._batches(messages):
-            self._send_batch(batch, on_accepted)
+        for call in self._calls(messages):
+            self._send_call(call, on_accepted)
 
     def missing(self, chunk_index: int, numbers: Sequence[int]) -> set[int]:
         """None: a queue's messages are consumed downstream; what it accepted is never resent."""
         return set()
 
-    def _batches(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
-        batch: list[Message] = []
+    def _calls(self, messages: Sequence[Message]) -> Iterator[list[Message]]:
+        """The messages of each SendMessageBatch call: at most 10, within the byte limit."""
+        call: list[Message] = []
         size = 0
         for message in messages:
             body = len(message.body.encode())
-            if batch and (len(batch) == SQS_MAX_ENTRIES or size + body > self.max_batch_bytes):
-                yield batch
-                batch, size = [], 0
-            batch.append(message)
+            if call and (len(call) == SQS_MAX_ENTRIES or size + body > self.max_batch_bytes):
+                yield call
+                call, size = [], 0
+            call.append(message)
             size += body
-        if batch:
-            yield batch
+        if call:
+            yield call
 
     def _entry(self, entry_id: str, message: Message) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
@@ -181,10 +183,10 @@ class SqsSink:
             entry["MessageDeduplicationId"] = message.dedup_id[:128]
         return entry
 
-    def _send_batch(self, batch: list[Message], on_accepted: OnAccepted | None) -> None:
+    def _send_call(self, call: list[Message], on_accepted: OnAccepted | None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        pending = {str(i): m for i, m in enumerate(batch)}
+        pending = {str(i): m for i, m in enumerate(call)}
         last_error = ""
         for attempt in range(self.max_attempts):
             if attempt:
