@@ -369,7 +369,7 @@ def end_on_sigterm() -> None:
 
 
 def machine_info(packages: Sequence[str] = PACKAGES) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in packages:
         try:
             versions[name] = importlib.metadata.version(name)

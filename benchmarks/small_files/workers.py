@@ -110,9 +110,6 @@ def worker_per_file(task: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-WORKERS = {"raw_files": worker_raw_files, "per_file": worker_per_file}
-
-
 WORKERS: dict[str, Worker] = THROUGHPUT_WORKERS | {
     "raw_files": worker_raw_files,
     "per_file": worker_per_file,
