@@ -70,18 +70,18 @@ ui: install $(DEMO_HOME)/dagster.yaml
 
 # Throughput at 10k, 1M and 10M records against a raw Arrow read, a naive loop and pandas.
 bench: install
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python -m benchmarks.throughput
 
 bench-60m: install
-	$(BIN)/python benchmarks/throughput.py --sizes 60m
+	$(BIN)/python -m benchmarks.throughput --sizes 60m
 
 # 2,000 small files: a batch_job run per file against one file-set run over the folder.
 bench-small-files: install
-	$(BIN)/python benchmarks/small_files.py
+	$(BIN)/python -m benchmarks.small_files
 
 # The cost of one mapped step under each executor (10-15 minutes).
 bench-executor: install
-	$(BIN)/python benchmarks/executor_overhead.py
+	$(BIN)/python -m benchmarks.executor_overhead
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) data output .pytest_cache .ruff_cache *.egg-info

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Chunked, parallel processing of big record files as a Dagster job.",
     python_requires=">=3.11",
-    packages=find_packages(exclude=["batch_pipeline_tests*"]),
+    packages=find_packages(exclude=["batch_pipeline_tests*", "benchmarks*"]),
     install_requires=[
         "dagster>=1.13.0",
         "dagster-webserver>=1.13.0",

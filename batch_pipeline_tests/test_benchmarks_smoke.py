@@ -1,7 +1,7 @@
 """The benchmarks run end to end at their smallest size and count every record right.
 
-``benchmarks/throughput.py --smoke``, ``benchmarks/small_files.py --smoke`` and
-``benchmarks/executor_overhead.py --quick`` at a tiny fan-out, each in a subprocess (its own
+``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke`` and
+``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out, each in a subprocess (its own
 process group, ended on timeout), inputs and outputs in the test's temporary folder.
 No timing is asserted, but for the small-files one: one file-set run beats a run per file by far
 more than a shared machine's noise.
@@ -15,20 +15,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "throughput.py"
-SMALL_FILES_SCRIPT = ROOT / "benchmarks" / "small_files.py"
-EXECUTOR_SCRIPT = ROOT / "benchmarks" / "executor_overhead.py"
+SCRIPT = "benchmarks.throughput"
+SMALL_FILES_SCRIPT = "benchmarks.small_files"
+EXECUTOR_SCRIPT = "benchmarks.executor_overhead"
 KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
 TIMEOUT = 180
 
 
 def _run_smoke(
-    tmp_path: Path, script: Path = SCRIPT
+    tmp_path: Path, script: str = SCRIPT
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    out = tmp_path / f"{script.stem}.json"
+    out = tmp_path / f"{script.rpartition('.')[2]}.json"
     command = [
         sys.executable,
-        str(script),
+        "-m",
+        script,
         "--smoke",
         "--json",
         str(out),
@@ -192,7 +193,7 @@ def test_small_files_smoke(tmp_path: Path) -> None:
 
 def test_executor_overhead_smoke(tmp_path: Path) -> None:
     out = tmp_path / "executor_overhead.json"
-    command = [sys.executable, str(EXECUTOR_SCRIPT), "--quick", "--small", "2", "--large", "5"]
+    command = [sys.executable, "-m", EXECUTOR_SCRIPT, "--quick", "--small", "2", "--large", "5"]
     result = _run([*command, "--records", "500", "--json-out", str(out)])
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     report = json.loads(out.read_text())

@@ -24,8 +24,8 @@ succeeded, or the script exits 1.
 
 Run it from the repository root (``make bench-executor`` runs the full one)::
 
-    .venv/bin/python benchmarks/executor_overhead.py           # full: ~10-15 minutes
-    .venv/bin/python benchmarks/executor_overhead.py --quick   # ~1-2 minutes
+    .venv/bin/python -m benchmarks.executor_overhead           # full: ~10-15 minutes
+    .venv/bin/python -m benchmarks.executor_overhead --quick   # ~1-2 minutes
 
 It prints a table and writes ``benchmarks/results/executor_overhead.json``.
 """
@@ -35,11 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,20 +45,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
-from processes import end_group
+from benchmarks.harness import (
+    RESULTS_DIR,
+    STDERR_TAIL,
+    machine_info,
+    run_worker_process,
+    write_json,
+)
 
-# Only the standard library at module level: with ``spawn`` every step process imports this
-# file as ``__mp_main__``, and it should cost them no more than the CLI's entry point does.
+# Only the standard library at module level (the harness too): with ``spawn`` every step
+# process imports this module as ``__mp_main__``, and it should cost them no more than the
+# CLI's entry point does.
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MODULE = "benchmarks.executor_overhead"
 EXECUTORS: dict[str, dict[str, Any]] = {
     "in_process": {"in_process": {}},
     # No start_method: batch_executor fills in forkserver + preload of batch_pipeline.definitions.
     "forkserver": {"multiprocess": {"max_concurrent": 2}},
     "spawn": {"multiprocess": {"max_concurrent": 2, "start_method": {"spawn": {}}}},
 }
-STDERR_TAIL = 3000
 
 
 @dataclass
@@ -189,29 +191,15 @@ def worker(spec: RunSpec) -> dict[str, Any]:
 
 def measure(spec: RunSpec, timeout: float) -> RunResult:
     """Run one measurement in a fresh worker process (its own session and process group)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec))]
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    timed_out = False
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    elapsed = time.perf_counter() - started
-    leftover = end_group(proc.pid)
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    data: dict[str, Any] = json.loads(lines[-1]) if lines and not timed_out else {}
+    run = run_worker_process(MODULE, json.dumps(asdict(spec)), timeout, poll_memory=False)
+    data, timed_out = run.data, run.timed_out
     result = RunResult(
         executor=spec.executor,
         chunks=spec.chunks,
         phase=spec.phase,
         success=bool(data.get("success")),
         wall_seconds=data.get("wall_seconds"),
-        process_seconds=elapsed,
+        process_seconds=run.seconds,
         chunks_planned=data.get("chunks_planned"),
         chunk_steps_succeeded=data.get("chunk_steps_succeeded"),
         chunk_steps_failed=data.get("chunk_steps_failed"),
@@ -220,19 +208,19 @@ def measure(spec: RunSpec, timeout: float) -> RunResult:
         records_out=data.get("records_out"),
         run_status=data.get("run_status"),
         timed_out=timed_out,
-        returncode=proc.returncode,
-        leftover_processes=leftover,
+        returncode=run.returncode,
+        leftover_processes=run.leftover,
         errors=data.get("errors", []),
     )
     if timed_out:
         result.errors.append(f"timed out after {timeout:.0f}s; process group killed")
     elif not data:
-        result.errors.append(f"the worker exited with code {proc.returncode} and no result")
+        result.errors.append(f"the worker exited with code {run.returncode} and no result")
     if result.records_out is not None and result.records_out != spec.records:
         result.errors.append(f"records_out {result.records_out} != {spec.records}")
         result.success = False
-    if not result.ok or proc.returncode:
-        result.stderr_tail = stderr[-STDERR_TAIL:] or None
+    if not result.ok or run.returncode:
+        result.stderr_tail = run.stderr[-STDERR_TAIL:] or None
     return result
 
 
@@ -329,7 +317,9 @@ def print_table(derived: dict[str, dict[str, Any]], small: int, large: int) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="10 and 50 chunks, no spawn")
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=10, help="small fan-out (chunks)")
@@ -387,17 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         f"fixed = W{small} - {small} x per step; W{small} = mean of the bracketing passes"
     )
 
-    from dagster import __version__ as dagster_version
-
     report = {
         "benchmark": "executor_overhead",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "dagster": dagster_version,
-        },
+        "machine": machine_info(["dagster"]),
         "settings": {
             "records": args.records,
             "small_chunks": small,
@@ -414,9 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "derived": derived,
         "runs": [asdict(run) | {"ok": run.ok} for run in runs],
     }
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.json_out}")
+    write_json(report, args.json_out)
 
     failed = [run for run in runs if not run.ok]
     if failed:

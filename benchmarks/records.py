@@ -21,8 +21,8 @@ sidecar, or of another generator version or size, is written again.
 
 Command line (from the repository root)::
 
-    .venv/bin/python benchmarks/records.py OUT.csv --records 1m [--seed 7]
-    .venv/bin/python benchmarks/records.py --records 10m        # into data/bench/ (cached)
+    .venv/bin/python -m benchmarks.records OUT.csv --records 1m [--seed 7]
+    .venv/bin/python -m benchmarks.records --records 10m        # into data/bench/ (cached)
 """
 
 from __future__ import annotations
@@ -370,7 +370,9 @@ def ensure_records(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.records", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("out", nargs="?", help="CSV to write (default: the cache in --data-dir)")
     parser.add_argument("--records", required=True, help="how many: 500, 10k, 1m, 60m...")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
