@@ -22,7 +22,7 @@ from batch_pipeline.core.common.models import (
 )
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs.staging import PartSizes
-from batch_pipeline.core.planning.plan import group_units, plan_batch
+from batch_pipeline.core.planning import group_units, plan_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.core.helpers import (
     csv_text,
