@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from batch_pipeline.core.aggregation.results import BatchResult, aggregate
+from batch_pipeline.core.aggregation import BatchResult, aggregate
 from batch_pipeline.core.common.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.common.models import (
     BatchSpec,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batch_pipeline.core.aggregation.results import aggregate, tolerance_failure
+from batch_pipeline.core.aggregation import aggregate, tolerance_failure
 from batch_pipeline.core.common.errors import ConfigError, ProcessorError, RetryableChunkError
 from batch_pipeline.core.common.models import (
     BatchSpec,
