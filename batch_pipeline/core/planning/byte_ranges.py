@@ -71,7 +71,7 @@ def _plan_text(storage: Storage, source: SourceSpec, settings: ChunkingSettings)
         chunks.append(
             Chunk(
                 index=i,
-                count=len(groups),
+                chunks_in_plan=len(groups),
                 kind="bytes",
                 uri=source.uri,
                 start=segments[a].start,

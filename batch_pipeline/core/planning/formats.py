@@ -46,7 +46,7 @@ def _plan_parts(storage: Storage, spec: BatchSpec) -> Plan:
         chunks.append(
             Chunk(
                 index=i,
-                count=len(groups),
+                chunks_in_plan=len(groups),
                 kind="parts",
                 uri=source.uri,
                 start=a,
@@ -81,7 +81,7 @@ def plan_file_set(source: SourceSpec, settings: ChunkingSettings) -> Plan:
     chunks = tuple(
         Chunk(
             index=i,
-            count=len(groups),
+            chunks_in_plan=len(groups),
             kind="objects",
             uri=source.uri,
             start=a,
@@ -111,7 +111,7 @@ def _plan_row_groups(source: SourceSpec, settings: ChunkingSettings) -> Plan:
     chunks = tuple(
         Chunk(
             index=i,
-            count=len(groups),
+            chunks_in_plan=len(groups),
             kind="row_groups",
             uri=source.uri,
             start=a,
@@ -141,7 +141,7 @@ def plan_sheets(source: SourceSpec, settings: ChunkingSettings) -> Plan:
     chunks = tuple(
         Chunk(
             index=i,
-            count=len(packed),
+            chunks_in_plan=len(packed),
             kind="sheets",
             uri=source.uri,
             records=sum(r for _, r in ranges),

@@ -112,7 +112,7 @@ def run_chunk(
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
-        count=chunk.count,
+        count=chunk.chunks_in_plan,
         records_in=data.records_in,
         records_out=result.valid.num_rows,
         records_rejected=rejected.num_rows,

@@ -129,7 +129,7 @@ def test_a_chunk_planned_without_a_scan_must_not_end_inside_quotes(tmp_path: Pat
     from batch_pipeline.core.common.models import Chunk
     from batch_pipeline.core.inputs.readers import check_not_cut_in_quotes
 
-    chunk = Chunk(index=2, count=5, kind="bytes", uri="s3://b/k.csv", start=100, end=120)
+    chunk = Chunk(index=2, chunks_in_plan=5, kind="bytes", uri="s3://b/k.csv", start=100, end=120)
     cut = b'1,"x""\r\n'
     with pytest.raises(ChunkReadError) as caught:
         check_not_cut_in_quotes(cut, '"', ",", chunk)
