@@ -10,8 +10,8 @@ from dagster import (
     op,
 )
 
-from batch_pipeline.core.aggregation.results import BatchResult
-from batch_pipeline.core.aggregation.results import aggregate as aggregate_results
+from batch_pipeline.core.aggregation import BatchResult
+from batch_pipeline.core.aggregation import aggregate as aggregate_results
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger.store import COMPLETED_FORCED

@@ -1,6 +1,6 @@
 from dagster import Failure, OpExecutionContext, RetryRequested, op
 
-from batch_pipeline.core.aggregation.results import BatchResult
+from batch_pipeline.core.aggregation import BatchResult
 from batch_pipeline.core.common.errors import DeliveryError
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.common.retries import backoff_delay

@@ -7,7 +7,7 @@ from batch_pipeline.config import BatchConfig, RedriveConfig
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_redrive
-from batch_pipeline.core.tuning.optimizer import (
+from batch_pipeline.core.tuning import (
     STEP_OVERHEAD_SECONDS,
     TuningSettings,
     default_concurrency,

@@ -12,7 +12,7 @@ from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
-from batch_pipeline.core.aggregation.results import BatchResult
+from batch_pipeline.core.aggregation import BatchResult
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, join_uri
 from batch_pipeline.core.ledger.store import ChunkState, Progress
 

@@ -4,8 +4,7 @@ from dagster import DynamicOut, DynamicOutput, OpExecutionContext, op
 
 from batch_pipeline.core.common.models import BatchSpec, Chunk
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.planning.plan import plan_or_reuse
-from batch_pipeline.core.planning.resume import select_chunks
+from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease, take_lease
 from batch_pipeline.resources import LedgerResource, StorageResource

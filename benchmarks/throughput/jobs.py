@@ -164,7 +164,7 @@ def worker_plan(task: dict[str, Any]) -> dict[str, Any]:
         from batch_pipeline.core.common.models import ChunkingSettings
         from batch_pipeline.core.initialize.prepare import prepare_batch
         from batch_pipeline.core.ledger.store import open_ledger
-        from batch_pipeline.core.planning.plan import plan_batch, write_plan
+        from batch_pipeline.core.planning import plan_batch, write_plan
         from batch_pipeline.core.stores.storage import Storage
 
         storage = Storage()

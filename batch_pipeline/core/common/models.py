@@ -151,11 +151,12 @@ class Chunk:
     - ``empty``: an input with no records still gets one chunk, so the run reports zero.
 
     ``first_line`` is the 1-based line (text) or record number (Parquet) of the first record,
-    when known; it lets rejected records name their line.
+    when known; it lets rejected records name their line. ``chunks_in_plan``: how many chunks
+    the plan has (``chunk_00002 of 5``).
     """
 
     index: int
-    count: int
+    chunks_in_plan: int
     kind: ChunkKind
     uri: str
     start: int = 0
@@ -169,12 +170,21 @@ class Chunk:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunk:
-        """The inverse of ``dataclasses.asdict`` (as stored in plan.json and the ledger)."""
+        """The inverse of ``dataclasses.asdict`` (as stored in plan.json and the ledger; those
+        written before the rename call ``chunks_in_plan`` ``count``)."""
         values = dict(data)
+        if "count" in values:
+            values["chunks_in_plan"] = values.pop("count")
         values["sheets"] = tuple(SheetRange(**s) for s in values.get("sheets", ()))
         for name in ("parts", "members", "fingerprints"):
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
+
+    def digest_fields(self) -> dict[str, Any]:
+        """``asdict(self)`` with ``chunks_in_plan`` under its former name ``count``: what the
+        ledger's digests (``chunk_fingerprint``, ``plan_hash``) hash, unchanged by the rename,
+        so that a batch planned before it is not planned and processed again."""
+        return {("count" if k == "chunks_in_plan" else k): v for k, v in asdict(self).items()}
 
     @property
     def expected_records(self) -> int | None:
@@ -199,7 +209,7 @@ class Chunk:
         """Which chunk (its key, 0-based like its files and ledger row), which slice, of which
         object: ``chunk_00002 of 5 (bytes 100-200 of s3://b/k.csv)``."""
         if self.kind in ("row_groups", "parts") and self.end <= self.start:
-            return f"{self.key} of {self.count} (no records in {self.uri})"
+            return f"{self.key} of {self.chunks_in_plan} (no records in {self.uri})"
         where = {
             "bytes": f"bytes {self.start}-{self.end}",
             "row_groups": f"row groups {self.start}-{self.end - 1}",
@@ -210,7 +220,7 @@ class Chunk:
             "objects": _files(self.members),
             "empty": "no records",
         }[self.kind]
-        return f"{self.key} of {self.count} ({where} of {self.uri})"
+        return f"{self.key} of {self.chunks_in_plan} ({where} of {self.uri})"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from batch_pipeline.core.aggregation.results import BatchResult, aggregate
+from batch_pipeline.core.aggregation import BatchResult, aggregate
 from batch_pipeline.core.common.errors import ConfigError, RetryableChunkError
 from batch_pipeline.core.common.models import (
     BatchSpec,
@@ -43,8 +43,7 @@ from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, r
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
 from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
 from batch_pipeline.core.ledger.store import COMPLETED_FORCED, Ledger
-from batch_pipeline.core.planning.plan import plan_or_reuse
-from batch_pipeline.core.planning.resume import select_chunks
+from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.stores.storage import Storage, normalize_uri, split_s3

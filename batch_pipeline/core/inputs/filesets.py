@@ -60,7 +60,8 @@ from batch_pipeline.core.common.naming import check_member
 from batch_pipeline.core.inputs.readers import ChunkData, combine_parts, read_chunk
 from batch_pipeline.core.inputs.sources import derive_batch_id, detect_format, inspect_source
 from batch_pipeline.core.inputs.staging import PartSizes, stream_parts
-from batch_pipeline.core.planning.plan import DEFAULT_RECORD_BYTES, header_lines_of, plan_sheets
+from batch_pipeline.core.planning.byte_ranges import header_lines_of
+from batch_pipeline.core.planning.formats import DEFAULT_RECORD_BYTES, plan_sheets
 from batch_pipeline.core.stores.storage import Storage, is_s3, normalize_uri
 
 # A file is read whole into its chunk: 64 MiB of CSV is about 600,000 records of 100 bytes,

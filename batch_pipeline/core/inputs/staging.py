@@ -360,6 +360,6 @@ def _jsonl_parts(
 
 def _jsonl_part(lines: list[bytes]) -> tuple[pa.Table, pa.Table | None]:
     data = b"".join(ln if ln.endswith(b"\n") else ln + b"\n" for ln in lines)
-    chunk = Chunk(index=0, count=1, kind="bytes", uri="staging", end=len(data))
+    chunk = Chunk(index=0, chunks_in_plan=1, kind="bytes", uri="staging", end=len(data))
     parsed = _read_jsonl(data, chunk)
     return parsed.table, parsed.rejects

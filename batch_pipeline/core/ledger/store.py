@@ -131,12 +131,16 @@ def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
     """Changes whenever the chunk's output could: another source content, another slice,
     other parse, processor, chunking or output settings."""
     return _digest(
-        {"source": spec.source.info.fingerprint, "chunk": asdict(chunk), "out": output_digest(spec)}
+        {
+            "source": spec.source.info.fingerprint,
+            "chunk": chunk.digest_fields(),
+            "out": output_digest(spec),
+        }
     )
 
 
 def plan_hash(plan: Plan) -> str:
-    return _digest([asdict(c) for c in plan.chunks])
+    return _digest([c.digest_fields() for c in plan.chunks])
 
 
 # What a batch's messages are made of, piece by piece (so that a refusal can say which changed).

@@ -76,7 +76,7 @@ def attempt_chunk(
         return ChunkSummary(
             index=chunk.index,
             key=chunk.key,
-            count=chunk.count,
+            count=chunk.chunks_in_plan,
             records_in=0,
             records_out=0,
             records_rejected=0,

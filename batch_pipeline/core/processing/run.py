@@ -23,7 +23,7 @@ from batch_pipeline.core.common.errors import ConfigError, ConservationError, Pr
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.inputs.filesets import read_file_set_chunk
 from batch_pipeline.core.inputs.readers import ChunkData, read_chunk
-from batch_pipeline.core.planning.plan import plan_schema
+from batch_pipeline.core.planning import plan_schema
 from batch_pipeline.core.processing.processors import Processor, get_processor
 from batch_pipeline.core.stores.storage import Storage
 
@@ -112,7 +112,7 @@ def run_chunk(
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
-        count=chunk.count,
+        count=chunk.chunks_in_plan,
         records_in=data.records_in,
         records_out=result.valid.num_rows,
         records_rejected=rejected.num_rows,

@@ -375,7 +375,7 @@ def test_rejected_files_are_one_table_too(storage: Storage, tmp_path: Path) -> N
 def test_the_plan_holds_the_batch_schema_and_a_plan_without_one_still_loads(
     storage: Storage, tmp_path: Path
 ) -> None:
-    from batch_pipeline.core.planning.plan import plan_or_reuse
+    from batch_pipeline.core.planning import plan_or_reuse
 
     source = tmp_path / "s.jsonl"
     source.write_text("".join(json.dumps({"id": i, "at": "2020-01-01"}) + "\n" for i in range(3)))

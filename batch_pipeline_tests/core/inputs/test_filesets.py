@@ -23,10 +23,11 @@ from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs import filesets
 from batch_pipeline.core.inputs.filesets import group_small_files, set_info
 from batch_pipeline.core.ledger.store import RUNNING, SUCCEEDED, Ledger
-from batch_pipeline.core.planning.plan import MAX_FILES_PER_CHUNK, plan_batch, plan_file_set
+from batch_pipeline.core.planning import plan_batch, plan_file_set
+from batch_pipeline.core.planning.formats import MAX_FILES_PER_CHUNK
 from batch_pipeline.core.processing.run import run_chunk
 from batch_pipeline.core.stores.storage import Storage
-from batch_pipeline.core.tuning.optimizer import estimate_total_records, workload_key
+from batch_pipeline.core.tuning import estimate_total_records, workload_key
 from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows
 
 SCHEMA = {"columns": {"id": {"type": "int64", "required": True}, "amount": {"type": "int64"}}}

@@ -16,8 +16,7 @@ from batch_pipeline.core.common.errors import ChunkReadError, ConfigError, Sourc
 from batch_pipeline.core.common.models import ChunkingSettings, CsvOptions, DeliverySettings
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs.readers import read_chunk
-from batch_pipeline.core.planning import plan as planning
-from batch_pipeline.core.planning.plan import plan_batch
+from batch_pipeline.core.planning import byte_ranges, plan_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows, workbook
 
@@ -53,7 +52,7 @@ def test_quoted_newlines_and_crlf_at_chunk_boundaries_stay_in_their_records(
 def test_a_quoted_crlf_split_across_scan_blocks_is_kept_whole(
     storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(planning, "BLOCK_BYTES", 3)  # every quote and line break in turn
+    monkeypatch.setattr(byte_ranges, "BLOCK_BYTES", 3)  # every quote and line break in turn
     data = b'id,text\r\n1,"x\r\n,""y""\r\n"\r\n2,plain\r\n3,"\r\n"\r\n'
     source = write(tmp_path / "b.csv", data)
 
@@ -130,7 +129,7 @@ def test_a_chunk_planned_without_a_scan_must_not_end_inside_quotes(tmp_path: Pat
     from batch_pipeline.core.common.models import Chunk
     from batch_pipeline.core.inputs.readers import check_not_cut_in_quotes
 
-    chunk = Chunk(index=2, count=5, kind="bytes", uri="s3://b/k.csv", start=100, end=120)
+    chunk = Chunk(index=2, chunks_in_plan=5, kind="bytes", uri="s3://b/k.csv", start=100, end=120)
     cut = b'1,"x""\r\n'
     with pytest.raises(ChunkReadError) as caught:
         check_not_cut_in_quotes(cut, '"', ",", chunk)

@@ -15,6 +15,7 @@ import pytest
 from batch_pipeline.core.common.errors import SourceError
 from batch_pipeline.core.common.models import (
     BatchSpec,
+    Chunk,
     ChunkingSettings,
     DeliverySettings,
     Plan,
@@ -22,7 +23,8 @@ from batch_pipeline.core.common.models import (
 )
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs.staging import PartSizes
-from batch_pipeline.core.planning.plan import group_units, plan_batch
+from batch_pipeline.core.ledger.store import plan_hash
+from batch_pipeline.core.planning import group_units, plan_batch, plan_or_reuse
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.core.helpers import (
     csv_text,
@@ -306,3 +308,34 @@ def test_an_s3_csv_planned_without_a_scan_gives_the_same_records(
 
     assert estimated.result.chunks == scanned.result.chunks == 5
     assert valid_rows(storage, estimated) == valid_rows(storage, scanned)
+
+
+# Chunk.chunks_in_plan, formerly Chunk.count -------------------------------------------------------
+
+
+def test_a_plan_json_from_before_chunks_in_plan_is_reused(storage: Storage, tmp_path: Path) -> None:
+    """Descriptors written when ``Chunk.chunks_in_plan`` was called ``count`` still load."""
+    spec = spec_for(storage, csv_file(tmp_path / "a.csv", 100), tmp_path / "out", 30)
+    plan = plan_or_reuse(storage, spec)
+    data = json.loads(storage.read_bytes(spec.plan_uri))
+    for d in data["descriptors"]:
+        d["count"] = d.pop("chunks_in_plan")
+    storage.write_bytes(spec.plan_uri, json.dumps(data).encode())
+
+    reused = plan_or_reuse(storage, spec)
+
+    assert reused.reason.endswith("(plan reused from plan.json)")
+    assert reused.chunks == plan.chunks and plan.chunks[0].chunks_in_plan == 4
+
+
+def test_the_ledger_digests_of_a_plan_did_not_change_with_the_name() -> None:
+    """``plan_hash`` (and ``chunk_fingerprint``) hash ``count`` as before the rename: a batch
+    planned before it resumes without being planned and processed again."""
+    chunks = (
+        Chunk(0, 2, "bytes", "s3://b/k.csv", 10, 500, first_line=2, records=49),
+        Chunk(1, 2, "sheets", "s3://b/k.xlsx", records=3, sheets=(SheetRange("s", 1, 2, 4),)),
+    )
+
+    digest = plan_hash(Plan(chunks, 50, "why", 52, True))
+
+    assert digest == "fcf780f60bd257144db59c1ca21459789abcc1c5acefe95ca5898e4141b655d8"

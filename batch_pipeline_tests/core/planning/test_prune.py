@@ -128,8 +128,7 @@ def test_prune_leaves_a_batch_without_outputs_alone(tmp_path: Path, ledger: Ledg
     storage = Storage()
     spec = prepare_batch(storage, str(source), output=str(tmp_path / "out"))
     assert storage.list(spec.output) == []  # not there at all
-    from batch_pipeline.core.planning.plan import plan_or_reuse
-    from batch_pipeline.core.planning.resume import prune_outputs
+    from batch_pipeline.core.planning import plan_or_reuse, prune_outputs
 
     plan = plan_or_reuse(storage, spec)
     assert prune_outputs(storage, spec, plan, ledger.register_batch(spec, plan)) == []

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batch_pipeline.core.aggregation.results import aggregate, tolerance_failure
+from batch_pipeline.core.aggregation import aggregate, tolerance_failure
 from batch_pipeline.core.common.errors import ConfigError, ProcessorError, RetryableChunkError
 from batch_pipeline.core.common.models import (
     BatchSpec,
@@ -36,8 +36,7 @@ from batch_pipeline.core.ledger.store import (
     Ledger,
     chunk_fingerprint,
 )
-from batch_pipeline.core.planning.plan import plan_or_reuse
-from batch_pipeline.core.planning.resume import select_chunks
+from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.conftest import drain_queue

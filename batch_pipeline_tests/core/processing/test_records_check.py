@@ -20,7 +20,7 @@ from batch_pipeline.core.common.models import Chunk, ChunkingSettings, DeliveryS
 from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
 from batch_pipeline.core.inputs.readers import ChunkData
 from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger
-from batch_pipeline.core.planning.plan import plan_or_reuse
+from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processing import run as processing
 from batch_pipeline.core.processing.run import run_chunk
 from batch_pipeline.core.stores.storage import Storage

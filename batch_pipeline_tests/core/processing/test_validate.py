@@ -13,7 +13,7 @@ import pytest
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec, ChunkingSettings
 from batch_pipeline.core.initialize.prepare import prepare_batch
-from batch_pipeline.core.planning.plan import plan_batch
+from batch_pipeline.core.planning import plan_batch
 from batch_pipeline.core.processing.processors import ProcessResult, get_processor
 from batch_pipeline.core.processing.processors import validate as validate_module
 from batch_pipeline.core.processing.run import run_chunk

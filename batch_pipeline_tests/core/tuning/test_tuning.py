@@ -25,7 +25,7 @@ from batch_pipeline.core.common.models import (
     SourceSpec,
 )
 from batch_pipeline.core.ledger.store import Ledger
-from batch_pipeline.core.tuning.optimizer import (
+from batch_pipeline.core.tuning import (
     STEP_OVERHEAD_SECONDS,
     ChunkObservation,
     TuningSettings,
