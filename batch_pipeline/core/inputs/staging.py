@@ -36,7 +36,7 @@ from batch_pipeline.core.columns.types import (
 )
 from batch_pipeline.core.common.errors import SourceError
 from batch_pipeline.core.common.models import Chunk, SourceSpec, join_uri
-from batch_pipeline.core.inputs.readers import _read_jsonl, _rejects, split_invalid_utf8
+from batch_pipeline.core.inputs.readers import read_jsonl, rejects_table, split_invalid_utf8
 from batch_pipeline.core.stores.storage import Storage
 
 MARKER = "_staged.json"
@@ -248,7 +248,7 @@ def _json_parts_with(
 def _json_part(
     good: list[dict], bad: list[tuple[int, str, str]]
 ) -> tuple[pa.Table, pa.Table | None]:
-    rejects = _rejects([b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
+    rejects = rejects_table([b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad])
     return table_from_records(good), rejects
 
 
@@ -335,7 +335,7 @@ def _csv_part(
     table: pa.Table, invalid: list[tuple[int, str, str]], emitted: int
 ) -> tuple[pa.Table, pa.Table | None]:
     records = [index - emitted for index, _, _ in invalid]  # indices within this part
-    return table, _rejects(records, [r for _, r, _ in invalid], [t for _, _, t in invalid])
+    return table, rejects_table(records, [r for _, r, _ in invalid], [t for _, _, t in invalid])
 
 
 def _jsonl_parts(
@@ -361,5 +361,5 @@ def _jsonl_parts(
 def _jsonl_part(lines: list[bytes]) -> tuple[pa.Table, pa.Table | None]:
     data = b"".join(ln if ln.endswith(b"\n") else ln + b"\n" for ln in lines)
     chunk = Chunk(index=0, chunks_in_plan=1, kind="bytes", uri="staging", end=len(data))
-    parsed = _read_jsonl(data, chunk)
+    parsed = read_jsonl(data, chunk)
     return parsed.table, parsed.rejects

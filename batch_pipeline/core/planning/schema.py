@@ -41,14 +41,14 @@ def batch_schema(storage: Storage, spec: BatchSpec, plan: Plan) -> pa.Schema | N
         with storage.open_input_file(source.uri) as f:
             return pq.read_schema(f).remove_metadata()
     if source.format == "jsonl":
-        from batch_pipeline.core.inputs.readers import _read_jsonl
+        from batch_pipeline.core.inputs.readers import read_jsonl
 
         end = min(source.info.size, source.data_start + SCHEMA_SAMPLE_BYTES)
         head = storage.read_range(source.uri, source.data_start, end)
         if end < source.info.size:
             head = head[: head.rfind(b"\n") + 1]  # whole lines only
         sample = Chunk(0, 1, "bytes", source.uri, source.data_start, source.data_start + len(head))
-        return _read_jsonl(head, sample).table.schema
+        return read_jsonl(head, sample).table.schema
     return _sheets_schema(storage, source)
 
 
