@@ -18,8 +18,8 @@ from batch_pipeline.core.automation.discovery import (
     objects_from_s3_listing,
     split_watch_uri,
 )
+from batch_pipeline.core.automation.grouping import FileGroup
 from batch_pipeline.core.common.errors import ConfigError
-from batch_pipeline.core.inputs.filesets import FileGroup
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.partitions import partition_key

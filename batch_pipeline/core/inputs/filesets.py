@@ -30,14 +30,13 @@ import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 
 from batch_pipeline.core.automation.discovery import (
     DEFAULT_SUFFIXES,
-    SourceObject,
     list_local,
     objects_from_s3_listing,
     split_watch_uri,
@@ -58,7 +57,7 @@ from batch_pipeline.core.common.models import (
 )
 from batch_pipeline.core.common.naming import check_member
 from batch_pipeline.core.inputs.readers import ChunkData, combine_parts, read_chunk
-from batch_pipeline.core.inputs.sources import derive_batch_id, detect_format, inspect_source
+from batch_pipeline.core.inputs.sources import detect_format, inspect_source
 from batch_pipeline.core.inputs.staging import PartSizes, stream_parts
 from batch_pipeline.core.planning.byte_ranges import header_lines_of
 from batch_pipeline.core.planning.formats import DEFAULT_RECORD_BYTES, plan_sheets
@@ -120,70 +119,6 @@ def relative_key(root: str, uri: str) -> str:
     if not uri.startswith(root):
         raise ConfigError(f"{uri} is not under {root}")
     return uri[len(root) :]
-
-
-@dataclass(frozen=True)
-class FileGroup:
-    """Small files that one run takes as a file set (the nightly schedule's grouping)."""
-
-    root: str
-    objects: tuple[SourceObject, ...]
-
-    @property
-    def info(self) -> ObjectInfo:
-        return set_info(self.root, [o.info for o in self.objects])
-
-    @property
-    def batch_id(self) -> str:
-        """The batch id ``initialize`` derives for this set of file versions."""
-        return derive_batch_id(self.info)
-
-    @property
-    def members(self) -> list[str]:
-        return [relative_key(self.root, o.uri) for o in self.objects]
-
-    @property
-    def run_key(self) -> str:
-        return f"{self.root}@{self.info.fingerprint}"
-
-
-def group_small_files(
-    objects: Sequence[SourceObject],
-    root: str,
-    max_file_bytes: int,
-    max_files: int,
-    min_files: int = 2,
-    fmt: str = "auto",
-) -> tuple[list[SourceObject], list[FileGroup]]:
-    """Split ``objects`` under the folder ``root`` into files that get a run of their own and
-    groups of small files (at most ``max_file_bytes`` each) that share one, per format (``fmt``
-    as the runs will be told, else each file's own), in key order, at most ``max_files`` per
-    group. A format with fewer than ``min_files`` small files leaves them on their own, as does
-    a file whose format its name does not tell; ``max_file_bytes`` 0 groups nothing, and no
-    file above what a set takes (``member_limit``) is grouped."""
-    root = set_uri(root)
-    singles: list[SourceObject] = []
-    small: dict[str, list[SourceObject]] = {}
-    for obj in objects:
-        limit = min(max_file_bytes, member_limit(obj.uri))  # what a set can take
-        if max_file_bytes <= 0 or obj.size > limit or not obj.uri.startswith(root):
-            singles.append(obj)
-            continue
-        try:
-            found = detect_format(obj.uri, fmt)[0]
-        except ConfigError:  # its own run fails, naming why, without holding up the others
-            singles.append(obj)
-            continue
-        small.setdefault(found, []).append(obj)
-    groups: list[FileGroup] = []
-    for _, found in sorted(small.items()):
-        if len(found) < min_files:
-            singles.extend(found)
-            continue
-        found.sort(key=lambda o: o.uri)
-        for i in range(0, len(found), max_files):
-            groups.append(FileGroup(root, tuple(found[i : i + max_files])))
-    return singles, groups
 
 
 def list_file_set(

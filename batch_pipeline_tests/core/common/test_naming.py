@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from batch_pipeline.core.automation.discovery import SourceObject
+from batch_pipeline.core.automation.grouping import FileGroup
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import ObjectInfo
 from batch_pipeline.core.common.naming import check_batch_id, check_location, check_member
 from batch_pipeline.core.initialize.prepare import prepare_batch
-from batch_pipeline.core.inputs.filesets import FileGroup
 from batch_pipeline.core.inputs.sources import derive_batch_id
 from batch_pipeline.core.stores.storage import Storage
 

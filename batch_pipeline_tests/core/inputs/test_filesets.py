@@ -15,13 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_pipeline.core.automation.discovery import SourceObject
 from batch_pipeline.core.columns import types
 from batch_pipeline.core.common.errors import ChunkReadError, ConfigError, SourceError
 from batch_pipeline.core.common.models import Chunk, ChunkingSettings, ObjectInfo, SourceSpec
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs import filesets
-from batch_pipeline.core.inputs.filesets import group_small_files, set_info
+from batch_pipeline.core.inputs.filesets import set_info
 from batch_pipeline.core.ledger.store import RUNNING, SUCCEEDED, Ledger
 from batch_pipeline.core.planning import plan_batch, plan_file_set
 from batch_pipeline.core.planning.formats import MAX_FILES_PER_CHUNK
@@ -112,41 +111,6 @@ def test_objects_chunk_survives_plan_json_and_the_ledger() -> None:
     assert chunk.describe() == (
         "chunk_00000 of 1 (3 file(s): f00000.csv, f00001.csv, f00002.csv of /data/in/)"
     )
-
-
-# Grouping for the schedule -----------------------------------------------------------------
-
-
-def obj(key: str, size: int = 100) -> SourceObject:
-    return SourceObject(f"/w/{key}", key, size, 1.0)
-
-
-def test_group_small_files_per_format_in_key_order_with_a_cap() -> None:
-    objects = [obj(f"c{i:02d}.csv") for i in range(25)][::-1]
-    objects += [obj("big.csv", 10_000), obj("x1.jsonl"), obj("x2.jsonl")]
-    singles, groups = group_small_files(objects, "/w", 1_000, 10, min_files=3)
-    assert sorted(o.key for o in singles) == ["big.csv", "x1.jsonl", "x2.jsonl"]
-    assert [len(g.objects) for g in groups] == [10, 10, 5]
-    assert [k for g in groups for k in g.members] == [f"c{i:02d}.csv" for i in range(25)]
-    assert all(g.root == "/w/" for g in groups)
-    assert len({g.batch_id for g in groups}) == 3
-    assert group_small_files(objects, "/w", 0, 10) == (objects, [])
-
-
-def test_no_file_bigger_than_a_set_takes_is_grouped(monkeypatch) -> None:
-    monkeypatch.setattr(filesets, "MAX_MEMBER_BYTES", 500)
-    objects = [obj(f"c{i}.csv", 400) for i in range(3)] + [obj("d.csv", 600)]
-    singles, groups = group_small_files(objects, "/w", 10_000, 10)
-    assert [o.key for o in singles] == ["d.csv"]
-    assert [g.members for g in groups] == [["c0.csv", "c1.csv", "c2.csv"]]
-
-
-def test_files_whose_name_tells_no_format_are_grouped_by_the_runs_format_or_run_alone() -> None:
-    objects = [obj(f"r{i}.dat") for i in range(4)]
-    singles, groups = group_small_files(objects, "/w", 1_000, 10)
-    assert singles == objects and groups == []  # each run fails on its own, naming why
-    singles, groups = group_small_files(objects, "/w", 1_000, 10, fmt="csv")
-    assert singles == [] and [g.members for g in groups] == [[f"r{i}.dat" for i in range(4)]]
 
 
 # Reading whole files -----------------------------------------------------------------------
