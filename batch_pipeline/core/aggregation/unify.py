@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.columns.types import NotExact, align, cast_to, contains, join_schemas
+from batch_pipeline.core.columns import NotExact, align, cast_to, contains, join_schemas
 from batch_pipeline.core.common.errors import ConservationError
 from batch_pipeline.core.stores.storage import Storage
 
@@ -15,7 +15,7 @@ from batch_pipeline.core.stores.storage import Storage
 def unify_files(storage: Storage, uris: list[str], trailing: tuple[str, ...] = ()) -> list[str]:
     """Bring Parquet files of one batch to one schema, so that they read as one table
     (``pyarrow.dataset``): every column of any file, in first-seen order (``trailing`` ones
-    last), each of the join of its types (``types.join_types``; a file without rows imposes no
+    last), each of the join of its types (``columns.join_types``; a file without rows imposes no
     type). Only files whose schema differs are rewritten, atomically, each value cast to the
     joined type (text: its own text; missing columns: null). Returns the rewritten files."""
     footers: list[tuple[str, pa.Schema, int]] = []

@@ -3,7 +3,7 @@
 
 A column is typed when its values are of one kind (bool, int, float, str, datetime, date,
 time, timedelta, Decimal, bytes, objects, arrays) and text otherwise, each value its own text
-(``types.value_text``): pyarrow is never left to coerce one kind into another (it would read
+(``values.value_text``): pyarrow is never left to coerce one kind into another (it would read
 45000 among timestamps as 1970-01-01 00:00:00.045, and ``true`` among floats as 1.0). The one
 exception: ints among floats make a float64 column when every int is exact as a float."""
 
@@ -17,14 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch_pipeline.core.columns.types import (
-    EXACT_FLOAT_INT,
-    INT64_MAX,
-    INT64_MIN,
-    PARQUET_MAX_DEPTH,
-    record_depth,
-    value_text,
-)
+from batch_pipeline.core.columns.nesting import PARQUET_MAX_DEPTH, record_depth
+from batch_pipeline.core.columns.values import EXACT_FLOAT_INT, INT64_MAX, INT64_MIN, value_text
 
 
 def _kind(value: Any) -> str:

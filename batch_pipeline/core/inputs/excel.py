@@ -14,7 +14,7 @@ from typing import Any
 import openpyxl
 import pyarrow as pa
 
-from batch_pipeline.core.columns.tables import table_from_columns, unique_names
+from batch_pipeline.core.columns import table_from_columns, unique_names
 from batch_pipeline.core.common.errors import SourceError
 from batch_pipeline.core.common.models import SheetRange
 from batch_pipeline.core.stores.storage import Storage, is_s3, normalize_uri

@@ -41,7 +41,7 @@ from batch_pipeline.core.automation.discovery import (
     objects_from_s3_listing,
     split_watch_uri,
 )
-from batch_pipeline.core.columns.types import concat_tables
+from batch_pipeline.core.columns import concat_tables
 from batch_pipeline.core.common.errors import (
     ChunkReadError,
     ConfigError,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from batch_pipeline.core.columns.tables import unique_names
+from batch_pipeline.core.columns import unique_names
 from batch_pipeline.core.common.errors import ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.common.models import FORMATS, CsvOptions, ObjectInfo, SourceSpec
 from batch_pipeline.core.inputs.boundaries import (

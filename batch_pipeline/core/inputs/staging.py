@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.columns.tables import table_from_records
-from batch_pipeline.core.columns.types import (
+from batch_pipeline.core.columns import (
     join_schemas,
     json_text,
     record_depth,
     schema_from_json,
     schema_to_json,
+    table_from_records,
     too_deep,
 )
 from batch_pipeline.core.common.errors import SourceError

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch_pipeline.core.columns.types import schema_from_json, schema_to_json
+from batch_pipeline.core.columns import schema_from_json, schema_to_json
 from batch_pipeline.core.common.models import BatchSpec, Chunk, Plan
 from batch_pipeline.core.ledger.store import parse_settings
 from batch_pipeline.core.planning.plan import plan_batch

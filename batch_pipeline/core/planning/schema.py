@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.columns.types import string_schema
+from batch_pipeline.core.columns import string_schema
 from batch_pipeline.core.common.models import (
     BatchSpec,
     Chunk,
@@ -23,7 +23,7 @@ SCHEMA_SAMPLE_ROWS = 1000  # rows read from the start of each worksheet
 
 
 def batch_schema(storage: Storage, spec: BatchSpec, plan: Plan) -> pa.Schema | None:
-    """The column types every chunk of the batch conforms to (``types.conform``), learned from
+    """The column types every chunk of the batch conforms to (``columns.conform``), learned from
     a sample: CSV, every column text (values are read as text); Parquet, the file's schema;
     JSON lines, the first MiB of lines, read as a chunk reads them; JSON documents and gzip
     files, the join of the staged parts' schemas (exact); Excel, the first 1,000 rows of each

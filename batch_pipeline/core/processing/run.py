@@ -18,7 +18,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.columns.types import conform
+from batch_pipeline.core.columns import conform
 from batch_pipeline.core.common.errors import ConfigError, ConservationError, ProcessorError
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.inputs.filesets import read_file_set_chunk

@@ -14,7 +14,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from batch_pipeline.core.columns import tables, types
+from batch_pipeline.core import columns
+from batch_pipeline.core.columns import tables
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.core.helpers import rejected_rows, run, valid_rows, workbook
 
@@ -140,7 +141,7 @@ def test_a_value_and_its_arrow_column_have_the_same_text() -> None:
         Decimal("1.50"), b"bytes", b"\xff\xfe", {"a": [1, None], "é": dt.date(2020, 1, 2)},
         [1.5, None], 2.0**53, 2.0**53 * 2, {"n": [3.0, 0.5]},
     ]  # fmt: skip
-    texts = [types.value_text(v) for v in values]
+    texts = [columns.value_text(v) for v in values]
     assert texts == [
         "as is", "true", "false", "7", str(-(2**63)), "1", "0.1", "1e+20",
         "123456789012345.6", "2020-01-02T03:04:05.000006", "2020-01-02", "10:00:00", "1.50",
@@ -149,8 +150,8 @@ def test_a_value_and_its_arrow_column_have_the_same_text() -> None:
     ]  # fmt: skip
     for value, text in zip(values, texts, strict=True):
         column = pa.array([value, None])
-        assert types.array_text(column).to_pylist() == [text, None], value
-    assert types.array_text(pa.array([0.1], pa.float32())).to_pylist() == ["0.1"]
+        assert columns.array_text(column).to_pylist() == [text, None], value
+    assert columns.array_text(pa.array([0.1], pa.float32())).to_pylist() == ["0.1"]
 
 
 def test_columns_are_typed_when_their_kinds_agree_and_text_otherwise() -> None:
@@ -170,29 +171,31 @@ def test_columns_are_typed_when_their_kinds_agree_and_text_otherwise() -> None:
 
 
 def test_the_join_of_two_types() -> None:
-    join = types.join_types
+    join = columns.join_types
     assert join(pa.int64(), pa.int64()) == pa.int64()
     assert join(pa.null(), pa.timestamp("us")) == pa.timestamp("us")
     assert join(pa.int64(), pa.float64()) == pa.float64()
     assert join(pa.int64(), pa.string()) == pa.string()
     assert join(pa.bool_(), pa.int64()) == pa.string()
     assert join(pa.list_(pa.int64()), pa.string()) == pa.string()
-    with pytest.raises(types.NotExact):
-        types.cast_to(pa.array([2**53 + 1]), pa.float64())
-    assert types.cast_to(pa.array([2**53]), pa.float64()).to_pylist() == [2.0**53]
+    with pytest.raises(columns.NotExact):
+        columns.cast_to(pa.array([2**53 + 1]), pa.float64())
+    assert columns.cast_to(pa.array([2**53]), pa.float64()).to_pylist() == [2.0**53]
 
 
 def test_objects_join_field_by_field_and_arrays_item_by_item() -> None:
     a = pa.array([{"city": "x", "n": 1}, None, {"city": "y", "n": 2}]).slice(1)
     b = pa.array([{"city": "z", "zip": "1", "n": "two"}])
-    joined = types.join_types(a.type, b.type)
+    joined = columns.join_types(a.type, b.type)
     assert joined == pa.struct([("city", pa.string()), ("n", pa.string()), ("zip", pa.string())])
-    assert types.cast_to(a, joined).to_pylist() == [None, {"city": "y", "n": "2", "zip": None}]
+    assert columns.cast_to(a, joined).to_pylist() == [None, {"city": "y", "n": "2", "zip": None}]
     lists = pa.array([[1], None, [2, 3], []]).slice(1)
-    floats = types.join_types(lists.type, pa.list_(pa.float64()))
+    floats = columns.join_types(lists.type, pa.list_(pa.float64()))
     assert floats == pa.list_(pa.float64())
-    assert types.cast_to(lists, floats).to_pylist() == [None, [2.0, 3.0], []]
-    both = types.concat_tables([pa.table({"p": [{"n": 2**53 + 1}]}), pa.table({"p": [{"n": 0.5}]})])
+    assert columns.cast_to(lists, floats).to_pylist() == [None, [2.0, 3.0], []]
+    both = columns.concat_tables(
+        [pa.table({"p": [{"n": 2**53 + 1}]}), pa.table({"p": [{"n": 0.5}]})]
+    )
     assert both.column("p").to_pylist() == ['{"n": 9007199254740993}', '{"n": 0.5}']
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_pipeline.core.columns import types
+from batch_pipeline.core import columns
 from batch_pipeline.core.common.errors import ChunkReadError, ConfigError, SourceError
 from batch_pipeline.core.common.models import Chunk, ChunkingSettings, ObjectInfo, SourceSpec
 from batch_pipeline.core.initialize.prepare import prepare_batch
@@ -341,7 +341,7 @@ def test_files_whose_columns_have_other_types_reject_values_not_the_chunk(storag
     assert {r["tags"] for r in valid} == {'{"x": 1}', None}
     assert rejected_rows(storage, result)[0]["_reason"] == "id: not a valid int64"
     tables = [pa.table({"n": [1, 2]}), pa.table({"n": ["a"]}), pa.table({"m": [None]})]
-    joined = types.concat_tables(tables)
+    joined = columns.concat_tables(tables)
     assert joined.schema == pa.schema([("n", pa.string()), ("m", pa.null())])
     assert joined.column("n").to_pylist() == ["1", "2", "a", None]
 

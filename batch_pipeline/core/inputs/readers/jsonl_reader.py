@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from batch_pipeline.core.columns.tables import table_from_records
-from batch_pipeline.core.columns.types import (
+from batch_pipeline.core.columns import (
     EXACT_FLOAT_INT,
     PARQUET_MAX_DEPTH,
     contains,
     record_depth,
     schema_depth,
     storable,
+    table_from_records,
     text_depth,
     too_deep,
 )

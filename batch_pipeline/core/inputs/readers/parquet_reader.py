@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.columns.types import concat_tables
+from batch_pipeline.core.columns import concat_tables
 from batch_pipeline.core.common.models import Chunk
 from batch_pipeline.core.inputs.readers.chunk_data import ChunkData, offset_lines
 from batch_pipeline.core.stores.storage import Storage
