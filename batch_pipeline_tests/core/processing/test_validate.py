@@ -15,7 +15,7 @@ from batch_pipeline.core.common.models import BatchSpec, ChunkingSettings
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.planning import plan_batch
 from batch_pipeline.core.processing.processors import ProcessResult, get_processor
-from batch_pipeline.core.processing.processors import validate as validate_module
+from batch_pipeline.core.processing.processors.validate import conversion as validate_module
 from batch_pipeline.core.processing.run import run_chunk
 from batch_pipeline.core.stores.storage import Storage
 
