@@ -27,8 +27,9 @@ from dagster import DagsterEventType, DagsterInstance, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RetryConfig
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
-from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.fault_helpers import (

@@ -26,9 +26,10 @@ from batch_pipeline.automation.requests import (
     TRIGGER_TAG,
 )
 from batch_pipeline.core.common.models import DeliverySettings
-from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.inputs.filesets import set_uri
 from batch_pipeline.core.ledger.store import SUCCEEDED
+from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.partitions import partition_key
 from batch_pipeline.resources import LedgerResource
 from batch_pipeline.settings import WatchSettings

@@ -6,9 +6,8 @@ from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.common.retries import backoff_delay
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.delivery.breaker import CircuitOpenError
-from batch_pipeline.core.delivery.deliver import DeliverySummary
+from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch, open_sink
 from batch_pipeline.core.delivery.sinks import is_sqs_target
-from batch_pipeline.core.initialize.prepare import deliver_batch, open_sink
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource

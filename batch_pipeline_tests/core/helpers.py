@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
-from batch_pipeline.core.initialize.prepare import LocalRun, prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
+from batch_pipeline.core.pipeline import LocalRun, run_batch
 from batch_pipeline.core.stores.storage import Storage
 
 NASTY_VALUES = (

@@ -15,6 +15,10 @@ resend when it comes within their 5-minute deduplication interval.
 In a batch whose chunks all succeed at once, ``batch_number`` runs 1..``total_batches`` in input
 order. Chunks delivered later (a redrive after tolerated failures) continue the numbering and
 carry the total known when they were numbered; a message is never renumbered.
+
+``deliver_batch`` is what the ``deliver`` op (and ``run_batch``) calls: it sends what the sink
+does not have yet and records ``delivery.json``; ``open_sink`` makes the sink of the batch's
+delivery target, and ``file_key`` is the seed message format's name of the source.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow.parquet as pq
 
-from batch_pipeline.core.common.errors import DeliveryError
-from batch_pipeline.core.common.models import DeliverySettings
+from batch_pipeline.core.common.errors import ConfigError, DeliveryError
+from batch_pipeline.core.common.models import BatchSpec, DeliverySettings, SourceSpec
+from batch_pipeline.core.delivery.breaker import breaker_for
 from batch_pipeline.core.delivery.packing import (
     SerializedRecords,
     envelope,
@@ -34,9 +40,16 @@ from batch_pipeline.core.delivery.packing import (
     pack,
     serialize_records,
 )
-from batch_pipeline.core.delivery.sinks import Message, Sink
+from batch_pipeline.core.delivery.record import record_delivery
+from batch_pipeline.core.delivery.sinks import (
+    Message,
+    OutboxSink,
+    Sink,
+    SqsSink,
+    resolve_queue_url,
+)
 from batch_pipeline.core.ledger.store import SUCCEEDED, ChunkState, Ledger
-from batch_pipeline.core.stores.storage import Storage
+from batch_pipeline.core.stores.storage import Storage, split_s3
 
 PACKED_CACHE_BYTES = 256 << 20
 
@@ -133,6 +146,41 @@ def deliver_batch_records(
         seconds=round(time.perf_counter() - started, 6),
         already_delivered_chunks=len(states) - len(todo),
     )
+
+
+def file_key(source: SourceSpec) -> str:
+    """The seed message format's ``file_key``: the S3 key, or the local path."""
+    if source.uri.startswith("s3://"):
+        return split_s3(source.uri)[1]
+    return source.uri
+
+
+def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink | None:
+    """The sink for ``spec.delivery.target``; None when delivery is off."""
+    target = spec.delivery.target
+    if target == "none":
+        return None
+    if target == "local":
+        return OutboxSink(storage, spec.outbox)
+    if sqs_client is None:
+        raise ConfigError(f"delivery target {target} needs an SQS client")
+    url = resolve_queue_url(sqs_client, target)
+    breaker = breaker_for(
+        url, spec.delivery.breaker_failures, spec.delivery.breaker_cooldown_seconds
+    )
+    return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes, breaker=breaker)
+
+
+def deliver_batch(
+    storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink, run_id: str | None = None
+) -> DeliverySummary:
+    """Send what the sink does not have yet, then record in ``delivery.json`` beside the
+    results what it has (so that a lost ledger cannot make a run deliver it again)."""
+    summary = deliver_batch_records(
+        storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
+    )
+    record_delivery(storage, ledger, spec, sink.description, run_id)
+    return summary
 
 
 def _given(state: ChunkState) -> set[int]:

@@ -1,23 +1,20 @@
-"""A batch from request to result, without Dagster.
+"""Initialize a batch: check its request before any work and return the spec of the batch.
 
 ``prepare_batch`` is what the ``initialize`` op runs: it checks the source and the config and
-returns the BatchSpec every later stage works from; ``prepare_redrive`` rebuilds the spec of a
-batch from the config the ledger kept. ``run_batch`` runs every stage one after the other in
-this process, with the same ledger, retry and dead-letter logic as the Dagster job (retries
-sleep in place).
+returns the BatchSpec every later stage works from; ``prepare_kwargs`` maps a run config to its
+arguments (declared once, for the op and the CLI); ``prepare_redrive`` rebuilds the spec of a
+batch from the config the ledger kept; ``check_queue`` refuses an SQS target that no queue could
+be named.
 """
 
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from batch_pipeline.core.aggregation import BatchResult, aggregate
-from batch_pipeline.core.common.errors import ConfigError, RetryableChunkError
+from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import (
     BatchSpec,
     ChunkingSettings,
@@ -25,28 +22,15 @@ from batch_pipeline.core.common.models import (
     DeliverySettings,
     FailureSettings,
     RetrySettings,
-    SourceSpec,
 )
 from batch_pipeline.core.common.naming import check_batch_id, check_location
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.delivery.breaker import breaker_for
-from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
-from batch_pipeline.core.delivery.record import record_delivery
-from batch_pipeline.core.delivery.sinks import (
-    OutboxSink,
-    Sink,
-    SqsSink,
-    is_sqs_target,
-    resolve_queue_url,
-)
+from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, relative_key
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
-from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED, Ledger
-from batch_pipeline.core.planning import plan_or_reuse, select_chunks
-from batch_pipeline.core.processing.attempts import attempt_chunk
+from batch_pipeline.core.ledger.store import Ledger
 from batch_pipeline.core.processing.processors import get_processor
-from batch_pipeline.core.stores.storage import Storage, normalize_uri, split_s3
+from batch_pipeline.core.stores.storage import Storage, normalize_uri
 
 DELIVERY_TARGETS = "local, none, sqs://QUEUE_NAME or a queue URL"
 
@@ -247,91 +231,3 @@ def _check_failures(retry: RetrySettings, failures: FailureSettings) -> None:
         raise ConfigError(f"dead_letter_queue {queue!r} must be sqs://QUEUE_NAME or a queue URL")
     if queue:
         check_queue(queue, "dead_letter_queue")
-
-
-def file_key(source: SourceSpec) -> str:
-    """The seed message format's ``file_key``: the S3 key, or the local path."""
-    if source.uri.startswith("s3://"):
-        return split_s3(source.uri)[1]
-    return source.uri
-
-
-def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink | None:
-    """The sink for ``spec.delivery.target``; None when delivery is off."""
-    target = spec.delivery.target
-    if target == "none":
-        return None
-    if target == "local":
-        return OutboxSink(storage, spec.outbox)
-    if sqs_client is None:
-        raise ConfigError(f"delivery target {target} needs an SQS client")
-    url = resolve_queue_url(sqs_client, target)
-    breaker = breaker_for(
-        url, spec.delivery.breaker_failures, spec.delivery.breaker_cooldown_seconds
-    )
-    return SqsSink(sqs_client, url, max_batch_bytes=spec.delivery.max_batch_bytes, breaker=breaker)
-
-
-def deliver_batch(
-    storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink, run_id: str | None = None
-) -> DeliverySummary:
-    """Send what the sink does not have yet, then record in ``delivery.json`` beside the
-    results what it has (so that a lost ledger cannot make a run deliver it again)."""
-    summary = deliver_batch_records(
-        storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
-    )
-    record_delivery(storage, ledger, spec, sink.description, run_id)
-    return summary
-
-
-@dataclass
-class LocalRun:
-    spec: BatchSpec
-    result: BatchResult
-    delivery: DeliverySummary | None
-
-
-def run_batch(
-    storage: Storage,
-    spec: BatchSpec,
-    ledger: Ledger | None = None,
-    sqs_client: Any = None,
-    holder: str | None = None,
-) -> LocalRun:
-    """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
-    ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
-    lease throughout (``holder``: default a new uuid), with a heartbeat, and gives it back at
-    the end; another run of the batch meanwhile is refused (BatchBusyError)."""
-    ledger = ledger or Ledger("sqlite://")
-    holder = holder or uuid.uuid4().hex
-    settings = LeaseSettings.from_env()
-    ledger.acquire_lease(spec.batch_id, holder, settings.ttl_seconds)
-    try:
-        with LeaseKeeper(ledger, spec.batch_id, holder, settings) as keeper:
-            plan = plan_or_reuse(storage, spec)
-            chunks, _ = select_chunks(ledger, storage, spec, plan, holder)
-            processor = get_processor(
-                spec.processor, spec.processor_options, spec.processor_modules
-            )
-            for chunk in chunks:
-                retry_number = 0
-                while True:
-                    keeper.check()
-                    try:
-                        attempt_chunk(storage, ledger, spec, chunk, retry_number,
-                                      lambda: sqs_client, processor)  # fmt: skip
-                        break
-                    except RetryableChunkError as exc:
-                        time.sleep(exc.delay)
-                        retry_number += 1
-            keeper.check()
-            batch = ledger.batch(spec.batch_id)
-            forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
-            result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
-            ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
-            sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
-            keeper.check()
-            delivered = deliver_batch(storage, ledger, spec, sink, holder) if sink else None
-    finally:
-        ledger.release_lease(spec.batch_id, holder)
-    return LocalRun(spec, result, delivered)

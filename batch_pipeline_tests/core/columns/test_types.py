@@ -216,7 +216,8 @@ def deep_text(levels: int) -> str:
 
 def run_delivered(storage: Storage, source: Path, out: Path):
     from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
-    from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+    from batch_pipeline.core.initialize import prepare_batch
+    from batch_pipeline.core.pipeline import run_batch
 
     spec = prepare_batch(
         storage,

@@ -441,8 +441,9 @@ def test_a_file_where_the_results_folder_should_be_is_a_bad_path(tmp_path) -> No
 
 def test_a_chunk_whose_results_folder_is_a_file_is_dead_lettered_at_once(tmp_path) -> None:
     from batch_pipeline.core.common.models import RetrySettings
-    from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+    from batch_pipeline.core.initialize import prepare_batch
     from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger
+    from batch_pipeline.core.pipeline import run_batch
 
     source = tmp_path / "in.csv"
     source.write_text("id\n1\n2\n")

@@ -50,7 +50,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from batch_pipeline.core.common.models import ChunkingSettings, CsvOptions, DeliverySettings
-from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
+from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 
 SETTINGS = settings(

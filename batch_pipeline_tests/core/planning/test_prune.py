@@ -19,8 +19,9 @@ from batch_pipeline.core.common.models import (
     FailureSettings,
     RetrySettings,
 )
-from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE, csv_input
 

@@ -21,12 +21,7 @@ from batch_pipeline.core.common.models import (
     Plan,
     RetrySettings,
 )
-from batch_pipeline.core.initialize.prepare import (
-    LocalRun,
-    prepare_batch,
-    prepare_redrive,
-    run_batch,
-)
+from batch_pipeline.core.initialize import prepare_batch, prepare_redrive
 from batch_pipeline.core.ledger.store import (
     DEAD_LETTERED,
     FAILED,
@@ -36,6 +31,7 @@ from batch_pipeline.core.ledger.store import (
     Ledger,
     chunk_fingerprint,
 )
+from batch_pipeline.core.pipeline import LocalRun, run_batch
 from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.stores.storage import Storage

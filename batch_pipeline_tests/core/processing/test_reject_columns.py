@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings, RetrySettings
-from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
+from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.processing.run import REJECT_META
 from batch_pipeline.core.stores.storage import Storage
 
