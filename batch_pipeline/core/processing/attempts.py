@@ -1,5 +1,8 @@
 """One attempt at a chunk, recorded in the ledger, with the retry-or-dead-letter decision.
 
+``attempt_chunk`` calls ``run.run_chunk`` once, between the ledger's running and finished
+states; the op ``process_chunk`` and ``run_batch`` both call it.
+
 The decision is the same under Dagster and without it: a transient failure with retries left
 raises RetryableChunkError carrying the backoff delay (the op turns it into Dagster's
 ``RetryRequested``); a permanent failure, or the last attempt, writes the dead letter and
@@ -40,7 +43,8 @@ def attempt_chunk(
     sqs_client: Callable[[], Any] | None = None,
     processor: Processor | None = None,
 ) -> ChunkSummary:
-    """Process ``chunk`` once (``retry_number`` retries were made before this attempt)."""
+    """One recorded attempt: ``run_chunk`` once, then success, a retry or a dead letter.
+    ``retry_number`` retries were made before this attempt."""
     started = time.perf_counter()
     before = ledger.chunk_state(spec.batch_id, chunk.index)
     ledger.mark_running(spec.batch_id, chunk.index)

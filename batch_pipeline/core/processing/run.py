@@ -1,5 +1,8 @@
 """Run one chunk: read its slice, process it, write valid and rejected records, summarise.
 
+``run_chunk`` is the work of one ``process_chunk`` step; ``attempts.attempt_chunk`` wraps it
+with the ledger, retries and dead letters, and ``processors`` are what it calls on the records.
+
 Outputs go to deterministic paths named by batch id and chunk index, written atomically, so a
 re-run of a chunk replaces its outputs and never leaves a mix of two runs. Before writing
 anything, the runner checks that the reader gave the records the plan counted (when it counted
@@ -63,10 +66,10 @@ def run_chunk(
     processor: Processor | None = None,
     schema: pa.Schema | None = None,
 ) -> ChunkSummary:
-    """Process ``chunk`` of ``spec`` end to end. Idempotent: the same chunk writes the same
-    files. Raises ChunkReadError / ProcessorError / ConservationError naming the chunk. The
-    records are conformed to the batch's ``schema`` (by default the one in ``plan.json``)
-    before the processor sees them (see ``types.conform``)."""
+    """Run one chunk in a step: read, process, write, summarise. Idempotent: the same chunk
+    writes the same files. Raises ChunkReadError / ProcessorError / ConservationError naming
+    the chunk. The records are conformed to the batch's ``schema`` (by default the one in
+    ``plan.json``) before the processor sees them (see ``columns.conform``)."""
     processor = processor or get_processor(
         spec.processor, spec.processor_options, spec.processor_modules
     )

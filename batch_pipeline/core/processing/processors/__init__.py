@@ -1,4 +1,8 @@
-"""Processors, by name. Importing this package registers the built-in ones."""
+"""Record processors, by name: a chunk's table in, valid records and rejects out.
+
+Importing this package registers the built-in ones (``passthrough``, ``validate``). A processor
+reads and writes no storage: ``processing.run.run_chunk`` runs it on one chunk.
+"""
 
 from batch_pipeline.core.processing.processors import passthrough, validate  # noqa: F401  (registration)
 from batch_pipeline.core.processing.processors.base import (

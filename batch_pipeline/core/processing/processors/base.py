@@ -2,7 +2,8 @@
 
 A processor turns a chunk's table into valid records plus rejected record indices, each with a
 reason. It works on whole columns (Arrow, pandas, numpy), never record by record. It does not
-read or write storage: the chunk runner does that, and checks that every record came out once.
+read or write storage: the chunk runner (``processing.run.run_chunk``) does that, and checks
+that every record came out once.
 
 Adding a processor: write a subclass in a module of this package, give it a ``name`` and (if
 it takes options) an ``Options`` pydantic model, decorate it with ``@register``, and import the
