@@ -1,6 +1,6 @@
 """The nightly schedule ``batch_job_nightly_schedule``: a run for every object under the watched
 folder or S3 prefix without a finished batch in the ledger, evaluated with
-``build_schedule_context`` against batches that really ran (``core.batch.run_batch``)."""
+``build_schedule_context`` against batches that really ran (``core.pipeline.run_batch``)."""
 
 from __future__ import annotations
 

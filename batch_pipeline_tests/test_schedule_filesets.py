@@ -1,7 +1,7 @@
 """The nightly schedule's file-set runs: small files without a finished batch are grouped, per
 format and in key order, into runs over the watched folder with the files as ``members``; big
 ones (and formats with too few small files) get a run each. Evaluated with
-``build_schedule_context`` against set batches that really ran (``core.batch.run_batch``)."""
+``build_schedule_context`` against set batches that really ran (``core.pipeline.run_batch``)."""
 
 from __future__ import annotations
 
