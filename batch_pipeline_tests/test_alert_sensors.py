@@ -39,7 +39,8 @@ from batch_pipeline.automation.alerts import (
     run_batch_id,
 )
 from batch_pipeline.automation.requests import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
-from batch_pipeline.cli import build_parser, run_config_from_args
+from batch_pipeline.cli.parser import build_parser
+from batch_pipeline.cli.run_config import run_config_from_args
 from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
 from batch_pipeline.core.ledger.store import Ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job

@@ -148,7 +148,7 @@ class RecordingBar:
 
 
 def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatch):
-    from batch_pipeline.cli import RunProgress
+    from batch_pipeline.cli.progress import RunProgress
 
     monkeypatch.setattr(RunProgress, "make_bar", staticmethod(lambda **_: RecordingBar()))
     RecordingBar.made.clear()

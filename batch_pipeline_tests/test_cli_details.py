@@ -12,7 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from batch_pipeline.cli import build_parser, main, processor_options
+from batch_pipeline.cli import main
+from batch_pipeline.cli.parser import build_parser
+from batch_pipeline.cli.run_config import processor_options
 from batch_pipeline.core.ledger.store import open_ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE

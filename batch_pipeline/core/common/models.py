@@ -10,6 +10,8 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from batch_pipeline.core.common.settings import Batch, Chunking, Csv, Delivery, Failures, Retry
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -40,20 +42,20 @@ class ObjectInfo:
 class CsvOptions:
     """How a CSV object is laid out. Quotes are RFC 4180 quotes: a quote in a field is doubled."""
 
-    delimiter: str = ","
-    quote_char: str | None = '"'
-    has_header: bool = True
-    column_names: tuple[str, ...] | None = None
+    delimiter: str = Csv.delimiter.default
+    quote_char: str | None = Csv.quote_char.default
+    has_header: bool = Csv.has_header.default
+    column_names: tuple[str, ...] | None = Csv.column_names.default
 
 
 @dataclass(frozen=True)
 class ChunkingSettings:
     """How big chunks are and how many there may be."""
 
-    chunk_records: int = 500_000
-    max_chunks: int = 200
-    chunk_bytes: int | None = None
-    scan: bool = True
+    chunk_records: int = Chunking.chunk_records.default
+    max_chunks: int = Chunking.max_chunks.default
+    chunk_bytes: int | None = Chunking.chunk_bytes.default
+    scan: bool = Chunking.scan.default
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,12 @@ class DeliverySettings:
     """Where valid records go, how they are packed into messages, and when to stop hammering a
     sink that keeps failing (circuit breaker)."""
 
-    target: str = "local"
-    records_per_message: int = 100
-    max_message_bytes: int = 256 * 1024
-    max_batch_bytes: int = 256 * 1024
-    breaker_failures: int = 5
-    breaker_cooldown_seconds: float = 30.0
+    target: str = Delivery.target.default
+    records_per_message: int = Delivery.records_per_message.default
+    max_message_bytes: int = Delivery.max_message_bytes.default
+    max_batch_bytes: int = Delivery.max_batch_bytes.default
+    breaker_failures: int = Delivery.breaker_failures.default
+    breaker_cooldown_seconds: float = Delivery.breaker_cooldown_seconds.default
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,9 @@ class RetrySettings:
     """Retries of a transient failure: exponential backoff from ``base_delay_seconds``, capped
     at ``max_delay_seconds``, with full jitter (as Step Functions' retriers)."""
 
-    max_retries: int = 3
-    base_delay_seconds: float = 1.0
-    max_delay_seconds: float = 30.0
+    max_retries: int = Retry.max_retries.default
+    base_delay_seconds: float = Retry.base_delay_seconds.default
+    max_delay_seconds: float = Retry.max_delay_seconds.default
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,9 @@ class FailureSettings:
     """What a batch does with chunks that keep failing. With neither tolerance set, any failed
     chunk fails the run (Step Functions' default)."""
 
-    tolerated_failure_count: int | None = None
-    tolerated_failure_percentage: float | None = None
-    dead_letter_queue: str | None = None
+    tolerated_failure_count: int | None = Failures.tolerated_failure_count.default
+    tolerated_failure_percentage: float | None = Failures.tolerated_failure_percentage.default
+    dead_letter_queue: str | None = Failures.dead_letter_queue.default
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class SourceSpec:
     columns: tuple[str, ...] | None = None
     data_start: int = 0
     layout: dict[str, Any] = field(default_factory=dict)
-    json_records_path: str = "item"
+    json_records_path: str = Batch.json_records_path.default
     excel_sheets: tuple[str, ...] | None = None
     members: tuple[ObjectInfo, ...] = ()
 

@@ -1,0 +1,64 @@
+"""The ``batch-pipeline`` command: its arguments parsed, the subcommand run, and a user's mistake
+(a ``BatchPipelineError``) turned into one ``error:`` line and exit code 2.
+"""
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+
+from batch_pipeline.cli.ledger_commands import (
+    complete_command,
+    dead_letters_command,
+    status_command,
+)
+from batch_pipeline.cli.output import echo, user_error
+from batch_pipeline.cli.parser import build_parser
+from batch_pipeline.cli.run import redrive_command, run_command
+from batch_pipeline.core.common.errors import BatchPipelineError
+from batch_pipeline.core.common.text import shown
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.inputs.sample_data import write_sample
+
+    csv_path, schema_path = write_sample(args.directory, args.records, args.invalid_fraction)
+    echo(f"wrote {args.records:,} records to {csv_path}")
+    echo(f"wrote the validate schema to {schema_path}")
+    return 0
+
+
+COMMANDS = {
+    "run": run_command,
+    "redrive": redrive_command,
+    "complete": complete_command,
+    "dead-letters": dead_letters_command,
+    "status": status_command,
+    "sample": sample_command,
+}
+
+
+def process_start() -> float:
+    """When this process started (its start-up, imports included, count in a run's seconds)."""
+    import psutil
+
+    try:
+        return psutil.Process().create_time()
+    except psutil.Error:
+        return time.time()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``batch-pipeline`` command. Called without ``argv`` (as the command), a run's
+    seconds count from the process's start; called with it (from Python), from this call."""
+    started = process_start() if argv is None else time.time()
+    args = build_parser().parse_args(argv)
+    args.started = started
+    try:
+        return COMMANDS[args.command](args)
+    except BatchPipelineError as exc:
+        code = user_error(exc, getattr(args, "verbose", False))
+        if args.command in ("run", "redrive") and args.json:  # stdout ends with JSON, still
+            print(json.dumps({"batch_id": None, "run_id": None, "status": "ERROR",
+                              "error": shown(exc)}))  # fmt: skip
+        return code

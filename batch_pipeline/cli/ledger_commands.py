@@ -1,0 +1,150 @@
+"""The commands that work on the ledger alone: ``complete --force``, ``dead-letters`` and
+``status`` (once, or following a running batch with ``--watch``).
+"""
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from batch_pipeline.cli.ledgers import ledger_with_batch
+from batch_pipeline.cli.output import echo
+from batch_pipeline.cli.progress import BatchFollower
+from batch_pipeline.core.common.naming import check_batch_id
+
+
+def complete_command(args: argparse.Namespace) -> int:
+    check_batch_id(args.batch_id)
+    if not args.force:
+        echo("refusing without --force: a forced completion is recorded in the ledger")
+        return 2
+    ledger = ledger_with_batch(args)
+    # Refused (an error line, exit 2) without a reason, or while a run holds the batch.
+    state = ledger.force_complete(args.batch_id, args.reason)
+    progress = ledger.progress(args.batch_id)
+    echo(
+        f"batch {state.batch_id}: {state.status} ({state.reason}); chunks: "
+        f"{progress.succeeded} succeeded, {progress.failed} failed, "
+        f"{progress.dead_lettered} dead-lettered, {progress.pending + progress.running} "
+        f"unfinished of {progress.total}"
+    )
+    return 0
+
+
+def dead_letters_command(args: argparse.Namespace) -> int:
+    ledger = ledger_with_batch(args)
+    letters = ledger.dead_letters(args.batch_id)
+    rows = [
+        {
+            "chunk": s.chunk,
+            "attempts": s.attempts,
+            "category": s.error_category,
+            "error": s.error_message,
+            "dead_letter": s.dead_letter,
+        }
+        for s in letters
+    ]
+    for row in rows:
+        echo(
+            f"chunk_{row['chunk']:05d}: {row['category']} after {row['attempts']} attempt(s): "
+            f"{row['error'] or ''}"
+        )
+        echo(f"    {row['dead_letter']}")
+    echo(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
+    from batch_pipeline.core.ledger.store import RUNNING
+
+    live = progress.status == RUNNING and not progress.finished
+    return {
+        "batch_id": progress.batch_id,
+        "status": progress.status,
+        "finished": progress.finished,
+        "percent": progress.percent,
+        "chunks": progress.total,
+        "chunks_done": progress.done,
+        "chunks_pending": progress.pending,
+        "chunks_running": progress.running,
+        "chunks_succeeded": progress.succeeded,
+        "chunks_failed": progress.failed,
+        "chunks_dead_lettered": progress.dead_lettered,
+        "records_in": progress.records_in,
+        "records_out": progress.records_out,
+        "records_rejected": progress.records_rejected,
+        "records_per_second": progress.records_per_second(now=time.time() if live else None),
+        "messages": progress.messages,
+        "messages_sent": progress.messages_sent,
+        "first_started_at": _iso(progress.first_started_at),
+        "last_finished_at": _iso(progress.last_finished_at),
+        "source": batch.source_uri,
+        "run_id": batch.run_id,
+        "reason": batch.reason,
+        "ledger": ledger.safe_url,
+    }
+
+
+def _print_status(summary: dict[str, Any]) -> None:
+    echo(f"batch {summary['batch_id']}: {summary['status']}")
+    echo(
+        f"  chunks:   {summary['chunks_done']:,} of {summary['chunks']:,} done, "
+        f"{summary['percent']}% succeeded: {summary['chunks_succeeded']:,} succeeded, "
+        f"{summary['chunks_failed']:,} failed, {summary['chunks_dead_lettered']:,} "
+        f"dead-lettered, {summary['chunks_pending']:,} pending, "
+        f"{summary['chunks_running']:,} running"
+    )
+    echo(
+        f"  records:  {summary['records_in']:,} in = {summary['records_out']:,} out + "
+        f"{summary['records_rejected']:,} rejected (succeeded chunks)"
+    )
+    echo(f"  rate:     {summary['records_per_second']:,} records/s")
+    echo(f"  delivery: {summary['messages_sent']:,} of {summary['messages']:,} message(s) sent")
+    if summary["first_started_at"]:
+        echo(
+            f"  times:    first chunk started {summary['first_started_at']}, last finished "
+            f"{summary['last_finished_at'] or '-'}"
+        )
+    if summary["reason"]:
+        echo(f"  reason:   {summary['reason']}")
+    echo(f"  source:   {summary['source']}")
+    echo(f"  ledger:   {summary['ledger']}")
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.ledger.store import RUNNING
+
+    ledger = ledger_with_batch(args)
+    batch = ledger.batch(args.batch_id)
+    progress = ledger.progress(args.batch_id)
+    watch = args.watch if args.watch is not None else sys.stdout.isatty()
+    if watch and progress.status == RUNNING and not progress.finished:
+        print(
+            f"following batch {args.batch_id} every {args.interval:g}s "
+            f"({progress.done} of {progress.total} chunk(s) done); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            progress = BatchFollower(ledger, args.batch_id, args.interval).follow()
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        batch = ledger.batch(args.batch_id) or batch
+    summary = _status_summary(ledger, batch, progress)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_status(summary)
+    return 0

@@ -1,0 +1,150 @@
+"""``run`` and ``redrive``: the pre-checks that refuse a bad run before Dagster starts, then the
+job executed on the current instance with a progress bar, then its summary.
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from batch_pipeline.cli.ledgers import ledger_environment, ledger_with_batch, open_ledger_checked
+from batch_pipeline.cli.output import echo
+from batch_pipeline.cli.progress import RunProgress
+from batch_pipeline.cli.run_config import execution_config, run_config_from_args
+from batch_pipeline.cli.summary import print_summary, summarize_run
+
+CLI_TAG = "batch_pipeline/cli_invocation"
+
+
+@contextmanager
+def dagster_instance() -> Iterator[Any]:
+    """The instance of ``DAGSTER_HOME``, or a temporary one removed afterwards."""
+    from dagster import DagsterInstance
+
+    if os.environ.get("DAGSTER_HOME"):
+        with DagsterInstance.get() as instance:
+            yield instance
+        return
+    directory = tempfile.mkdtemp(prefix="batch-pipeline-")
+    try:
+        overrides = {"telemetry": {"enabled": False}}
+        with DagsterInstance.local_temp(directory, overrides=overrides) as instance:
+            yield instance
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def original_stderr() -> Iterator[Any]:
+    """A text file on a duplicate of fd 2 as it is now (before Dagster redirects it)."""
+    stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    try:
+        yield stream
+    finally:
+        stream.close()
+
+
+def execute(
+    job_fn: Callable[[], Any], run_config: dict[str, Any], args: argparse.Namespace, batch_id: str
+) -> int:
+    """Run a job on the current instance with a progress bar of ``batch_id``'s chunks; print
+    its summary."""
+    from dagster import execute_job, reconstructable
+
+    with original_stderr() as terminal, dagster_instance() as instance:
+        follower = RunProgress(batch_id, args.ledger, terminal, args.progress)
+        follower.start()
+        try:
+            with execute_job(
+                reconstructable(job_fn),
+                instance=instance,
+                run_config=run_config,
+                tags={CLI_TAG: uuid.uuid4().hex, "batch_pipeline/launched_by": "cli"},
+                raise_on_error=False,
+            ) as result:
+                summary = summarize_run(result)
+        finally:
+            follower.done.set()
+            follower.join()
+    summary["seconds"] = round(time.time() - args.started, 3)  # start-up included
+    print_summary(summary, as_json=args.json)
+    return 0 if summary["status"] == "SUCCESS" else 1
+
+
+def check_output(output: str, spec_output: str) -> None:
+    """The batch's output folder can be made and written: its nearest existing parent is a
+    writable folder. Skipped for s3:// (a write would be the only real check)."""
+    from batch_pipeline.core.common.errors import ConfigError
+    from batch_pipeline.core.stores.storage import is_s3, normalize_uri
+
+    if is_s3(spec_output):
+        return
+    path = normalize_uri(spec_output)
+    nearest = path
+    while not os.path.exists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        raise ConfigError(
+            f"--output {output}: results cannot be written there: {nearest} is a file, not a "
+            "folder; choose another --output"
+        )
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"--output {output}: {nearest} is not writable (permission denied); choose another "
+            "--output or fix the folder's permissions"
+        )
+
+
+def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+    """What ``initialize`` would refuse, found before Dagster starts (seconds, and a hundred
+    lines of stack trace, earlier): the source (exists, readable, format, delimiter, columns),
+    the processor and its options, the batch id, the output folder and the ledger. Returns the
+    BatchSpec; raises a BatchPipelineError naming the file, the setting and the fix."""
+    from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_kwargs
+    from batch_pipeline.core.stores.storage import Storage
+
+    spec = prepare_batch(Storage(), **prepare_kwargs(config))
+    check_output(args.output, spec.output)
+    open_ledger_checked(args.ledger)
+    return spec
+
+
+def run_command(args: argparse.Namespace) -> int:
+    run_config = run_config_from_args(args)
+    spec = check_run(args, run_config["ops"]["initialize"]["config"])
+    from batch_pipeline.definitions import get_batch_job
+
+    with ledger_environment(args.ledger):
+        return execute(get_batch_job, run_config, args, spec.batch_id)
+
+
+def redrive_command(args: argparse.Namespace) -> int:
+    from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED
+
+    ledger = ledger_with_batch(args)
+    args.ledger = ledger.url  # the run uses the ledger the batch was found in
+    batch = ledger.batch(args.batch_id)
+    states = ledger.chunk_states(args.batch_id)
+    failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
+    progress = ledger.progress(args.batch_id)
+    finished = batch.status in ("succeeded", "completed_forced")
+    if not failed and finished and progress.messages_sent >= progress.messages:
+        echo(
+            f"batch {args.batch_id}: nothing to redrive: no chunk failed or was dead-lettered "
+            f"({batch.status}, {progress.succeeded} of {progress.total} chunk(s) succeeded, "
+            f"{progress.messages_sent} of {progress.messages} message(s) sent)"
+        )
+        return 0
+    from batch_pipeline.definitions import get_redrive_job
+
+    run_config = {
+        "ops": {"load_batch": {"config": {"batch_id": args.batch_id}}},
+        **execution_config(args),
+    }
+    with ledger_environment(args.ledger):
+        return execute(get_redrive_job, run_config, args, args.batch_id)
