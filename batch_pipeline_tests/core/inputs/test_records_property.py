@@ -53,6 +53,8 @@ from batch_pipeline.core.common.models import ChunkingSettings, CsvOptions, Deli
 from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
 from batch_pipeline.core.stores.storage import Storage
 
+pytestmark = pytest.mark.slow
+
 SETTINGS = settings(
     max_examples=60,
     derandomize=True,  # the same examples on every machine and every run: CI is reproducible
