@@ -25,8 +25,11 @@ $(DEMO_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/dagster instance migrate >/dev/null
 
+# Lint, format and types (mypy, configured in pyproject.toml); `make test` runs it first.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Headless Chromium and its driver for the UI tests (batch_pipeline_tests/test_ui.py), from
 # Debian's packages; only when missing, and only as root with apt-get. Otherwise the UI tests
@@ -44,9 +47,8 @@ browser:
 			"the UI tests will be skipped"; \
 	fi
 
-test: install browser
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# Everything: lint, then every test (what CI runs).
+test: lint browser
 	$(BIN)/pytest
 
 # The inner loop (under a minute on 2 cores): the tests not marked slow, browser or services
@@ -83,4 +85,4 @@ bench-executor: install
 	$(BIN)/python benchmarks/executor_overhead.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) data output .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_HOME) data output .pytest_cache .ruff_cache .mypy_cache *.egg-info
