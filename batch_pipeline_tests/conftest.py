@@ -172,6 +172,19 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
+# Fixtures that reach a server: the moto server (S3, SQS) or the local PostgreSQL.
+SERVICE_FIXTURES = frozenset({"moto_server", "postgres_url"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Marks `services` every test whose fixtures reach a server (SERVICE_FIXTURES), so that
+    `-m "not services"` runs without one. A test that asks for such a fixture only at run time
+    (``request.getfixturevalue``) is marked where its parameter is declared."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_defs_state_storage() -> Iterator[None]:
     """Every Dagster instance makes its defs-state storage the current one (a context variable)

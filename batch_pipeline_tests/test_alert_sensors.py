@@ -141,6 +141,7 @@ def dead_letter_run_config(tmp_path: Path) -> dict[str, Any]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_failed_batch_run_alerts_with_batch_id_counts_and_reason(
     instance: DagsterInstance,
     own_ledger: str,
@@ -184,6 +185,7 @@ def test_failed_batch_run_alerts_with_batch_id_counts_and_reason(
     assert "chunks: 4 total, 3 succeeded, 0 failed, 1 dead-lettered" in payload["text"]
 
 
+@pytest.mark.slow
 def test_run_failing_in_initialize_says_it_had_no_batch_id(
     instance: DagsterInstance, own_ledger: str, webhook: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -204,6 +206,7 @@ def test_run_failing_in_initialize_says_it_had_no_batch_id(
     assert "missing.csv" in payload["reason"]
 
 
+@pytest.mark.slow
 def test_batch_id_from_the_run_tag_and_from_a_redrive_config(
     instance: DagsterInstance, own_ledger: str, webhook: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -230,6 +233,7 @@ def test_batch_id_from_the_run_tag_and_from_a_redrive_config(
     assert "never-ran" in redriven["reason"]
 
 
+@pytest.mark.slow
 def test_webhook_failure_fails_the_evaluation_and_notes_it_on_the_run(
     instance: DagsterInstance, own_ledger: str, webhook: WebhookReceiver, tmp_path: Path
 ) -> None:
@@ -281,6 +285,7 @@ def register(ledger: Ledger, batch_id: str, chunks: int) -> None:
     ledger.register_batch(make_spec(batch_id), make_plan(chunks))
 
 
+@pytest.mark.slow
 def test_dead_letter_sensor_starts_from_now_then_alerts_each_batch_once(
     own_ledger: str, ledger: Ledger, webhook: WebhookReceiver
 ) -> None:
@@ -346,6 +351,7 @@ def test_dead_letter_sensor_starts_from_now_then_alerts_each_batch_once(
     assert skip(tick(own_ledger, later.cursor)).startswith("no new dead letters since")
 
 
+@pytest.mark.slow
 def test_first_tick_on_an_empty_ledger_misses_nothing_after_it(
     own_ledger: str, ledger: Ledger, webhook: WebhookReceiver
 ) -> None:
@@ -360,6 +366,7 @@ def test_first_tick_on_an_empty_ledger_misses_nothing_after_it(
     assert [b["batch_id"] for b in webhook.bodies] == ["b1"]
 
 
+@pytest.mark.slow
 def test_unsent_dead_letter_alerts_are_not_skipped(
     own_ledger: str, ledger: Ledger, webhook: WebhookReceiver
 ) -> None:

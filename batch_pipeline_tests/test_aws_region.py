@@ -34,6 +34,7 @@ def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert SQSResource(region_name="us-west-1").get_client().meta.region_name == "us-west-1"
 
 
+@pytest.mark.slow
 def test_deliver_to_sqs_with_only_aws_region_set(
     tmp_path: Path,
     sqs_client,

@@ -78,6 +78,7 @@ def rejected_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 # Truncated input -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_csv_cut_inside_a_quoted_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = "".join(f'{i},name {i},"note, with a comma {i}"\n' for i in range(50))
     source = tmp_path / "cut.csv"
@@ -88,6 +89,7 @@ def test_csv_cut_inside_a_quoted_field(tmp_path: Path, capsys: pytest.CaptureFix
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eol", ["\r", "\n"], ids=["cr", "lf"])
 def test_no_scan_cut_inside_a_quoted_line_break_fails_loudly(
     eol: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -116,6 +118,7 @@ def test_no_scan_cut_inside_a_quoted_line_break_fails_loudly(
     assert set(table.column("text").to_pylist()) == {'x"\r\n"y'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_truncated_gzip(size: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Small: the cut shows while the source is inspected. Large (the first MiB decompresses):
@@ -140,6 +143,7 @@ def test_wrong_delimiter_in_the_header(tmp_path: Path, capsys: pytest.CaptureFix
     assert_refused(code, summary, out, str(source), "set csv.delimiter to ';'")
 
 
+@pytest.mark.slow
 def test_wrong_delimiter_in_some_records(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,6 +176,7 @@ def test_missing_required_column(tmp_path: Path, capsys: pytest.CaptureFixture[s
 # Bad records -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_invalid_utf8_rejects_only_its_records(
     fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -197,6 +202,7 @@ def test_invalid_utf8_rejects_only_its_records(
     assert ids == [i for i in range(30) if i not in (4, 21)]
 
 
+@pytest.mark.slow
 def test_malformed_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "events.jsonl"
     source.write_text(
@@ -228,6 +234,7 @@ def test_empty_file(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert_refused(code, summary, out, f"{source} is empty (0 bytes)")
 
 
+@pytest.mark.slow
 def test_header_only_csv_completes_with_zero_records(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -250,6 +257,7 @@ def workbook(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_empty_excel_sheets_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = [["id", "name"]] + [[i, f"name {i}"] for i in range(12)]
     source = workbook(
@@ -265,6 +273,7 @@ def test_empty_excel_sheets_are_skipped(tmp_path: Path, capsys: pytest.CaptureFi
     assert "empty sheets skipped: Empty, Header only" in plan["reason"]
 
 
+@pytest.mark.slow
 def test_excel_with_only_empty_sheets_completes_with_zero_records(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -355,7 +364,8 @@ def rows_csv(records: int, label: str = "name") -> bytes:
     return ("id,name\n" + "".join(f"{i},{label} {i:04d}\n" for i in range(records))).encode()
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.services)])
 def test_source_deleted_between_planning_and_processing(
     where: str,
     tmp_path: Path,
@@ -416,6 +426,7 @@ def test_source_deleted_between_planning_and_processing(
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_source_replaced_between_planning_and_processing(
     tmp_path: Path, s3_client: Any, s3_bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -458,6 +469,7 @@ def retries_of(home: Path, run_id: str) -> list[str]:
     return [r.event_log_entry.step_key or "" for r in records]
 
 
+@pytest.mark.slow
 def test_an_output_folder_whose_name_is_too_long_fails_at_once_with_the_os_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], dagster_home: Path
 ) -> None:
@@ -472,6 +484,7 @@ def test_an_output_folder_whose_name_is_too_long_fails_at_once_with_the_os_messa
     assert retries_of(dagster_home, summary["run_id"]) == []
 
 
+@pytest.mark.slow
 def test_a_ledger_overwritten_with_garbage_is_refused_before_a_run_and_fails_a_run_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], own_ledger: str, dagster_home: Path
 ) -> None:

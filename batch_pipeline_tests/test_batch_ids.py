@@ -67,6 +67,7 @@ def test_cli_commands_on_a_batch_refuse_an_unsafe_id_before_touching_the_ledger(
     assert not Path(own_ledger.removeprefix("sqlite:///")).exists()  # not even opened
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_id", ["..", "."])
 def test_launchpad_run_config_with_an_unsafe_batch_id_fails_in_initialize(
     batch_id: str, source: Path, tmp_path: Path, instance: DagsterInstance
@@ -80,6 +81,7 @@ def test_launchpad_run_config_with_an_unsafe_batch_id_fails_in_initialize(
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_launchpad_run_config_with_a_member_outside_the_set_fails(
     tmp_path: Path, instance: DagsterInstance
 ) -> None:
@@ -96,6 +98,7 @@ def test_launchpad_run_config_with_a_member_outside_the_set_fails(
     assert not output.exists()
 
 
+@pytest.mark.slow
 def test_redrive_job_refuses_an_unsafe_batch_id(instance: DagsterInstance) -> None:
     config = {"ops": {"load_batch": {"config": {"batch_id": "../x"}}}}
     _, [failure] = failed_run(instance, get_redrive_job, config)

@@ -22,6 +22,8 @@ from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.fault_helpers import csv_input, drain_messages, run_cli
 
+pytestmark = pytest.mark.slow
+
 # The README's launchpad example (section "Running"), pointed at the demo file.
 README_OPTIONS = {
     "columns": {

@@ -71,6 +71,7 @@ def encode(table: pa.Table, fmt: str) -> bytes:
 FORMATS = ["csv", "csv.gz", "jsonl", "jsonl.gz", "json", "parquet", "xlsx"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_run_on_s3_in_every_format(fmt, leads, s3_client, s3_bucket, capsys):
     key = f"incoming/leads.{fmt}"
@@ -108,6 +109,7 @@ def test_run_on_s3_in_every_format(fmt, leads, s3_client, s3_bucket, capsys):
         assert set(valid.column("_worksheet").to_pylist()) == {"More"}
 
 
+@pytest.mark.slow
 def test_run_prints_a_summary_and_one_json_line(tmp_path, capsys):
     source = tmp_path / "in.csv"
     source.write_text("id;name\n1;a\n2;b\n3;c\n")
@@ -147,6 +149,7 @@ class RecordingBar:
         self.closed = True
 
 
+@pytest.mark.slow
 def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatch):
     from batch_pipeline.cli.progress import RunProgress
 
@@ -219,6 +222,7 @@ def test_installed_command_runs_200_chunks_on_a_sqlite_instance(tmp_path):
         assert len(chunk_steps) == 200
 
 
+@pytest.mark.slow
 def test_multiprocess_executor_option_runs_steps_in_subprocesses(tmp_path, capsys):
     source = tmp_path / "rows.csv"
     source.write_text("n\n" + "".join(f"{i}\n" for i in range(30)))
@@ -230,6 +234,7 @@ def test_multiprocess_executor_option_runs_steps_in_subprocesses(tmp_path, capsy
     assert summary["chunks"] == 3 and summary["records_out"] == 30
 
 
+@pytest.mark.slow
 def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
     """The second run of a batch, while another run holds the batch's lease, is refused while
     planning: its summary shows no totals and no batch status, though the first run's manifest
@@ -258,6 +263,7 @@ def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
     assert not any("records:" in line or "manifest:" in line for line in text[:-1])
 
 
+@pytest.mark.slow
 def test_a_deleted_results_folder_gets_its_outbox_back(tmp_path, capsys):
     """A tester's case: the batch's folder deleted after a run, then the same run again (and
     with --force) said SUCCESS, "delivered 0 message(s)", and left no outbox."""

@@ -97,6 +97,7 @@ def test_a_yaml_error_and_a_non_mapping_are_refused(
 # Whole reasons ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_chunks_and_dead_letters_print_the_whole_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +124,7 @@ def test_failed_chunks_and_dead_letters_print_the_whole_reason(
 # complete --force while a run holds the batch ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_complete_is_refused_while_a_run_holds_the_batch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -213,6 +215,7 @@ def test_status_says_where_to_look_when_the_demos_ledger_lacks_the_batch(
 # Seconds from the process start ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_summary_counts_seconds_from_the_process_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -52,12 +52,14 @@ def refused(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_a_typo_in_the_processor_name(leads: Path, home: Path, capsys) -> None:
     err = refused(capsys, home, "run", str(leads), "--processor", "validat")
     assert "Unknown processor 'validat': available are " in err  # (and any registered since)
     assert "passthrough" in err and "validate" in err
 
 
+@pytest.mark.slow
 def test_an_unknown_type_in_the_schema(leads: Path, home: Path, capsys) -> None:
     schema = {"columns": {"age": {"type": "integer"}}}
     err = refused(
@@ -68,11 +70,13 @@ def test_an_unknown_type_in_the_schema(leads: Path, home: Path, capsys) -> None:
     assert "columns.age.type" in err and "'int64'" in err
 
 
+@pytest.mark.slow
 def test_a_missing_file(tmp_path: Path, home: Path, capsys) -> None:
     err = refused(capsys, home, "run", str(tmp_path / "nope.csv"))
     assert f"{tmp_path / 'nope.csv'} does not exist" in err
 
 
+@pytest.mark.slow
 def test_an_output_folder_that_cannot_be_made(leads: Path, tmp_path: Path, home: Path, capsys):
     blocker = tmp_path / "taken"
     blocker.write_text("a file, not a folder")
@@ -93,6 +97,7 @@ def test_an_unwritable_output_folder(leads: Path, tmp_path: Path, home: Path, ca
         locked.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_a_wrong_delimiter(tmp_path: Path, home: Path, capsys) -> None:
     source = tmp_path / "semi.csv"
     source.write_text("id;name;email\n" + "".join(f"{i};n{i};a{i}@x.org\n" for i in range(5)))
@@ -100,6 +105,7 @@ def test_a_wrong_delimiter(tmp_path: Path, home: Path, capsys) -> None:
     assert str(source) in err and "set csv.delimiter to ';'" in err
 
 
+@pytest.mark.slow
 def test_a_missing_required_column(leads: Path, home: Path, capsys) -> None:
     schema = {"columns": {"phone": {"type": "string", "required": True}}}
     err = refused(
@@ -109,6 +115,7 @@ def test_a_missing_required_column(leads: Path, home: Path, capsys) -> None:
     assert str(leads) in err and "required column 'phone' is missing" in err
 
 
+@pytest.mark.slow
 def test_a_ledger_that_does_not_open(leads: Path, home: Path, capsys) -> None:
     err = refused(
         capsys, home, "run", str(leads),
@@ -134,11 +141,13 @@ def test_verbose_adds_the_traceback(tmp_path: Path, home: Path, capsys) -> None:
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
 
 
+@pytest.mark.slow
 def test_redrive_of_an_unknown_batch_is_refused_before_dagster(home: Path, capsys) -> None:
     err = refused(capsys, home, "redrive", "no-such-batch")
     assert "batch no-such-batch is not in the ledger at sqlite:///" in err
 
 
+@pytest.mark.slow
 def test_the_installed_command_refuses_in_a_few_lines(tmp_path: Path) -> None:
     """The real entry point: one line on stderr, exit 2, and Dagster never imported."""
     script = Path(sys.executable).parent / "batch-pipeline"
@@ -162,6 +171,7 @@ def test_the_installed_command_refuses_in_a_few_lines(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) -> None:
     """Refused while planning (another run holds the batch): the summary says why; Dagster's
     console logger prints no stack trace without --verbose."""
@@ -180,6 +190,7 @@ def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) 
     assert "Traceback" not in err and "Stack Trace" not in err and 'File "' not in err
 
 
+@pytest.mark.slow
 def test_redrive_of_a_batch_with_nothing_failed_starts_no_run(
     leads: Path, tmp_path: Path, home: Path, capsys
 ) -> None:
@@ -194,6 +205,7 @@ def test_redrive_of_a_batch_with_nothing_failed_starts_no_run(
     assert runs_in(home) == 1  # no redrive run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["", "s3://", "s3:///x", "s3://b//x", "s3://b/./x"])
 def test_an_output_that_names_no_place_is_refused(
     output: str, leads: Path, tmp_path: Path, home: Path, monkeypatch, capsys
@@ -212,6 +224,7 @@ def test_an_output_that_names_no_place_is_refused(
     assert code == 2 and json.loads(out.strip().splitlines()[-1])["status"] == "ERROR"
 
 
+@pytest.mark.slow
 def test_an_s3_output_climbing_into_another_bucket_is_refused(
     leads: Path, home: Path, s3_client, s3_bucket: str, capsys
 ) -> None:
@@ -231,6 +244,7 @@ def test_an_s3_output_climbing_into_another_bucket_is_refused(
         s3_client.delete_bucket(Bucket=other)
 
 
+@pytest.mark.slow
 def test_a_queue_without_a_name_is_refused_before_processing(
     leads: Path, tmp_path: Path, home: Path, capsys
 ) -> None:

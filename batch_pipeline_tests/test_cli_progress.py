@@ -16,6 +16,8 @@ import pytest
 
 from batch_pipeline_tests.fault_helpers import CLI, FAULTS_MODULE, REPO
 
+pytestmark = pytest.mark.slow
+
 CHUNKS = 4
 BAR = re.compile(rf"chunks:\s+100%\|.*\| {CHUNKS}/{CHUNKS} ")
 

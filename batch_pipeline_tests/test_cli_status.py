@@ -86,6 +86,7 @@ def finished_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[s
     return summary
 
 
+@pytest.mark.slow
 def test_status_of_a_finished_batch_as_json(
     finished_batch: dict[str, Any],
     own_ledger: str,
@@ -125,6 +126,7 @@ def test_status_of_a_finished_batch_as_json(
     assert got["first_started_at"] <= got["last_finished_at"]
 
 
+@pytest.mark.slow
 def test_status_of_a_finished_batch_as_text(
     finished_batch: dict[str, Any], own_ledger: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -166,6 +168,7 @@ def in_background(work: Callable[[], None]) -> tuple[threading.Thread, list[Base
     return thread, errors
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_watch_follows_a_running_batch_to_the_end(
     ledger: Ledger, bars: list[RecordingBar], capsys: pytest.CaptureFixture[str]
@@ -211,6 +214,7 @@ def test_watch_follows_a_running_batch_to_the_end(
     assert final["status"] == "running"  # the ledger's word: nothing aggregated the batch
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_watch_stops_when_the_batch_stops_running(
     ledger: Ledger, bars: list[RecordingBar], capsys: pytest.CaptureFixture[str]
@@ -239,6 +243,7 @@ def test_watch_stops_when_the_batch_stops_running(
     assert "  reason:   source withdrawn" in lines
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_watching_exits_130_without_a_traceback(
     ledger: Ledger, own_ledger: str, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ def source(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_warning_reaches_the_log_the_metadata_and_the_manifest(source: Path, tmp_path: Path):
     config = {"source": str(source), "processor": "validate", "processor_options": SCHEMA,
               "output": str(tmp_path / "out"), "delivery": {"target": "none"}}  # fmt: skip
@@ -57,6 +58,7 @@ def test_the_warning_reaches_the_log_the_metadata_and_the_manifest(source: Path,
         assert manifest["warnings"] == [expected]
 
 
+@pytest.mark.slow
 def test_the_cli_summary_says_the_warning(source: Path, tmp_path: Path, capsys) -> None:
     code = main(
         ["run", str(source), "--processor", "validate", "--processor-options", json.dumps(SCHEMA),

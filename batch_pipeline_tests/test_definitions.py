@@ -4,6 +4,8 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
+import pytest
+
 from batch_pipeline.definitions import defs, get_batch_job, get_redrive_job
 
 
@@ -78,6 +80,7 @@ def test_batch_results_has_a_partition_per_source_file():
     assert spec.partitions_def.name == "source_files"
 
 
+@pytest.mark.slow
 def test_repo_instance_queues_runs_with_run_and_tag_limits(tmp_path, monkeypatch):
     """The dagster.yaml that `make ui` installs: a queued run coordinator with a run limit, one
     run per batch id at a time, and a cap on sensor runs."""

@@ -45,6 +45,8 @@ from batch_pipeline_tests.fault_helpers import (
 )
 from batch_pipeline_tests.fault_proxy import S3_SLOW_DOWN, Action, FaultProxy, Request
 
+pytestmark = pytest.mark.slow
+
 MALFORMED = (7, 450, 1313)  # records with an extra field: rejected by the reader
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEventType, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RedriveConfig
 from batch_pipeline.core.ledger.store import open_ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.partitions import partition_key
+
+pytestmark = pytest.mark.slow
 
 
 def write_files(folder: Path, first: int, end: int, rows: int = 20) -> None:

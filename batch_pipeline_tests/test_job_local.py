@@ -69,6 +69,7 @@ def test_chunked_run_gives_the_records_a_whole_file_validation_gives(leads, tmp_
     assert valid.equals(expected.valid.cast(valid.schema))
 
 
+@pytest.mark.slow
 def test_manifest_lists_results_in_chunk_order_with_totals(leads, tmp_path):
     result = run(validate_config(leads, tmp_path, chunk_records=1_000))
     batch = result.output_for_node("aggregate")
@@ -90,6 +91,7 @@ def test_manifest_lists_results_in_chunk_order_with_totals(leads, tmp_path):
     assert rejected.column("_reason").null_count == 0
 
 
+@pytest.mark.slow
 def test_rejected_records_name_their_chunk_and_line(leads, tmp_path):
     result = run(validate_config(leads, tmp_path, chunk_records=1_000))
     batch = result.output_for_node("aggregate")
@@ -101,6 +103,7 @@ def test_rejected_records_name_their_chunk_and_line(leads, tmp_path):
         assert row["_chunk"] == (int(row["lead_id"]) - 1) // 1_000
 
 
+@pytest.mark.slow
 def test_run_materializes_batch_results_with_totals(leads, tmp_path):
     result = run(validate_config(leads, tmp_path, chunk_records=1_000))
     materializations = [
@@ -118,6 +121,7 @@ def test_run_materializes_batch_results_with_totals(leads, tmp_path):
     assert metadata["batch_id"] == batch.batch_id
 
 
+@pytest.mark.slow
 def test_outbox_holds_every_valid_record_once_in_order(leads, tmp_path):
     result = run(validate_config(leads, tmp_path, chunk_records=1_000))
     batch = result.output_for_node("aggregate")
@@ -137,6 +141,7 @@ def test_outbox_holds_every_valid_record_once_in_order(leads, tmp_path):
     assert ids == valid.column("lead_id").to_pylist()
 
 
+@pytest.mark.slow
 def test_same_input_gets_same_batch_id_and_a_rerun_lands_on_the_same_files(leads, tmp_path):
     first = run(validate_config(leads, tmp_path, chunk_records=1_000)).output_for_node("aggregate")
     second = run(validate_config(leads, tmp_path, chunk_records=1_000)).output_for_node("aggregate")
@@ -145,6 +150,7 @@ def test_same_input_gets_same_batch_id_and_a_rerun_lands_on_the_same_files(leads
     assert first.records_out == second.records_out
 
 
+@pytest.mark.slow
 def test_changed_input_gets_another_batch_id(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("a,b\n1,2\n")
@@ -181,6 +187,7 @@ def test_two_hundred_mapped_steps_complete(thousand_rows, tmp_path):
     assert result.output_for_node("aggregate").records_out == 1_000
 
 
+@pytest.mark.slow
 def test_max_chunks_bounds_the_fan_out(thousand_rows, tmp_path):
     result = run(
         BatchConfig(
@@ -214,6 +221,7 @@ def test_unknown_processor_fails_listing_the_known_ones(leads):
     assert "Unknown processor 'nope'" in message and "validate" in message
 
 
+@pytest.mark.slow
 def test_missing_required_column_fails_before_any_chunk(leads, tmp_path):
     options = {"columns": {"customer_ref": {"type": "string", "required": True}}}
     result = run(
@@ -225,6 +233,7 @@ def test_missing_required_column_fails_before_any_chunk(leads, tmp_path):
     assert not [e for e in result.all_events if (e.step_key or "").startswith("process_chunk")]
 
 
+@pytest.mark.slow
 def test_unknown_extension_asks_for_a_format(tmp_path):
     source = tmp_path / "records.dat"
     source.write_text("a,b\n1,2\n")
@@ -240,6 +249,7 @@ def test_bad_csv_delimiter_is_refused(leads):
     assert "delimiter" in message and str(leads) in message
 
 
+@pytest.mark.slow
 def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
     """SQS on a closed port: the breaker opens after the first failed call; deliver waits out
     the breaker's cool-down before its retry, retries exactly retry.max_retries times (none
@@ -276,6 +286,7 @@ def test_delivery_that_keeps_failing_stops_after_its_retries(leads, tmp_path):
     assert "circuit open" in message
 
 
+@pytest.mark.slow
 def test_rejects_name_their_line_in_a_file_without_quoted_line_breaks(tmp_path):
     """One record per line: line numbers come straight from the record index (no re-scan)."""
     rows = ["id,amount"] + [f"{i},{-1 if i % 97 == 0 else i}" for i in range(1, 5_001)]
@@ -295,6 +306,7 @@ def test_rejects_name_their_line_in_a_file_without_quoted_line_breaks(tmp_path):
         assert row["_line"] == int(row["id"]) + 1
 
 
+@pytest.mark.slow
 def test_json_lines_keep_their_values_and_valid_reads_as_one_table(tmp_path):
     """Issue 11: an int column that turns to text in a later chunk is text in every file, a
     string that looks like a time stays a string, a field null in a whole chunk takes the
@@ -324,6 +336,7 @@ def test_json_lines_keep_their_values_and_valid_reads_as_one_table(tmp_path):
     assert result.output_for_node("deliver").records == 5
 
 
+@pytest.mark.slow
 def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
     source = tmp_path / "mac.csv"
     source.write_bytes(carriage_return_csv())
@@ -355,6 +368,7 @@ def test_a_file_with_carriage_return_line_endings_gives_every_record(tmp_path):
     assert rejected["_raw"] == '500,name 500,"one\rtwo",extra'
 
 
+@pytest.mark.slow
 def test_a_chunk_whose_reader_and_plan_disagree_fails_the_run(tmp_path, monkeypatch):
     """A reader that loses a record (as a boundary bug would): the chunk is dead-lettered at
     once, nothing of it is written, and the run fails saying why."""

@@ -6,6 +6,7 @@ import json
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pytest
 from dagster import RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
@@ -13,6 +14,8 @@ from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, generate_leads
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.conftest import drain_queue
 from batch_pipeline_tests.core.helpers import carriage_return_csv
+
+pytestmark = pytest.mark.slow
 
 
 def put_leads_csv(s3_client, bucket: str, key: str, records: int) -> pa.Table:

@@ -27,6 +27,7 @@ def with_password(url: str) -> str:
     return f"postgresql+psycopg2://postgres:{SECRET}@{rest}"
 
 
+@pytest.mark.slow
 def test_a_ledger_password_is_kept_out_of_the_dagster_instance(
     postgres_url: str,  # noqa: F811
     tmp_path: Path,
@@ -113,6 +114,7 @@ def launch(
     return result.success, errors
 
 
+@pytest.mark.slow
 def test_a_password_in_the_run_configs_ledger_url_fails_the_run_saying_where_it_goes(
     postgres_url: str,  # noqa: F811
     tmp_path: Path,
@@ -133,6 +135,7 @@ def test_a_password_in_the_run_configs_ledger_url_fails_the_run_saying_where_it_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_ledger_url_from_the_environment_or_without_password_is_used(
     postgres_url: str,  # noqa: F811
     tmp_path: Path,
@@ -152,6 +155,7 @@ def test_a_ledger_url_from_the_environment_or_without_password_is_used(
         assert PASSWORD not in json.dumps(run.run_config, default=str)
 
 
+@pytest.mark.slow
 def test_a_password_set_with_envvar_in_definitions_is_fine(
     postgres_url: str,  # noqa: F811
     tmp_path: Path,

@@ -19,6 +19,8 @@ import pytest
 from batch_pipeline.core.ledger import store as ledger_module
 from batch_pipeline_tests.fault_helpers import csv_input, drain_messages, run_cli
 
+pytestmark = pytest.mark.slow
+
 RECORDS = 1_000
 
 

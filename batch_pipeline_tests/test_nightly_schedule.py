@@ -88,7 +88,7 @@ class S3:
         self.client.put_object(Bucket=self.bucket, Key=f"nightly/{key}", Body=data)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.services)])
 def backend(request, tmp_path):
     if request.param == "local":
         return Local(tmp_path / "inbox")
@@ -233,6 +233,7 @@ def test_skips_when_the_folder_does_not_exist(tmp_path, own_ledger):
     )
 
 
+@pytest.mark.slow
 def test_runs_take_their_options_from_the_run_config_file(tmp_path, own_ledger):
     inbox = Local(tmp_path / "inbox")
     inbox.put("a.csv", csv_for("a"))
@@ -301,6 +302,7 @@ def test_definitions_hold_the_sensor_and_the_schedule_stopped():
     assert {s.name for s in defs.schedules or []} == {"batch_job_nightly_schedule"}
 
 
+@pytest.mark.slow
 def test_a_local_file_still_being_written_waits(tmp_path, own_ledger):
     inbox = Local(tmp_path / "inbox")
     inbox.put("done.csv", csv_for("done"))  # settled long ago
@@ -344,6 +346,7 @@ def test_an_output_naming_no_place_or_another_is_refused(tmp_path, own_ledger, o
         settings.base_run_config()
 
 
+@pytest.mark.slow
 def test_a_batch_with_a_run_queued_or_in_progress_is_left_to_that_run(tmp_path, own_ledger):
     """The sensor's run of a file is queued: the schedule does not queue a second one."""
     from dagster import DagsterInstance, DagsterRunStatus

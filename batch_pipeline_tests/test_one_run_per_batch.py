@@ -43,6 +43,8 @@ from batch_pipeline_tests.fault_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow
+
 MALFORMED = (3, 777)
 BUSY = "is being processed by another run"
 

@@ -111,6 +111,7 @@ def full_database_error(tmp_path: Path) -> sqlite3.OperationalError:
     raise AssertionError("the database should be full")
 
 
+@pytest.mark.slow
 def test_a_full_ledger_when_the_batch_ends_fails_the_run_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

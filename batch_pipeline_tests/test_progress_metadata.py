@@ -19,6 +19,8 @@ from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline.partitions import SOURCE_FILES
 
+pytestmark = pytest.mark.slow
+
 RECORDS = 2_000
 CHUNK = 250
 COUNTERS = (

@@ -35,6 +35,7 @@ def forged(messages: list[str]) -> list[str]:
     return [m for m in messages if "\nERROR forged line" in m or "\x1b" in m]
 
 
+@pytest.mark.slow
 def test_a_newline_in_a_file_name_forges_no_log_line(
     tmp_path: Path, instance: DagsterInstance
 ) -> None:
@@ -54,6 +55,7 @@ def test_a_newline_in_a_file_name_forges_no_log_line(
     assert forged(messages) == []
 
 
+@pytest.mark.slow
 def test_a_failure_naming_the_file_forges_no_log_line(
     tmp_path: Path, instance: DagsterInstance
 ) -> None:
@@ -67,6 +69,7 @@ def test_a_failure_naming_the_file_forges_no_log_line(
     assert forged(event_messages(instance, run_id)) == []
 
 
+@pytest.mark.slow
 def test_the_cli_shows_the_name_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / f"{EVIL}.csv"
     source.write_text("id,name\n1,a\n")

@@ -36,7 +36,7 @@ from batch_pipeline.settings import WatchSettings
 from batch_pipeline_tests.test_nightly_schedule import NIGHT, S3, Local, csv_for, settings_for
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.services)])
 def backend(request, tmp_path):
     if request.param == "local":
         return Local(tmp_path / "inbox")
@@ -168,6 +168,7 @@ def test_small_files_are_grouped_per_format_and_big_ones_run_alone(backend, own_
     assert [m.uri for m in spec.source.members] == [root + k for k in config_of(last)["members"]]
 
 
+@pytest.mark.slow
 def test_files_a_finished_set_took_are_not_requested_until_they_change(
     backend, ledger, own_ledger, tmp_path
 ):
@@ -206,6 +207,7 @@ def test_files_a_finished_set_took_are_not_requested_until_they_change(
     assert not set(taken(third, backend)) & (set(done) - {changed})
 
 
+@pytest.mark.slow
 def test_too_few_small_files_or_no_grouping_give_a_run_each(backend, own_ledger):
     csvs, jsonls = small_keys(6), small_keys(2, "jsonl")
     put_csvs(backend, csvs)
@@ -229,6 +231,7 @@ def test_too_few_small_files_or_no_grouping_give_a_run_each(backend, own_ledger)
     assert not split(off)[1]
 
 
+@pytest.mark.slow
 def test_files_of_a_set_run_queued_or_in_progress_are_left_to_it(backend, own_ledger, tmp_path):
     keys = small_keys(12)
     put_csvs(backend, keys)

@@ -4,12 +4,15 @@ keeps the size it was planned with."""
 
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
 from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
 from batch_pipeline.core.ledger.store import open_ledger
 from batch_pipeline.definitions import get_batch_job
+
+pytestmark = pytest.mark.slow
 
 RECORDS = 4_000
 COLD = 500

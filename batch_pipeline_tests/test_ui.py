@@ -25,6 +25,8 @@ import yaml
 from batch_pipeline.config import BatchConfig, ChunkingConfig
 from batch_pipeline_tests import ui_harness as h
 
+pytestmark = pytest.mark.browser
+
 JOB = "batch_job"
 RECORDS = 400
 CHUNK_RECORDS = 100

@@ -137,7 +137,7 @@ def s3(s3_client, s3_bucket, aws_endpoint, tmp_path) -> S3Backend:
     return S3Backend(s3_client, s3_bucket, aws_endpoint, tmp_path)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.services)])
 def backend(request) -> Backend:
     return request.getfixturevalue(request.param)
 
@@ -340,6 +340,7 @@ def test_more_than_1000_s3_keys_are_all_listed(s3):
         s3.delete_all()
 
 
+@pytest.mark.slow
 def test_equal_mtimes_on_local_files_are_all_taken_late_ones_within_the_lookback_too(local):
     stamp = time.time() - 3_600
     for i in range(5):
@@ -369,6 +370,7 @@ def test_equal_mtimes_on_local_files_are_all_taken_late_ones_within_the_lookback
     assert final.run_requests == [] and final.skip_message
 
 
+@pytest.mark.slow
 def test_objects_uploaded_within_one_second_on_s3_are_all_taken(s3):
     keys = [f"burst{i}.csv" for i in range(8)]
     s3.put_many(keys)
@@ -580,6 +582,7 @@ def test_a_missing_run_config_file_gives_a_clear_error(local, tmp_path):
 # Bursts and big listings ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cap", "per_tick"), [(100, [100]), (30, [30, 30, 30, 10])])
 def test_a_burst_of_100_s3_uploads_gives_100_runs(s3, cap, per_tick):
     keys = [f"burst/{i:03d}.csv" for i in range(100)]
@@ -591,6 +594,7 @@ def test_a_burst_of_100_s3_uploads_gives_100_runs(s3, cap, per_tick):
     assert sorted(sources(requests)) == sorted(s3.uri(k) for k in keys)
 
 
+@pytest.mark.slow
 def test_a_tick_over_12000_new_local_files_stays_fast(local, capsys):
     count = 12_000
     for i in range(40):

@@ -269,6 +269,7 @@ def test_records_nested_deeper_than_parquet_reads_are_rejected_and_delivery_succ
     assert [r["id"] for r in delivered] == [1, 3, 6]
 
 
+@pytest.mark.slow
 def test_a_jsonl_line_nested_beyond_what_pyarrow_parses_is_rejected(
     storage: Storage, tmp_path: Path
 ) -> None:

@@ -254,7 +254,7 @@ def test_a_different_plan_after_delivery_to_another_destination_proceeds(
     assert [s.messages_sent for s in ledger.chunk_states("leads-2026")] == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.services)])
 def test_a_lost_outbox_is_written_again(
     where: str, request: pytest.FixtureRequest, storage: Storage, ledger: Ledger, source: Path
 ) -> None:

@@ -54,6 +54,8 @@ from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 
+pytestmark = pytest.mark.slow
+
 SETTINGS = settings(
     max_examples=60,
     derandomize=True,  # the same examples on every machine and every run: CI is reproducible

@@ -87,7 +87,7 @@ def postgres_url() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -897,6 +897,7 @@ def _run_processes(target: Any, args_for: Any, count: int) -> None:
     assert [p.exitcode for p in processes] == [0] * count
 
 
+@pytest.mark.slow
 def test_concurrent_processes_complete_exactly(ledger: Ledger) -> None:
     spec = make_spec("processes")
     ledger.register_batch(spec, make_plan(CHUNKS))
@@ -916,6 +917,7 @@ def _open_fresh(url: str, schema: str | None, barrier: Any, errors: Any) -> None
         raise
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
     """Several steps starting at once on a database where the ledger does not exist yet all
     get a working ledger (the tables are created once, by whoever comes first)."""
@@ -947,6 +949,7 @@ def _register_and_number(url: str, seed: int, barrier: Any, errors: Any) -> None
         raise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registered", [False, True], ids=["new-batch", "registered-batch"])
 def test_concurrent_registration_and_numbering(ledger: Ledger, registered: bool) -> None:
     """Steps that register the same batch and number their chunks' messages at the same time

@@ -41,7 +41,7 @@ def chunk_files(folder: str, count: int, suffix: str) -> list[str]:
     return [f"{folder}/chunk-{i:05d}{suffix}" for i in range(count)]
 
 
-@pytest.mark.parametrize("where", ["local", "s3", "gzip"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.services), "gzip"])
 def test_a_smaller_plan_leaves_exactly_its_files(
     where: str, tmp_path: Path, ledger: Ledger, request: pytest.FixtureRequest
 ) -> None:

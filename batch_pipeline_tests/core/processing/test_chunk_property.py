@@ -215,7 +215,7 @@ def _normalise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("chunks", [1, 7, 200])
+@pytest.mark.parametrize("chunks", [1, 7, pytest.param(200, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("fmt", list(CASES))
 def test_any_number_of_chunks_gives_the_whole_file_records(
     fmt: str, chunks: int, storage: Storage, tmp_path: Path
@@ -250,7 +250,7 @@ def test_max_chunks_bounds_fan_out_without_losing_records(
     [
         ("csv-crlf", 7),
         ("csv-cr", 7),
-        ("csv-mixed-line-breaks", 200),
+        pytest.param("csv-mixed-line-breaks", 200, marks=pytest.mark.slow),
         ("csv-literal-quotes", 7),
         ("csv-literal-quotes-cr", 7),
         ("jsonl", 7),
