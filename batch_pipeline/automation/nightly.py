@@ -20,7 +20,9 @@ sensor started.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from dagster import (
     DagsterInstance,
@@ -183,7 +185,9 @@ def batches_in_flight(instance: DagsterInstance | None) -> tuple[set[str], set[s
         run = record.dagster_run
         if BATCH_ID_TAG in run.tags:
             ids.add(run.tags[BATCH_ID_TAG])
-        config = ((run.run_config or {}).get("ops") or {}).get("initialize", {}).get("config")
+        run_config: Mapping[str, Any] = run.run_config or {}
+        ops = run_config.get("ops") or {}
+        config = ops.get("initialize", {}).get("config")
         if isinstance(config, dict) and config.get("members"):
             root = set_uri(str(config["source"]))
             files.update(root + str(m).lstrip("/") for m in config["members"])

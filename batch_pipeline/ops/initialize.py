@@ -1,4 +1,6 @@
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import psutil
 from dagster import MetadataValue, OpExecutionContext, op
@@ -64,7 +66,8 @@ def initialize(
 def tuning_settings(context: OpExecutionContext) -> TuningSettings:
     """What the optimizer aims for under this run's executor: its per-step cost, and how many
     steps run at once (one in process; ``max_concurrent``, default the CPU count, otherwise)."""
-    execution = (context.run_config.get("execution") or {}).get("config") or {}
+    run_config: Mapping[str, Any] = context.run_config
+    execution = (run_config.get("execution") or {}).get("config") or {}
     multiprocess = execution.get("multiprocess")
     if multiprocess is None:
         return TuningSettings(step_overhead_seconds=STEP_OVERHEAD_SECONDS["in_process"], workers=1)

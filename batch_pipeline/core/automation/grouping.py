@@ -66,17 +66,17 @@ def group_small_files(
             singles.append(obj)
             continue
         try:
-            found = detect_format(obj.uri, fmt)[0]
+            detected = detect_format(obj.uri, fmt)[0]
         except ConfigError:  # its own run fails, naming why, without holding up the others
             singles.append(obj)
             continue
-        small.setdefault(found, []).append(obj)
+        small.setdefault(detected, []).append(obj)
     groups: list[FileGroup] = []
-    for _, found in sorted(small.items()):
-        if len(found) < min_files:
-            singles.extend(found)
+    for _, files in sorted(small.items()):
+        if len(files) < min_files:
+            singles.extend(files)
             continue
-        found.sort(key=lambda o: o.uri)
-        for i in range(0, len(found), max_files):
-            groups.append(FileGroup(root, tuple(found[i : i + max_files])))
+        files.sort(key=lambda o: o.uri)
+        for i in range(0, len(files), max_files):
+            groups.append(FileGroup(root, tuple(files[i : i + max_files])))
     return singles, groups

@@ -103,7 +103,10 @@ def deliver_batch_records(
     messages = records = 0
     for state in todo:
         state = numbered[state.chunk]
-        rows, ranges = packed.pop(state.chunk, None) or _pack(storage, state, settings, budget)
+        if state.chunk in packed:
+            rows, ranges = packed.pop(state.chunk)
+        else:
+            rows, ranges = _pack(storage, state, settings, budget)
         if len(ranges) != state.messages:
             raise DeliveryError(
                 f"chunk {state.chunk}: its valid records now pack into {len(ranges)} messages, "

@@ -17,9 +17,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from polars.datatypes import DataTypeClass
 
 from batch_pipeline.core.common.errors import DeliveryError
 
+PolarsType = pl.DataType | DataTypeClass  # a schema's dtype, or an inner one given as a class
 ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"  # chrono: %.f prints 0, 3, 6 or 9 fraction digits
 
 
@@ -81,7 +83,7 @@ def _json_ready(table: pa.Table) -> pa.Table:
     return table
 
 
-def _needs_fix(dtype: pl.DataType) -> bool:
+def _needs_fix(dtype: PolarsType) -> bool:
     if isinstance(dtype, pl.Datetime):
         return dtype.time_zone is None
     if isinstance(dtype, pl.Binary):
@@ -93,7 +95,7 @@ def _needs_fix(dtype: pl.DataType) -> bool:
     return False
 
 
-def _json_expr(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def _json_expr(expr: pl.Expr, dtype: PolarsType) -> pl.Expr:
     """``expr`` as polars should write it to JSON: naive times as ISO text with a ``T`` (polars
     writes a space), binary as base64 (polars cannot write it); nested values too."""
     if not _needs_fix(dtype):

@@ -223,6 +223,7 @@ def _json_parts_with(
         items = parse_items(_SkipBom(raw), source.json_records_path, use_float=True)
         try:
             for item in items:
+                reason: str | None
                 if not isinstance(item, dict):
                     reason = f"record is a JSON {type(item).__name__}, not an object"
                 else:

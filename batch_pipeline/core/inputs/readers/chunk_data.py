@@ -8,7 +8,7 @@ record indices to line numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ def offset_lines(first: int | None) -> Callable[[np.ndarray], np.ndarray | None]
 
 
 def rejects_table(
-    records: list[int], reasons: list[str], raws: list[str | None]
+    records: Sequence[int], reasons: Sequence[str], raws: Sequence[str | None]
 ) -> pa.Table | None:
     """A chunk's parse rejects as a table (``_record``, ``_reason``, ``_raw``); None if none."""
     if not records:

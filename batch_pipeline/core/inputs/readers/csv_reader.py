@@ -54,8 +54,9 @@ def _csv_options(
 
 def _parse_csv(
     data: bytes, source: SourceSpec, column_type: pa.DataType, use_threads: bool
-) -> tuple[pa.Table, list[tuple[int | None, str]]]:
-    invalid: list[tuple[int | None, str]] = []
+) -> tuple[pa.Table, list[tuple[int | None, str, str]]]:
+    """The chunk's table, and each row of the wrong width: (number, reason, text)."""
+    invalid: list[tuple[int | None, str, str]] = []
 
     def handler(row) -> str:
         invalid.append(

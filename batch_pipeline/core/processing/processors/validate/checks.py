@@ -23,6 +23,8 @@ from batch_pipeline.core.processing.processors.validate.conversion import (
 )
 from batch_pipeline.core.processing.processors.validate.rules import _number
 
+NO_REASON = np.array(None, dtype=object)  # np.where's "no reason" (a typed None)
+
 if TYPE_CHECKING:
     from batch_pipeline.core.processing.processors.validate.rules import ColumnRule
 
@@ -101,7 +103,7 @@ def _reasons(checks: list[tuple[np.ndarray, str]], rejected: np.ndarray) -> pa.A
     if not rejected.size:
         return pa.array([], type=pa.string())
     parts = [
-        pa.array(np.where(mask[rejected], reason, None), type=pa.string())
+        pa.array(np.where(mask[rejected], reason, NO_REASON), type=pa.string())
         for mask, reason in checks
         if mask[rejected].any()
     ]
