@@ -264,7 +264,7 @@ def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
 def ledger_environment(url: str | None) -> Iterator[None]:
     """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
     (steps in subprocesses inherit it); the previous value afterwards."""
-    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
+    from batch_pipeline.core.ledger import LEDGER_URL_ENV
 
     if not url:
         yield
@@ -389,7 +389,7 @@ class RunProgress(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from batch_pipeline.core.ledger.store import open_ledger
+        from batch_pipeline.core.ledger import open_ledger
 
         bar = self.make_bar(file=self.terminal, enabled=self.enabled)
         try:
@@ -554,7 +554,7 @@ def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
     from batch_pipeline.core.common.errors import BatchPipelineError, ConfigError
-    from batch_pipeline.core.ledger.store import default_ledger_url, open_ledger, safe_url
+    from batch_pipeline.core.ledger import default_ledger_url, open_ledger, safe_url
 
     resolved = url or default_ledger_url()
     try:
@@ -580,7 +580,7 @@ def ledger_with_batch(args: argparse.Namespace) -> Any:
     (``make demo``'s) has the batch, that one (saying so on stderr). Else ConfigError naming
     the ledger looked in, and where else to look."""
     from batch_pipeline.core.common.errors import ConfigError
-    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
+    from batch_pipeline.core.ledger import LEDGER_URL_ENV
 
     check_batch_id(args.batch_id)
     ledger = open_ledger_checked(args.ledger)
@@ -655,7 +655,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED
+    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
 
     ledger = ledger_with_batch(args)
     args.ledger = ledger.url  # the run uses the ledger the batch was found in
@@ -745,7 +745,7 @@ class BatchFollower:
 
     def follow(self) -> Any:
         """The batch's progress once it stopped running (KeyboardInterrupt passes through)."""
-        from batch_pipeline.core.ledger.store import RUNNING
+        from batch_pipeline.core.ledger import RUNNING
 
         bar = self.make_bar()
         try:
@@ -760,7 +760,7 @@ class BatchFollower:
 
 
 def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
-    from batch_pipeline.core.ledger.store import RUNNING
+    from batch_pipeline.core.ledger import RUNNING
 
     live = progress.status == RUNNING and not progress.finished
     return {
@@ -817,7 +817,7 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger.store import RUNNING
+    from batch_pipeline.core.ledger import RUNNING
 
     ledger = ledger_with_batch(args)
     batch = ledger.batch(args.batch_id)

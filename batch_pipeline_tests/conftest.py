@@ -32,7 +32,7 @@ def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
 @pytest.fixture
 def ledger(own_ledger: str):
     """This test's own ledger (the one the jobs and the CLI use too)."""
-    from batch_pipeline.core.ledger.store import open_ledger
+    from batch_pipeline.core.ledger import open_ledger
 
     return open_ledger(own_ledger)
 

@@ -41,7 +41,7 @@ from batch_pipeline.automation.alerts import (
 from batch_pipeline.automation.uploads import BATCH_ID_TAG as UPLOAD_BATCH_ID_TAG
 from batch_pipeline.cli import build_parser, run_config_from_args
 from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource

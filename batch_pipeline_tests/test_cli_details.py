@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from batch_pipeline.cli import build_parser, main, processor_options
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE
 

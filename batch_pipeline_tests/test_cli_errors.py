@@ -170,7 +170,7 @@ def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) 
     args = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "b2"]
     assert main(args) == 0
     capsys.readouterr()
-    from batch_pipeline.core.ledger.store import open_ledger
+    from batch_pipeline.core.ledger import open_ledger
 
     open_ledger().acquire_lease("b2", "another-run", ttl=600)
     code = main(args)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from batch_pipeline.cli import BatchFollower, main
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 
 SCHEMA = {"columns": {"email": {"type": "string", "required": True, "pattern": "^[^@ ]+@[^@ ]+$"}}}

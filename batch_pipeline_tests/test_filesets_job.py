@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import DagsterEventType, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RedriveConfig
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.partitions import partition_key
 

@@ -28,7 +28,7 @@ from dagster import DagsterEventType, DagsterInstance, RunConfig
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RetryConfig
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
 from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline_tests.fault_helpers import (
@@ -295,7 +295,7 @@ def test_a_retried_step_keeps_the_lease(tmp_path: Path, own_ledger: str) -> None
 
 def test_lease_settings_come_from_the_environment(monkeypatch: Any) -> None:
     from batch_pipeline.core.common.errors import ConfigError
-    from batch_pipeline.core.ledger.lease import LeaseSettings
+    from batch_pipeline.core.ledger import LeaseSettings
 
     assert LeaseSettings.from_env() == LeaseSettings(60.0, 10.0)
     monkeypatch.setenv("BATCH_PIPELINE_LEASE_TTL_SECONDS", "6")

@@ -49,7 +49,7 @@ from batch_pipeline.core.automation.alerts import (
     send_alert,
 )
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import ChunkState, Ledger
+from batch_pipeline.core.ledger import ChunkState, Ledger
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.failures import step_error_text
 from batch_pipeline.resources import LedgerResource

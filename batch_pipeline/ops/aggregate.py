@@ -14,7 +14,7 @@ from batch_pipeline.core.aggregation.results import BatchResult
 from batch_pipeline.core.aggregation.results import aggregate as aggregate_results
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED
+from batch_pipeline.core.ledger import COMPLETED_FORCED
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import result_metadata

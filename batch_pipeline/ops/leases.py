@@ -14,8 +14,7 @@ from typing import Any
 
 from dagster import HookContext, OpExecutionContext, failure_hook
 
-from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger.store import Lease, Ledger
+from batch_pipeline.core.ledger import Lease, LeaseKeeper, LeaseSettings, Ledger
 
 
 def run_finished(instance: Any, run_id: str) -> bool:

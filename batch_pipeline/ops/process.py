@@ -46,7 +46,7 @@ def process_chunk(
             context.add_output_metadata(
                 {
                     "chunk": chunk.index,
-                    "chunk_status": summary.status,
+                    "chunk_status": str(summary.status),
                     "chunk_error": summary.error or "",
                     "chunk_dead_letter": MetadataValue.path(summary.dead_letter or ""),
                     **progress,

@@ -6,7 +6,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from batch_pipeline.core.common.errors import ConfigError
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     LEDGER_URL_ENV,
     Ledger,
     open_ledger,
@@ -34,7 +34,7 @@ def run_config_password_error(run_config: Any) -> ConfigError | None:
 
 
 class LedgerResource(ConfigurableResource):
-    """The chunk ledger (see ``batch_pipeline.core.ledger.store``).
+    """The chunk ledger (see ``batch_pipeline.core.ledger``).
 
     Unset, ``url`` is ``BATCH_PIPELINE_LEDGER_URL``, else SQLite in ``$DAGSTER_HOME``
     (``batch_ledger.db``), else in ``~/.batch_pipeline``. In production, point it at the

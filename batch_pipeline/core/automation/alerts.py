@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 
 from batch_pipeline.core.common.models import join_uri
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import BatchState, ChunkState, Progress
+from batch_pipeline.core.ledger import BatchState, ChunkState, Progress
 
 ALERT_WEBHOOK_ENV = "BATCH_PIPELINE_ALERT_WEBHOOK"
 AlertKind = Literal["run_failure", "dead_letter"]

@@ -35,7 +35,7 @@ from batch_pipeline.core.delivery.packing import (
     serialize_records,
 )
 from batch_pipeline.core.delivery.sinks import Message, Sink
-from batch_pipeline.core.ledger.store import SUCCEEDED, ChunkState, Ledger
+from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
 from batch_pipeline.core.stores.storage import Storage
 
 PACKED_CACHE_BYTES = 256 << 20

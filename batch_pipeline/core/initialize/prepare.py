@@ -41,8 +41,7 @@ from batch_pipeline.core.delivery.sinks import (
 )
 from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, relative_key
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
-from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED, Ledger
+from batch_pipeline.core.ledger import COMPLETED_FORCED, LeaseKeeper, LeaseSettings, Ledger
 from batch_pipeline.core.planning.plan import plan_or_reuse
 from batch_pipeline.core.planning.resume import select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk

@@ -53,7 +53,7 @@ from batch_pipeline.core.inputs.boundaries import (
     exact_csv_record_ends,
 )
 from batch_pipeline.core.inputs.staging import stage_source, staged_schema
-from batch_pipeline.core.ledger.store import parse_settings
+from batch_pipeline.core.ledger import parse_settings
 from batch_pipeline.core.stores.storage import Storage
 
 STAGING_PART_RECORDS = 100_000

@@ -91,7 +91,7 @@ import sqlalchemy as sa
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec, ChunkingSettings, SourceSpec
 from batch_pipeline.core.inputs.sources import detect_format
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED, SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, SUCCEEDED, Ledger
 
 # Per mapped step, measured on this project's 2-core machine (README, Executor).
 STEP_OVERHEAD_SECONDS: dict[str, float] = {"in_process": 0.11, "forkserver": 0.35, "spawn": 1.9}

@@ -25,7 +25,7 @@ from batch_pipeline.core.automation.alerts import (
     safe_webhook_url,
     send_alert,
 )
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 
 

@@ -37,7 +37,7 @@ from batch_pipeline.core.common.models import (
     Plan,
     SourceSpec,
 )
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
     PENDING,

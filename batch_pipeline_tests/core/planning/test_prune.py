@@ -20,7 +20,7 @@ from batch_pipeline.core.common.models import (
     RetrySettings,
 )
 from batch_pipeline.core.initialize.prepare import prepare_batch, run_batch
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE, csv_input
 

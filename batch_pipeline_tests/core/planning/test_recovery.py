@@ -27,7 +27,7 @@ from batch_pipeline.core.initialize.prepare import (
     prepare_redrive,
     run_batch,
 )
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
     PENDING,
