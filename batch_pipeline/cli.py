@@ -264,7 +264,7 @@ def _execution_config(args: argparse.Namespace) -> dict[str, Any]:
 def ledger_environment(url: str | None) -> Iterator[None]:
     """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
     (steps in subprocesses inherit it); the previous value afterwards."""
-    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+    from batch_pipeline.settings import LEDGER_URL_ENV
 
     if not url:
         yield
@@ -390,10 +390,11 @@ class RunProgress(threading.Thread):
 
     def run(self) -> None:
         from batch_pipeline.core.ledger import open_ledger
+        from batch_pipeline.settings import default_ledger_url
 
         bar = self.make_bar(file=self.terminal, enabled=self.enabled)
         try:
-            ledger = open_ledger(self.ledger_url)
+            ledger = open_ledger(self.ledger_url or default_ledger_url())
             while True:
                 stopping = self.done.is_set()
                 with contextlib.suppress(Exception):  # not worth failing for: next poll
@@ -464,9 +465,10 @@ def _manifest(spec: Any, run_id: str) -> dict[str, Any]:
     """The manifest aggregate wrote in this run when it failed the run (its totals are still
     there); nothing when the manifest is another run's (this run failed before aggregating)."""
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
     try:
-        manifest = json.loads(Storage().read_bytes(spec.manifest_uri))
+        manifest = json.loads(Storage(s3_settings).read_bytes(spec.manifest_uri))
     except Exception:
         return {}
     return manifest if manifest.get("run_id") == run_id else {}
@@ -554,7 +556,8 @@ def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
     from batch_pipeline.core.common.errors import BatchPipelineError, ConfigError
-    from batch_pipeline.core.ledger import default_ledger_url, open_ledger, safe_url
+    from batch_pipeline.core.ledger import open_ledger, safe_url
+    from batch_pipeline.settings import default_ledger_url
 
     resolved = url or default_ledger_url()
     try:
@@ -580,7 +583,7 @@ def ledger_with_batch(args: argparse.Namespace) -> Any:
     (``make demo``'s) has the batch, that one (saying so on stderr). Else ConfigError naming
     the ledger looked in, and where else to look."""
     from batch_pipeline.core.common.errors import ConfigError
-    from batch_pipeline.core.ledger import LEDGER_URL_ENV
+    from batch_pipeline.settings import LEDGER_URL_ENV
 
     check_batch_id(args.batch_id)
     ledger = open_ledger_checked(args.ledger)
@@ -638,8 +641,9 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     BatchSpec; raises a BatchPipelineError naming the file, the setting and the fix."""
     from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_kwargs
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
-    spec = prepare_batch(Storage(), **prepare_kwargs(config))
+    spec = prepare_batch(Storage(s3_settings), **prepare_kwargs(config))
     check_output(args.output, spec.output)
     open_ledger_checked(args.ledger)
     return spec

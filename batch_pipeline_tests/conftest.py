@@ -164,8 +164,9 @@ def drain_queue(sqs_client, url: str) -> list[str]:
 def storage():
     """Storage with the environment's settings (local paths; S3 once aws_endpoint is used)."""
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
-    return Storage()
+    return Storage(s3_settings)  # read when S3 is first used
 
 
 def pytest_configure(config) -> None:

@@ -386,6 +386,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
 
         from batch_pipeline.core.ledger import open_ledger
         from batch_pipeline.definitions import get_batch_job
+        from batch_pipeline.settings import default_ledger_url
 
         if task.get("profile"):
             import cProfile
@@ -419,7 +420,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
                     batch = result.output_for_node("aggregate") if result.success else None
                     run_id = result.run_id
                     success = result.success
-                states = open_ledger().chunk_states(f"bench-{repeat}")
+                states = open_ledger(default_ledger_url()).chunk_states(f"bench-{repeat}")
                 chunk_seconds = [s.seconds or 0.0 for s in states]
                 chunk_peaks = [s.peak_rss_bytes or 0 for s in states]
                 steps = _step_times(instance, run_id)

@@ -297,14 +297,16 @@ def run_batch(
     ledger: Ledger | None = None,
     sqs_client: Any = None,
     holder: str | None = None,
+    lease: LeaseSettings | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
     ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
-    lease throughout (``holder``: default a new uuid), with a heartbeat, and gives it back at
-    the end; another run of the batch meanwhile is refused (BatchBusyError)."""
+    lease throughout (``holder``: default a new uuid; ``lease``: default 60 s, renewed every
+    10 s), with a heartbeat, and gives it back at the end; another run of the batch meanwhile
+    is refused (BatchBusyError)."""
     ledger = ledger or Ledger("sqlite://")
     holder = holder or uuid.uuid4().hex
-    settings = LeaseSettings.from_env()
+    settings = lease or LeaseSettings()
     ledger.acquire_lease(spec.batch_id, holder, settings.ttl_seconds)
     try:
         with LeaseKeeper(ledger, spec.batch_id, holder, settings) as keeper:

@@ -25,19 +25,13 @@ from batch_pipeline.core.ledger.status import (
     ChunkStatus,
 )
 from batch_pipeline.core.ledger.store import Ledger, open_ledger
-from batch_pipeline.core.ledger.urls import (
-    LEDGER_URL_ENV,
-    default_ledger_url,
-    safe_url,
-    url_password,
-)
+from batch_pipeline.core.ledger.urls import safe_url, url_password
 
 __all__ = [
     "CHUNK_STATUSES",
     "COMPLETED_FORCED",
     "DEAD_LETTERED",
     "FAILED",
-    "LEDGER_URL_ENV",
     "PENDING",
     "RUNNING",
     "SENT_SETTINGS",
@@ -53,7 +47,6 @@ __all__ = [
     "Ledger",
     "Progress",
     "chunk_fingerprint",
-    "default_ledger_url",
     "delivery_digest",
     "is_external",
     "open_ledger",

@@ -9,15 +9,15 @@ that a live run's lease never expires. A run gives the lease back when it ends; 
 heartbeat. Under Dagster, a holder whose run the instance knows has finished is taken over at
 once.
 
-The settings come from the environment, read when a run or step starts:
-``BATCH_PIPELINE_LEASE_TTL_SECONDS`` (default 60) and ``BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS``
-(default 10, and at most a third of the TTL).
+The caller gives the ``LeaseSettings``: the Dagster steps read them from the environment when a
+run or step starts (``batch_pipeline.settings.lease_settings``:
+``BATCH_PIPELINE_LEASE_TTL_SECONDS``, default 60, and ``BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS``,
+default 10 and at most a third of the TTL).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,14 +26,11 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
-from batch_pipeline.core.common.errors import BatchBusyError, ConfigError, LeaseLostError
+from batch_pipeline.core.common.errors import BatchBusyError, LeaseLostError
 from batch_pipeline.core.ledger.engine import LedgerDatabase
 from batch_pipeline.core.ledger.states import Lease
 
 log = logging.getLogger(__name__)
-
-TTL_ENV = "BATCH_PIPELINE_LEASE_TTL_SECONDS"
-HEARTBEAT_ENV = "BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -42,32 +39,6 @@ class LeaseSettings:
 
     ttl_seconds: float = 60.0
     heartbeat_seconds: float = 10.0
-
-    @classmethod
-    def from_env(cls) -> LeaseSettings:
-        """From ``BATCH_PIPELINE_LEASE_TTL_SECONDS`` and ``..._HEARTBEAT_SECONDS``; the
-        heartbeat defaults to 10 s or a third of the TTL, whichever is shorter."""
-        ttl = _seconds(TTL_ENV, cls.ttl_seconds)
-        heartbeat = _seconds(HEARTBEAT_ENV, min(cls.heartbeat_seconds, ttl / 3))
-        if heartbeat >= ttl:
-            raise ConfigError(
-                f"{HEARTBEAT_ENV}={heartbeat:g} must be shorter than {TTL_ENV}={ttl:g}: a lease "
-                "would expire between two heartbeats"
-            )
-        return cls(ttl, heartbeat)
-
-
-def _seconds(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
-    return seconds
 
 
 class LeaseRecords(LedgerDatabase):
@@ -181,16 +152,12 @@ class LeaseKeeper:
     The in-memory ledger gets no thread: nothing else can see it."""
 
     def __init__(
-        self,
-        ledger: LeaseRecords,
-        batch_id: str,
-        holder: str,
-        settings: LeaseSettings | None = None,
+        self, ledger: LeaseRecords, batch_id: str, holder: str, settings: LeaseSettings
     ) -> None:
         self.ledger = ledger
         self.batch_id = batch_id
         self.holder = holder
-        self.settings = settings or LeaseSettings.from_env()
+        self.settings = settings
         self.lost: LeaseLostError | None = None
         self.lease: Lease | None = None
         self._stop = threading.Event()

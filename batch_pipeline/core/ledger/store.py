@@ -20,8 +20,9 @@ so that a change which would deliver records twice to the same sink is refused.
 
 ``Ledger`` is assembled from one class per subject: the database (``engine.py``), chunk rows
 (``chunks.py``), batch rows and destinations (``batches.py``), leases (``lease.py``) and views
-(``queries.py``). ``open_ledger`` gives one ``Ledger`` per URL and process. Statuses are in
-``status.py``.
+(``queries.py``). ``open_ledger`` gives one ``Ledger`` per URL and process; the URL is the
+caller's to choose (``batch_pipeline.settings.default_ledger_url`` when none is configured).
+Statuses are in ``status.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import threading
 from batch_pipeline.core.ledger.batches import BatchRecords
 from batch_pipeline.core.ledger.lease import LeaseRecords
 from batch_pipeline.core.ledger.queries import LedgerQueries
-from batch_pipeline.core.ledger.urls import default_ledger_url
 
 
 class Ledger(BatchRecords, LeaseRecords, LedgerQueries):
@@ -43,9 +43,9 @@ _LEDGERS: dict[tuple[str, str | None], Ledger] = {}
 _LEDGERS_LOCK = threading.Lock()
 
 
-def open_ledger(url: str | None = None, schema: str | None = None) -> Ledger:
-    """The ledger at ``url`` (default: ``default_ledger_url()``), one per process and URL."""
-    key = (url or default_ledger_url(), schema)
+def open_ledger(url: str, schema: str | None = None) -> Ledger:
+    """The ledger at ``url``, one per process and URL."""
+    key = (url, schema)
     with _LEDGERS_LOCK:
         if key not in _LEDGERS:
             _LEDGERS[key] = Ledger(*key)

@@ -1,30 +1,17 @@
-"""Ledger URLs: the default one (``default_ledger_url``), the password in one
-(``url_password``), one shown without it (``safe_url``), the URL SQLAlchemy is given
-(``engine_url``: a Postgres driver that is installed) and the file of a SQLite one
-(``sqlite_path``).
+"""Ledger URLs: the password in one (``url_password``), one shown without it (``safe_url``), the
+URL SQLAlchemy is given (``engine_url``: a Postgres driver that is installed) and the file of a
+SQLite one (``sqlite_path``).
+
+Which URL a process uses when none is given is decided at the edge (``batch_pipeline.settings.
+default_ledger_url``), never here: the core reads no environment.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 
 import sqlalchemy as sa
-
-LEDGER_URL_ENV = "BATCH_PIPELINE_LEDGER_URL"
-
-
-def default_ledger_url() -> str:
-    """``BATCH_PIPELINE_LEDGER_URL``; else SQLite in ``$DAGSTER_HOME``; else in
-    ``~/.batch_pipeline``. Read when called, never at import."""
-    if os.environ.get(LEDGER_URL_ENV):
-        return os.environ[LEDGER_URL_ENV]
-    home = os.environ.get("DAGSTER_HOME") or os.path.join(
-        os.path.expanduser("~"), ".batch_pipeline"
-    )
-    return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
-
 
 # user:password@ in a URL SQLAlchemy cannot parse (the password's text is never shown).
 _PASSWORD_IN_URL = re.compile(r"//[^/@:]*:[^/@]+@")
