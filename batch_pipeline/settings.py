@@ -1,4 +1,18 @@
-"""Settings of the automation (upload sensor, nightly schedule), from environment variables.
+"""The settings the environment gives, read here and nowhere in ``core/``: the core takes them
+as arguments. Each is read when its function is called (a run, a step, a tick), never at import;
+every function takes the environment as ``env`` (default: ``os.environ``). The README's
+"Environment variables" table lists them all, with those that Dagster, boto3 and psycopg2 read
+themselves.
+
+- **The ledger**: ``default_ledger_url`` (``BATCH_PIPELINE_LEDGER_URL``, else SQLite in
+  ``$DAGSTER_HOME``, else in ``~/.batch_pipeline``).
+- **Leases**: ``lease_settings`` (``BATCH_PIPELINE_LEASE_TTL_SECONDS``, 60, and
+  ``BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS``, 10 or a third of the TTL if shorter).
+- **Alerts**: ``alert_webhook_url`` (``BATCH_PIPELINE_ALERT_WEBHOOK``).
+- **AWS**: ``s3_settings`` fills in the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
+  ``AWS_ENDPOINT_URL``; pyarrow reads neither) and the region (``resolve_region``: ``AWS_REGION``,
+  which botocore does not read, else ``AWS_DEFAULT_REGION``, else the profile's, else us-east-1).
+- **The automation** (upload sensor, nightly schedule): ``WatchSettings.from_env``.
 
 A schedule's cron and a sensor's interval are fixed when Dagster loads the definitions, so these
 are read then (``WatchSettings.from_env``); the run config file is read at every tick, so an edit
@@ -30,18 +44,108 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
 
+from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV
 from batch_pipeline.core.automation.discovery import DEFAULT_SUFFIXES
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.naming import check_location
-from batch_pipeline.core.stores.storage import is_s3, normalize_uri
+from batch_pipeline.core.ledger import LeaseSettings
+from batch_pipeline.core.stores.storage import S3Settings, is_s3, normalize_uri, profile_region
 
 ENV_PREFIX = "BATCH_PIPELINE_"
 DEFAULT_WATCH = "data/inbox"
+LEDGER_URL_ENV = "BATCH_PIPELINE_LEDGER_URL"
+TTL_ENV = "BATCH_PIPELINE_LEASE_TTL_SECONDS"
+HEARTBEAT_ENV = "BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS"
+
+
+def _environment(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def default_ledger_url(env: Mapping[str, str] | None = None) -> str:
+    """``BATCH_PIPELINE_LEDGER_URL``; else SQLite in ``$DAGSTER_HOME``; else in
+    ``~/.batch_pipeline``. Read when called, never at import."""
+    env = _environment(env)
+    if env.get(LEDGER_URL_ENV):
+        return env[LEDGER_URL_ENV]
+    home = env.get("DAGSTER_HOME") or os.path.join(os.path.expanduser("~"), ".batch_pipeline")
+    return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
+
+
+def lease_settings(env: Mapping[str, str] | None = None) -> LeaseSettings:
+    """From ``BATCH_PIPELINE_LEASE_TTL_SECONDS`` and ``..._HEARTBEAT_SECONDS``; the heartbeat
+    defaults to 10 s or a third of the TTL, whichever is shorter."""
+    env = _environment(env)
+    ttl = _seconds(env, TTL_ENV, LeaseSettings.ttl_seconds)
+    heartbeat = _seconds(env, HEARTBEAT_ENV, min(LeaseSettings.heartbeat_seconds, ttl / 3))
+    if heartbeat >= ttl:
+        raise ConfigError(
+            f"{HEARTBEAT_ENV}={heartbeat:g} must be shorter than {TTL_ENV}={ttl:g}: a lease "
+            "would expire between two heartbeats"
+        )
+    return LeaseSettings(ttl, heartbeat)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
+    return seconds
+
+
+def alert_webhook_url(env: Mapping[str, str] | None = None) -> str | None:
+    """``BATCH_PIPELINE_ALERT_WEBHOOK``, or None when unset or blank. Read when called."""
+    return _environment(env).get(ALERT_WEBHOOK_ENV, "").strip() or None
+
+
+def resolve_region(
+    explicit: str | None = None,
+    profile_name: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The AWS region of every client this project makes (S3 through pyarrow and boto3, SQS):
+    ``explicit``, else ``AWS_REGION`` (what the AWS CLI and the other SDKs read; botocore
+    does not), else ``AWS_DEFAULT_REGION``, else the region of the profile in the AWS config
+    file, else us-east-1."""
+    return _region_from_env(explicit, env) or profile_region(profile_name)
+
+
+def _region_from_env(explicit: str | None, env: Mapping[str, str] | None) -> str | None:
+    env = _environment(env)
+    return explicit or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+
+
+def s3_endpoint(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """``explicit``, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (boto3 reads them
+    itself; pyarrow does not), else None (AWS)."""
+    env = _environment(env)
+    return explicit or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_settings(
+    given: S3Settings | None = None, env: Mapping[str, str] | None = None
+) -> S3Settings:
+    """``given`` (default: every field unset) with the endpoint and region the environment
+    gives where it sets none (``s3_endpoint``, ``resolve_region``; the profile's region is
+    looked up when S3 is first used)."""
+    given = given or S3Settings()
+    return replace(
+        given,
+        endpoint_url=s3_endpoint(given.endpoint_url, env),
+        region_name=_region_from_env(given.region_name, env),
+    )
 
 
 def _env(name: str, default: str) -> str:

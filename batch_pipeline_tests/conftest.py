@@ -32,7 +32,7 @@ def own_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
 @pytest.fixture
 def ledger(own_ledger: str):
     """This test's own ledger (the one the jobs and the CLI use too)."""
-    from batch_pipeline.core.ledger.store import open_ledger
+    from batch_pipeline.core.ledger import open_ledger
 
     return open_ledger(own_ledger)
 
@@ -164,8 +164,9 @@ def drain_queue(sqs_client, url: str) -> list[str]:
 def storage():
     """Storage with the environment's settings (local paths; S3 once aws_endpoint is used)."""
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
-    return Storage()
+    return Storage(s3_settings)  # read when S3 is first used
 
 
 def pytest_configure(config) -> None:

@@ -42,7 +42,7 @@ from batch_pipeline.automation.requests import BATCH_ID_TAG as UPLOAD_BATCH_ID_T
 from batch_pipeline.cli.parser import build_parser
 from batch_pipeline.cli.run_config import run_config_from_args
 from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource

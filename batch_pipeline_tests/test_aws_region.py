@@ -1,6 +1,7 @@
 """The region comes from the same place for every AWS client: the explicit setting, then
 ``AWS_REGION`` (which the README promises and botocore itself does not read), then
-``AWS_DEFAULT_REGION``, then the profile's, then us-east-1."""
+``AWS_DEFAULT_REGION``, then the profile's, then us-east-1 (``settings.resolve_region``; the
+storage gets the environment's through ``settings.s3_settings``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from batch_pipeline.cli import main
-from batch_pipeline.core.stores.storage import S3Settings, resolve_region
 from batch_pipeline.resources import SQSResource
+from batch_pipeline.settings import resolve_region, s3_settings
 from batch_pipeline_tests.conftest import drain_queue
 
 
@@ -29,7 +30,7 @@ def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("AWS_REGION", "eu-west-3")
     assert resolve_region() == "eu-west-3"
     assert resolve_region("us-west-2") == "us-west-2"
-    assert S3Settings().resolved_region() == "eu-west-3"
+    assert s3_settings().resolved_region() == "eu-west-3"
     assert SQSResource().get_client().meta.region_name == "eu-west-3"
     assert SQSResource(region_name="us-west-1").get_client().meta.region_name == "us-west-1"
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch_pipeline.cli import main
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, SUCCEEDED, open_ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, SUCCEEDED, open_ledger
 from batch_pipeline_tests.fault_helpers import (
     FAULTS_MODULE,
     manifest_of,

@@ -246,9 +246,10 @@ def test_a_refused_run_prints_no_figures_of_the_run_before(tmp_path, capsys):
     assert code == 0 and first["records_in"] == 30
     assert Path(first["manifest"]).exists()
 
-    from batch_pipeline.core.ledger.store import open_ledger
+    from batch_pipeline.core.ledger import open_ledger
+    from batch_pipeline.settings import default_ledger_url
 
-    open_ledger().acquire_lease("twice", "another-run", ttl=600)
+    open_ledger(default_ledger_url()).acquire_lease("twice", "another-run", ttl=600)
     code = main(["run", *args, "--chunk-records", "10", "--json"])
     out = capsys.readouterr().out
     second = last_json(out)

@@ -15,7 +15,8 @@ import pytest
 from batch_pipeline.cli import main
 from batch_pipeline.cli.parser import build_parser
 from batch_pipeline.cli.run_config import processor_options
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
+from batch_pipeline.settings import default_ledger_url
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE
 
@@ -135,7 +136,7 @@ def test_complete_is_refused_while_a_run_holds_the_batch(
     run = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "busy-1"]
     assert main([*run, "--deliver", "none"]) == 0
     capsys.readouterr()
-    ledger = open_ledger()
+    ledger = open_ledger(default_ledger_url())
     ledger.acquire_lease("busy-1", "the-other-run", ttl=600)
     complete = ["complete", "busy-1", "--force", "--reason", "stuck"]
 

@@ -180,9 +180,10 @@ def test_a_failure_inside_the_run_prints_no_stack_trace(tmp_path: Path, capsys) 
     args = ["run", str(source), "--output", str(tmp_path / "out"), "--batch-id", "b2"]
     assert main(args) == 0
     capsys.readouterr()
-    from batch_pipeline.core.ledger.store import open_ledger
+    from batch_pipeline.core.ledger import open_ledger
+    from batch_pipeline.settings import default_ledger_url
 
-    open_ledger().acquire_lease("b2", "another-run", ttl=600)
+    open_ledger(default_ledger_url()).acquire_lease("b2", "another-run", ttl=600)
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 1

@@ -21,7 +21,7 @@ import pytest
 
 from batch_pipeline.cli import main
 from batch_pipeline.cli.progress import BatchFollower
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 
 SCHEMA = {"columns": {"email": {"type": "string", "required": True, "pattern": "^[^@ ]+@[^@ ]+$"}}}

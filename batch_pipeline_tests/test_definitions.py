@@ -1,11 +1,14 @@
 """Smoke tests: the definitions load, and the job, its ops and the CLI are there by name."""
 
+import ast
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
+import batch_pipeline.core
 from batch_pipeline.definitions import defs, get_batch_job, get_redrive_job
 
 
@@ -72,6 +75,50 @@ def test_core_does_not_import_dagster():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+ENVIRONMENT_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
+
+
+def environment_reads(source: str) -> list[tuple[int, str]]:
+    """Where ``source`` touches the process environment: ``os.environ`` (``.get``, ``[...]``),
+    ``os.getenv``, and ``environ``/``getenv`` imported from ``os`` or used by name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ENVIRONMENT_NAMES:
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.Name) and node.id in ENVIRONMENT_NAMES:
+            found.append((node.lineno, node.id))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            names = [a.name for a in node.names if a.name in ENVIRONMENT_NAMES]
+            found.extend((node.lineno, f"from os import {name}") for name in names)
+    return found
+
+
+def test_core_reads_no_environment():
+    """The environment is read at the edge (``batch_pipeline.settings``, the resources, the
+    CLI); ``core/`` takes what it needs as arguments."""
+    core = Path(batch_pipeline.core.__file__).parent
+    modules = sorted(core.rglob("*.py"))
+    assert len(modules) > 20
+    reads = [
+        f"{module.relative_to(core.parent)}:{line}: {what}"
+        for module in modules
+        for line, what in environment_reads(module.read_text(encoding="utf-8"))
+    ]
+    assert reads == []
+
+
+def test_the_environment_check_finds_every_way_to_read_it():
+    sources = [
+        "import os\nx = os.environ.get('A')",
+        "import os\nx = os.environ['A']",
+        "import os\nx = os.getenv('A')",
+        "from os import environ\nx = environ.get('A')",
+        "from os import getenv\nx = getenv('A')",
+    ]
+    assert all(environment_reads(source) for source in sources)
+    assert environment_reads("import os\nx = os.path.join('a', 'b')") == []
 
 
 def test_batch_results_has_a_partition_per_source_file():

@@ -24,7 +24,7 @@ import pytest
 from dagster import RunConfig
 
 from batch_pipeline.config import RedriveConfig
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, SUCCEEDED, open_ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, SUCCEEDED, open_ledger
 from batch_pipeline.definitions import get_redrive_job
 from batch_pipeline_tests.conftest import drain_queue
 from batch_pipeline_tests.fault_helpers import (

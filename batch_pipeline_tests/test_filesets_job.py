@@ -10,9 +10,10 @@ import pytest
 from dagster import DagsterEventType, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RedriveConfig
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.partitions import partition_key
+from batch_pipeline.settings import default_ledger_url
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_sixty_small_files_take_a_few_steps_and_a_redrive_reads_the_same_files(t
 
     # New files arrive; the batch's own files are what a redrive reads.
     write_files(folder, 60, 70)
-    ledger = open_ledger()
+    ledger = open_ledger(default_ledger_url())
     assert len(ledger.batch(batch.batch_id).config_dict()["members"]) == 60
     redrive = get_redrive_job().execute_in_process(
         run_config=RunConfig(ops={"load_batch": RedriveConfig(batch_id=batch.batch_id)})

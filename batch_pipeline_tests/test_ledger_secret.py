@@ -15,7 +15,8 @@ import pytest
 from dagster import DagsterInstance
 
 from batch_pipeline.cli import main
-from batch_pipeline.core.ledger.store import LEDGER_URL_ENV, open_ledger
+from batch_pipeline.core.ledger import open_ledger
+from batch_pipeline.settings import LEDGER_URL_ENV
 from batch_pipeline_tests.core.ledger.test_ledger import postgres_url  # noqa: F401  (a fixture)
 
 SECRET = "some-secret"

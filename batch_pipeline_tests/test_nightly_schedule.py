@@ -27,7 +27,7 @@ from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import DeliverySettings
 from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED, FAILED, RUNNING, SUCCEEDED
+from batch_pipeline.core.ledger import COMPLETED_FORCED, FAILED, RUNNING, SUCCEEDED
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.partitions import partition_key
 from batch_pipeline.resources import LedgerResource, StorageResource

@@ -28,7 +28,7 @@ from dagster import DagsterEventType, DagsterInstance, RunConfig
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig, RetryConfig
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
 from batch_pipeline.core.initialize import prepare_batch
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.definitions import get_batch_job
@@ -298,15 +298,16 @@ def test_a_retried_step_keeps_the_lease(tmp_path: Path, own_ledger: str) -> None
 
 def test_lease_settings_come_from_the_environment(monkeypatch: Any) -> None:
     from batch_pipeline.core.common.errors import ConfigError
-    from batch_pipeline.core.ledger.lease import LeaseSettings
+    from batch_pipeline.core.ledger import LeaseSettings
+    from batch_pipeline.settings import lease_settings
 
-    assert LeaseSettings.from_env() == LeaseSettings(60.0, 10.0)
+    assert lease_settings() == LeaseSettings(60.0, 10.0)
     monkeypatch.setenv("BATCH_PIPELINE_LEASE_TTL_SECONDS", "6")
-    assert LeaseSettings.from_env() == LeaseSettings(6.0, 2.0)
+    assert lease_settings() == LeaseSettings(6.0, 2.0)
     monkeypatch.setenv("BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS", "6")
     with pytest.raises(ConfigError, match="must be shorter than"):
-        LeaseSettings.from_env()
+        lease_settings()
     monkeypatch.setenv("BATCH_PIPELINE_LEASE_TTL_SECONDS", "soon")
     with pytest.raises(ConfigError, match="not a number of seconds"):
-        LeaseSettings.from_env()
+        lease_settings()
     assert os.environ["BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS"] == "6"

@@ -14,7 +14,7 @@ from dagster import DagsterEventType, Failure, RetryPolicy, RunConfig, job, op
 
 from batch_pipeline.cli.summary import _failure_message
 from batch_pipeline.config import BatchConfig
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job
 from batch_pipeline.ops.failures import core_failures, step_error_text
 from batch_pipeline_tests.core.helpers import full_device

@@ -28,7 +28,7 @@ from batch_pipeline.automation.requests import (
 from batch_pipeline.core.common.models import DeliverySettings
 from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.inputs.filesets import set_uri
-from batch_pipeline.core.ledger.store import SUCCEEDED
+from batch_pipeline.core.ledger import SUCCEEDED
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.partitions import partition_key
 from batch_pipeline.resources import LedgerResource

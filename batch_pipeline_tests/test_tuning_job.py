@@ -9,7 +9,7 @@ from dagster import DagsterEventType, DagsterInstance, RunConfig
 
 from batch_pipeline.config import BatchConfig, ChunkingConfig, DeliveryConfig
 from batch_pipeline.core.inputs.sample_data import DEMO_SCHEMA, write_sample
-from batch_pipeline.core.ledger.store import open_ledger
+from batch_pipeline.core.ledger import open_ledger
 from batch_pipeline.definitions import get_batch_job
 
 pytestmark = pytest.mark.slow

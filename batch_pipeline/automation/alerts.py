@@ -43,16 +43,16 @@ from dagster import (
 from batch_pipeline.automation.requests import BATCH_ID_TAG
 from batch_pipeline.core.automation.alerts import (
     AlertDeliveryError,
-    alert_webhook_url,
     dead_letter_alert,
     run_failure_alert,
     send_alert,
 )
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import ChunkState, Ledger
+from batch_pipeline.core.ledger import ChunkState, Ledger
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.failures import step_error_text
 from batch_pipeline.resources import LedgerResource
+from batch_pipeline.settings import alert_webhook_url
 
 BATCH_ID_STEPS = ("initialize", "load_batch")
 DEAD_LETTER_PAGE = 1000  # dead letters read per tick; a bigger backlog goes on at the next tick

@@ -50,12 +50,12 @@ from batch_pipeline.core.automation.discovery import SourceObject
 from batch_pipeline.core.automation.grouping import group_small_files
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.inputs.filesets import set_uri
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED, SUCCEEDED
+from batch_pipeline.core.ledger import BatchStatus
 from batch_pipeline.jobs import batch_job
 from batch_pipeline.resources import LedgerResource, StorageResource
 from batch_pipeline.settings import WatchSettings
 
-FINISHED = frozenset({SUCCEEDED, "partial", COMPLETED_FORCED})
+FINISHED = frozenset({BatchStatus.SUCCEEDED, BatchStatus.PARTIAL, BatchStatus.COMPLETED_FORCED})
 
 
 def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDefinition:

@@ -66,7 +66,7 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
-    from batch_pipeline.core.ledger.store import RUNNING
+    from batch_pipeline.core.ledger import RUNNING
 
     live = progress.status == RUNNING and not progress.finished
     return {
@@ -123,7 +123,7 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger.store import RUNNING
+    from batch_pipeline.core.ledger import RUNNING
 
     ledger = ledger_with_batch(args)
     batch = ledger.batch(args.batch_id)

@@ -18,7 +18,7 @@ from batch_pipeline.core.common.naming import check_batch_id
 def ledger_environment(url: str | None) -> Iterator[None]:
     """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
     (steps in subprocesses inherit it); the previous value afterwards."""
-    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
+    from batch_pipeline.settings import LEDGER_URL_ENV
 
     if not url:
         yield
@@ -38,7 +38,8 @@ def open_ledger_checked(url: str | None) -> Any:
     """The ledger at ``url`` (default: the environment's), or ConfigError saying which ledger
     (its URL without the password) could not be opened and why."""
     from batch_pipeline.core.common.errors import BatchPipelineError, ConfigError
-    from batch_pipeline.core.ledger.store import default_ledger_url, open_ledger, safe_url
+    from batch_pipeline.core.ledger import open_ledger, safe_url
+    from batch_pipeline.settings import default_ledger_url
 
     resolved = url or default_ledger_url()
     try:
@@ -64,7 +65,7 @@ def ledger_with_batch(args: argparse.Namespace) -> Any:
     (``make demo``'s) has the batch, that one (saying so on stderr). Else ConfigError naming
     the ledger looked in, and where else to look."""
     from batch_pipeline.core.common.errors import ConfigError
-    from batch_pipeline.core.ledger.store import LEDGER_URL_ENV
+    from batch_pipeline.settings import LEDGER_URL_ENV
 
     check_batch_id(args.batch_id)
     ledger = open_ledger_checked(args.ledger)

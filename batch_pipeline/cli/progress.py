@@ -53,11 +53,12 @@ class RunProgress(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        from batch_pipeline.core.ledger.store import open_ledger
+        from batch_pipeline.core.ledger import open_ledger
+        from batch_pipeline.settings import default_ledger_url
 
         bar = self.make_bar(file=self.terminal, enabled=self.enabled)
         try:
-            ledger = open_ledger(self.ledger_url)
+            ledger = open_ledger(self.ledger_url or default_ledger_url())
             while True:
                 stopping = self.done.is_set()
                 with contextlib.suppress(Exception):  # not worth failing for: next poll
@@ -82,7 +83,7 @@ class BatchFollower:
 
     def follow(self) -> Any:
         """The batch's progress once it stopped running (KeyboardInterrupt passes through)."""
-        from batch_pipeline.core.ledger.store import RUNNING
+        from batch_pipeline.core.ledger import RUNNING
 
         bar = self.make_bar()
         try:

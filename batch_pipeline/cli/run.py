@@ -107,8 +107,9 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     BatchSpec; raises a BatchPipelineError naming the file, the setting and the fix."""
     from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_kwargs
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
-    spec = prepare_batch(Storage(), **prepare_kwargs(config))
+    spec = prepare_batch(Storage(s3_settings), **prepare_kwargs(config))
     check_output(args.output, spec.output)
     open_ledger_checked(args.ledger)
     return spec
@@ -124,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED
+    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
 
     ledger = ledger_with_batch(args)
     args.ledger = ledger.url  # the run uses the ledger the batch was found in

@@ -31,9 +31,10 @@ def _manifest(spec: Any, run_id: str) -> dict[str, Any]:
     """The manifest aggregate wrote in this run when it failed the run (its totals are still
     there); nothing when the manifest is another run's (this run failed before aggregating)."""
     from batch_pipeline.core.stores.storage import Storage
+    from batch_pipeline.settings import s3_settings
 
     try:
-        manifest = json.loads(Storage().read_bytes(spec.manifest_uri))
+        manifest = json.loads(Storage(s3_settings).read_bytes(spec.manifest_uri))
     except Exception:
         return {}
     return manifest if manifest.get("run_id") == run_id else {}

@@ -14,7 +14,7 @@ from batch_pipeline.core.aggregation import BatchResult
 from batch_pipeline.core.aggregation import aggregate as aggregate_results
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED
+from batch_pipeline.core.ledger import BatchStatus
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import result_metadata
@@ -43,7 +43,9 @@ def aggregate(
         book = ledger.get_ledger()
         with keep_lease(context, book, spec.batch_id):
             batch = book.batch(spec.batch_id)
-            forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
+            forced = (
+                batch.reason if batch and batch.status == BatchStatus.COMPLETED_FORCED else None
+            )
             states = book.chunk_states(spec.batch_id)
             result = aggregate_results(
                 storage.get_storage(),
@@ -60,7 +62,7 @@ def aggregate(
             spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
         )
         partition = partition_key(spec.source.uri)
-        if result.status == "failed":
+        if result.status == BatchStatus.FAILED:
             book.release_lease(spec.batch_id, context.run_id)  # the run ends here
             # Yielded (not logged) so that it is recorded before the failure ends the step.
             yield AssetObservation(

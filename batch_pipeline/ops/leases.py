@@ -1,4 +1,5 @@
-"""The batch's lease under Dagster (``core.lease``): the holder is the run id.
+"""The batch's lease under Dagster (``core.ledger.lease``): the holder is the run id, the TTL and
+heartbeat come from the environment (``settings.lease_settings``), read when each step starts.
 
 ``plan_chunks`` takes it (``take_lease``: a holder whose run this instance knows has finished
 is taken over at once), every step that writes keeps it with ``keep_lease`` (renewed before the
@@ -14,8 +15,8 @@ from typing import Any
 
 from dagster import HookContext, OpExecutionContext, failure_hook
 
-from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger.store import Lease, Ledger
+from batch_pipeline.core.ledger import Lease, LeaseKeeper, Ledger
+from batch_pipeline.settings import lease_settings
 
 
 def run_finished(instance: Any, run_id: str) -> bool:
@@ -31,7 +32,7 @@ def run_finished(instance: Any, run_id: str) -> bool:
 
 def take_lease(context: OpExecutionContext, ledger: Ledger, batch_id: str) -> Lease:
     """This run's lease on the batch, or BatchBusyError naming the run that holds it."""
-    settings = LeaseSettings.from_env()
+    settings = lease_settings()
     return ledger.acquire_lease(
         batch_id,
         context.run_id,
@@ -43,7 +44,7 @@ def take_lease(context: OpExecutionContext, ledger: Ledger, batch_id: str) -> Le
 def keep_lease(context: OpExecutionContext, ledger: Ledger, batch_id: str) -> LeaseKeeper:
     """``with keep_lease(...)``: renewed now (LeaseLostError if another run took it: the step
     fails before writing), then every heartbeat while the block runs."""
-    return LeaseKeeper(ledger, batch_id, context.run_id, LeaseSettings.from_env())
+    return LeaseKeeper(ledger, batch_id, context.run_id, lease_settings())
 
 
 @failure_hook(required_resource_keys={"ledger"})

@@ -2,7 +2,8 @@
 plot them across runs (README, "Metadata").
 
 Unprefixed keys describe the whole batch (counted from the ledger); ``chunk_`` keys describe the
-one chunk a ``process_chunk`` step did.
+one chunk a ``process_chunk`` step did. Statuses go to Dagster as plain text (``str``): it
+serializes no enum it does not know, such as ``ChunkStatus`` and ``BatchStatus``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from batch_pipeline.core.aggregation import BatchResult
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, join_uri
-from batch_pipeline.core.ledger.store import ChunkState, Progress
+from batch_pipeline.core.ledger import ChunkState, Progress
 
 CHUNK_TIMINGS_SCHEMA = TableSchema(
     columns=[
@@ -56,7 +57,7 @@ def chunk_metadata(summary: ChunkSummary) -> dict[str, Any]:
     rate = summary.records_in / summary.seconds if summary.seconds else 0.0
     return {
         "chunk": summary.index,
-        "chunk_status": summary.status,
+        "chunk_status": str(summary.status),
         "chunk_records_in": summary.records_in,
         "chunk_records_out": summary.records_out,
         "chunk_records_rejected": summary.records_rejected,
@@ -77,7 +78,7 @@ def chunk_timings(states: list[ChunkState]) -> MetadataValue:
             TableRecord(
                 {
                     "chunk": s.chunk,
-                    "status": s.status,
+                    "status": str(s.status),
                     "attempts": s.attempts,
                     "records_in": s.records_in or 0,
                     "records_rejected": s.records_rejected or 0,
@@ -109,7 +110,7 @@ def result_metadata(
     return {
         "batch_id": spec.batch_id,
         "source": spec.source.uri,
-        "status": result.status,
+        "status": str(result.status),
         "processor": spec.processor,
         **progress_metadata(progress, run_started),
         "records_in": result.records_in,

@@ -2,6 +2,7 @@ from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.common.text import shown
+from batch_pipeline.core.ledger import ChunkStatus
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
@@ -36,7 +37,7 @@ def process_chunk(
             )
         since = run_start_time(context)
         progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
-        if summary.status != "succeeded":
+        if summary.status != ChunkStatus.SUCCEEDED:
             context.log.error(
                 shown(
                     f"{chunk.describe()}: dead-lettered after {context.retry_number + 1} "
@@ -46,7 +47,7 @@ def process_chunk(
             context.add_output_metadata(
                 {
                     "chunk": chunk.index,
-                    "chunk_status": summary.status,
+                    "chunk_status": str(summary.status),
                     "chunk_error": summary.error or "",
                     "chunk_dead_letter": MetadataValue.path(summary.dead_letter or ""),
                     **progress,

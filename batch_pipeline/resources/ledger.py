@@ -6,13 +6,8 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from batch_pipeline.core.common.errors import ConfigError
-from batch_pipeline.core.ledger.store import (
-    LEDGER_URL_ENV,
-    Ledger,
-    open_ledger,
-    safe_url,
-    url_password,
-)
+from batch_pipeline.core.ledger import Ledger, open_ledger, safe_url, url_password
+from batch_pipeline.settings import LEDGER_URL_ENV, default_ledger_url
 
 
 def run_config_password_error(run_config: Any) -> ConfigError | None:
@@ -34,10 +29,11 @@ def run_config_password_error(run_config: Any) -> ConfigError | None:
 
 
 class LedgerResource(ConfigurableResource):
-    """The chunk ledger (see ``batch_pipeline.core.ledger.store``).
+    """The chunk ledger (see ``batch_pipeline.core.ledger``).
 
     Unset, ``url`` is ``BATCH_PIPELINE_LEDGER_URL``, else SQLite in ``$DAGSTER_HOME``
-    (``batch_ledger.db``), else in ``~/.batch_pipeline``. In production, point it at the
+    (``batch_ledger.db``), else in ``~/.batch_pipeline`` (``settings.default_ledger_url``, read
+    when the ledger is opened). In production, point it at the
     Postgres database of the Dagster instance, with the password from the environment: the
     whole URL in ``BATCH_PIPELINE_LEDGER_URL`` (or ``url=EnvVar(...)``, which Dagster stores
     as the variable's name, not its value), or a URL without password and ``PGPASSWORD``
@@ -79,4 +75,4 @@ class LedgerResource(ConfigurableResource):
             raise error
 
     def get_ledger(self) -> Ledger:
-        return open_ledger(self.url, self.db_schema)
+        return open_ledger(self.url or default_ledger_url(), self.db_schema)

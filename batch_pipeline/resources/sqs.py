@@ -5,7 +5,7 @@ from typing import Any
 import boto3
 from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
 
-from batch_pipeline.core.stores.storage import resolve_region
+from batch_pipeline.settings import resolve_region
 
 
 class SQSResource(ResourceWithBoto3Configuration):
@@ -14,7 +14,7 @@ class SQSResource(ResourceWithBoto3Configuration):
     Settings are those of every dagster-aws boto3 resource (``region_name``, ``endpoint_url``,
     ``max_attempts``, ``profile_name``, ``use_ssl``, ``verify`` and explicit credentials); unset,
     boto3 resolves them itself (``AWS_ENDPOINT_URL_SQS``/``AWS_ENDPOINT_URL``, the credential
-    chain), except the region, which comes from ``core.storage.resolve_region`` as for S3
+    chain), except the region, which comes from ``settings.resolve_region`` as for S3
     (``AWS_REGION``, then ``AWS_DEFAULT_REGION``, the profile's, us-east-1).
 
     Example:

@@ -4,13 +4,15 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from batch_pipeline.core.stores.storage import S3Settings, Storage
+from batch_pipeline.settings import s3_settings
 
 
 class StorageResource(ConfigurableResource):
     """Reads sources and writes results, locally or on S3 (through pyarrow's S3 filesystem).
 
     Every field defaults to the AWS SDK's own resolution: the credential chain, the region from
-    ``AWS_REGION``, the endpoint from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``.
+    ``AWS_REGION``, the endpoint from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (read by
+    ``settings.s3_settings`` when the storage is made).
 
     Example:
         .. code-block:: python
@@ -41,12 +43,14 @@ class StorageResource(ConfigurableResource):
 
     def get_storage(self) -> Storage:
         return Storage(
-            S3Settings(
-                endpoint_url=self.endpoint_url,
-                region_name=self.region_name,
-                aws_access_key_id=self.aws_access_key_id,
-                aws_secret_access_key=self.aws_secret_access_key,
-                aws_session_token=self.aws_session_token,
-                max_attempts=self.max_attempts,
+            s3_settings(
+                S3Settings(
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region_name,
+                    aws_access_key_id=self.aws_access_key_id,
+                    aws_secret_access_key=self.aws_secret_access_key,
+                    aws_session_token=self.aws_session_token,
+                    max_attempts=self.max_attempts,
+                )
             )
         )

@@ -69,7 +69,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
     try:
         from dagster import DagsterInstance, execute_job, reconstructable
 
-        from batch_pipeline.core.ledger.store import open_ledger
+        from batch_pipeline.core.ledger import open_ledger
         from batch_pipeline.definitions import get_batch_job
 
         if task.get("profile"):
@@ -163,7 +163,7 @@ def worker_plan(task: dict[str, Any]) -> dict[str, Any]:
     try:
         from batch_pipeline.core.common.models import ChunkingSettings
         from batch_pipeline.core.initialize.prepare import prepare_batch
-        from batch_pipeline.core.ledger.store import open_ledger
+        from batch_pipeline.core.ledger import open_ledger
         from batch_pipeline.core.planning import plan_batch, write_plan
         from batch_pipeline.core.stores.storage import Storage
 

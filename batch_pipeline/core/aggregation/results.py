@@ -21,7 +21,7 @@ from batch_pipeline.core.aggregation.unify import unify_files
 from batch_pipeline.core.common.errors import ConservationError
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, FailureSettings
 from batch_pipeline.core.inputs.filesets import FILE_COLUMN
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     COMPLETED_FORCED,
     DEAD_LETTERED,
     FAILED,

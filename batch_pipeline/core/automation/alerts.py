@@ -3,9 +3,9 @@
 An ``Alert`` holds what an operator needs to act: the batch, its counts from the ledger, the
 reason, the run and job, and links (dead letters, manifest). ``send_alert`` posts it as JSON to a
 webhook, Slack-compatible (a top-level ``text`` plus the structured fields, which Slack ignores),
-or, with no webhook configured, logs it as one warning line. The webhook's URL comes from
-``BATCH_PIPELINE_ALERT_WEBHOOK``, read each time an alert is sent (``alert_webhook_url``), never
-at import.
+or, with no webhook configured, logs it as one warning line. The caller gives the webhook's URL:
+the sensors read ``BATCH_PIPELINE_ALERT_WEBHOOK`` each time they send an alert
+(``batch_pipeline.settings.alert_webhook_url``), never at import.
 
 A webhook that answers 5xx, 408 or 429, times out or cannot be reached is tried
 ``attempts`` times (default 3) with a short exponential backoff; then, as at once for other 4xx
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import time
 import urllib.error
@@ -31,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 from batch_pipeline.core.common.models import join_uri
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger.store import BatchState, ChunkState, Progress
+from batch_pipeline.core.ledger import BatchState, ChunkState, Progress
 
 ALERT_WEBHOOK_ENV = "BATCH_PIPELINE_ALERT_WEBHOOK"
 AlertKind = Literal["run_failure", "dead_letter"]
@@ -52,11 +51,6 @@ class AlertLog(Protocol):
 
 class AlertDeliveryError(RuntimeError):
     """The webhook refused the alert or could not be reached (after the retries)."""
-
-
-def alert_webhook_url() -> str | None:
-    """``BATCH_PIPELINE_ALERT_WEBHOOK``, or None when unset or blank. Read when called."""
-    return os.environ.get(ALERT_WEBHOOK_ENV, "").strip() or None
 
 
 def safe_webhook_url(url: str) -> str:

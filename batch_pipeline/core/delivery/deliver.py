@@ -48,7 +48,7 @@ from batch_pipeline.core.delivery.sinks import (
     SqsSink,
     resolve_queue_url,
 )
-from batch_pipeline.core.ledger.store import SUCCEEDED, ChunkState, Ledger
+from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
 from batch_pipeline.core.stores.storage import Storage, split_s3
 
 PACKED_CACHE_BYTES = 256 << 20

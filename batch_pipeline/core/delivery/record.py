@@ -16,7 +16,7 @@ from typing import Any
 
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec, join_uri
-from batch_pipeline.core.ledger.store import SUCCEEDED, Ledger, is_external, sink_key
+from batch_pipeline.core.ledger import SUCCEEDED, Ledger, is_external, sink_key
 from batch_pipeline.core.stores.storage import Storage
 
 DELIVERY_RECORD = "delivery.json"

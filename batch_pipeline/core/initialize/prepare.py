@@ -28,7 +28,7 @@ from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, relative_key
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.stores.storage import Storage, normalize_uri
 

@@ -16,8 +16,7 @@ from batch_pipeline.core.aggregation import BatchResult, aggregate
 from batch_pipeline.core.common.errors import RetryableChunkError
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch, open_sink
-from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
-from batch_pipeline.core.ledger.store import COMPLETED_FORCED, Ledger
+from batch_pipeline.core.ledger import COMPLETED_FORCED, LeaseKeeper, LeaseSettings, Ledger
 from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.processing.processors import get_processor
@@ -39,14 +38,16 @@ def run_batch(
     ledger: Ledger | None = None,
     sqs_client: Any = None,
     holder: str | None = None,
+    lease: LeaseSettings | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
     ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
-    lease throughout (``holder``: default a new uuid), with a heartbeat, and gives it back at
-    the end; another run of the batch meanwhile is refused (BatchBusyError)."""
+    lease throughout (``holder``: default a new uuid; ``lease``: default 60 s, renewed every
+    10 s), with a heartbeat, and gives it back at the end; another run of the batch meanwhile
+    is refused (BatchBusyError)."""
     ledger = ledger or Ledger("sqlite://")
     holder = holder or uuid.uuid4().hex
-    settings = LeaseSettings.from_env()
+    settings = lease or LeaseSettings()
     ledger.acquire_lease(spec.batch_id, holder, settings.ttl_seconds)
     try:
         with LeaseKeeper(ledger, spec.batch_id, holder, settings) as keeper:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from batch_pipeline.core.columns import schema_from_json, schema_to_json
 from batch_pipeline.core.common.models import BatchSpec, Chunk, Plan
-from batch_pipeline.core.ledger.store import parse_settings
+from batch_pipeline.core.ledger import parse_settings
 from batch_pipeline.core.planning.plan import plan_batch
 from batch_pipeline.core.stores.storage import Storage
 

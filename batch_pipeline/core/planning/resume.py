@@ -23,7 +23,7 @@ import re
 
 from batch_pipeline.core.common.models import BatchSpec, Chunk, Plan
 from batch_pipeline.core.delivery.record import refuse_if_delivered
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     COMPLETED_FORCED,
     DEAD_LETTERED,
     FAILED,

@@ -21,7 +21,7 @@ from typing import Any
 from batch_pipeline.core.common.errors import RetryableChunkError, classify
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.common.retries import backoff_delay
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger, chunk_fingerprint
+from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger, chunk_fingerprint
 from batch_pipeline.core.processing.dead_letters import (
     dead_letter_document,
     send_dead_letter,

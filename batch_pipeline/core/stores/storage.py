@@ -2,10 +2,11 @@
 
 Reads, range reads and Parquet I/O go through ``pyarrow.fs`` (``LocalFileSystem`` or
 ``S3FileSystem``); the one thing pyarrow does not expose, an S3 object's ETag, comes from boto3.
-S3 is reached through the standard credential chain; the endpoint comes from
-``S3Settings.endpoint_url`` or, when that is unset, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``,
-read when the storage is built (never at import); the region from ``resolve_region``, which
-every AWS client of the project uses.
+S3 is reached through the standard credential chain, at ``S3Settings.endpoint_url`` (unset: AWS)
+in ``S3Settings.region_name`` (unset: the profile's, ``profile_region``). The core reads no
+environment: ``batch_pipeline.settings.s3_settings`` fills in the endpoint and region that the
+environment gives (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, ``AWS_REGION``/
+``AWS_DEFAULT_REGION``), for the storage resource and the CLI, never at import.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from batch_pipeline.core.common.retries import backoff_delay
 from batch_pipeline.core.inputs.boundaries import split_lines
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 MIN_RANGE_READ = 4096
@@ -40,7 +41,8 @@ RANGE_READ_BACKOFF = RetrySettings(RANGE_READ_ATTEMPTS, 0.2, 2.0)
 
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach S3. Every field None means: the AWS SDK's defaults and environment."""
+    """How to reach S3. Every field None means: the AWS SDK's defaults (the environment's
+    endpoint and region are filled in by ``batch_pipeline.settings.s3_settings``)."""
 
     endpoint_url: str | None = None
     region_name: str | None = None
@@ -50,25 +52,16 @@ class S3Settings:
     max_attempts: int = 5
 
     def resolved_endpoint(self) -> str | None:
-        return (
-            self.endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or None
-        )
+        return self.endpoint_url or None
 
     def resolved_region(self) -> str:
-        return resolve_region(self.region_name)
+        return self.region_name or profile_region()
 
 
-def resolve_region(explicit: str | None = None, profile_name: str | None = None) -> str:
-    """The AWS region of every client this project makes (S3 through pyarrow and boto3, SQS):
-    ``explicit``, else ``AWS_REGION`` (what the AWS CLI and the other SDKs read; botocore
-    does not), else ``AWS_DEFAULT_REGION``, else the region of the profile in the AWS config
-    file, else us-east-1."""
-    found = explicit or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if found:
-        return found
+def profile_region(profile_name: str | None = None) -> str:
+    """The region botocore resolves for ``profile_name`` (its own ``AWS_DEFAULT_REGION``, else
+    the profile's in the AWS config file), else us-east-1: where an AWS client goes when no
+    region is given (``batch_pipeline.settings.resolve_region`` gives ``AWS_REGION`` first)."""
     try:
         import botocore.session
 
@@ -125,10 +118,18 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
 
 
 class Storage:
-    """Reads and writes objects by URI. Thread-safe; clients are created on first use."""
+    """Reads and writes objects by URI. Thread-safe; clients are created on first use.
 
-    def __init__(self, s3: S3Settings | None = None) -> None:
-        self.s3_settings = s3 or S3Settings()
+    ``s3`` is the S3 settings, or a function that gives them when S3 is first used (for
+    instance ``batch_pipeline.settings.s3_settings``, which reads the environment then)."""
+
+    def __init__(self, s3: S3Settings | Callable[[], S3Settings] | None = None) -> None:
+        self._s3_given = s3 or S3Settings()
+
+    @cached_property
+    def s3_settings(self) -> S3Settings:
+        given = self._s3_given
+        return given if isinstance(given, S3Settings) else given()
 
     @cached_property
     def _local(self) -> pafs.LocalFileSystem:

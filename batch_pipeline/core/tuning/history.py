@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.inputs.sources import detect_format
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, FAILED, SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, SUCCEEDED, Ledger
 
 
 @dataclass(frozen=True)

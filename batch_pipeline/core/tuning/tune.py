@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from batch_pipeline.core.common.models import BatchSpec, SourceSpec
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.tuning.decision import Decision
 from batch_pipeline.core.tuning.history import history_from_ledger, workload_key
 from batch_pipeline.core.tuning.rules import choose_chunk_records

@@ -19,13 +19,13 @@ from batch_pipeline.core.automation.alerts import (
     ALERT_WEBHOOK_ENV,
     Alert,
     AlertDeliveryError,
-    alert_webhook_url,
     dead_letter_alert,
     run_failure_alert,
     safe_webhook_url,
     send_alert,
 )
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
+from batch_pipeline.settings import alert_webhook_url
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 
 

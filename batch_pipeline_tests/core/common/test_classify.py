@@ -442,7 +442,7 @@ def test_a_file_where_the_results_folder_should_be_is_a_bad_path(tmp_path) -> No
 def test_a_chunk_whose_results_folder_is_a_file_is_dead_lettered_at_once(tmp_path) -> None:
     from batch_pipeline.core.common.models import RetrySettings
     from batch_pipeline.core.initialize import prepare_batch
-    from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger
+    from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger
     from batch_pipeline.core.pipeline import run_batch
 
     source = tmp_path / "in.csv"
@@ -498,7 +498,7 @@ def test_connection_errors_stay_transient() -> None:
 
 
 def test_a_ledger_file_of_garbage_is_permanent(tmp_path) -> None:
-    from batch_pipeline.core.ledger.store import Ledger
+    from batch_pipeline.core.ledger import Ledger
 
     path = tmp_path / "ledger.db"
     path.write_bytes(b"this is not a database " * 200)

@@ -16,7 +16,7 @@ from batch_pipeline.core.common.errors import DeliveryError
 from batch_pipeline.core.common.models import ChunkSummary, DeliverySettings
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records
 from batch_pipeline.core.delivery.sinks import Message, OnAccepted, OutboxSink, Sink, SqsSink
-from batch_pipeline.core.ledger.store import SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import SUCCEEDED, Ledger
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.conftest import drain_queue
 

@@ -28,7 +28,7 @@ from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch_records, file_key
 from batch_pipeline.core.delivery.sinks import Message, OnAccepted, SqsSink
 from batch_pipeline.core.initialize import prepare_batch
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.conftest import drain_queue

@@ -21,7 +21,7 @@ from batch_pipeline.core.common.models import Chunk, ChunkingSettings, ObjectInf
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs import filesets
 from batch_pipeline.core.inputs.filesets import set_info
-from batch_pipeline.core.ledger.store import RUNNING, SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import RUNNING, SUCCEEDED, Ledger
 from batch_pipeline.core.planning import plan_batch, plan_file_set
 from batch_pipeline.core.planning.formats import MAX_FILES_PER_CHUNK
 from batch_pipeline.core.processing.run import run_chunk

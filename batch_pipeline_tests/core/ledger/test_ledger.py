@@ -37,7 +37,7 @@ from batch_pipeline.core.common.models import (
     Plan,
     SourceSpec,
 )
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
     PENDING,
@@ -49,6 +49,7 @@ from batch_pipeline.core.ledger.store import (
     open_ledger,
     plan_hash,
 )
+from batch_pipeline.settings import default_ledger_url
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 SPAWN = multiprocessing.get_context("spawn")
@@ -719,7 +720,7 @@ def test_fingerprints_change_with_what_changes_the_output() -> None:
 
 
 def test_open_ledger_caches_one_per_url_and_schema(tmp_path: Path, own_ledger: str) -> None:
-    default = open_ledger()
+    default = open_ledger(default_ledger_url())
     assert default is open_ledger(own_ledger) and default.url == own_ledger
     other_url = f"sqlite:///{tmp_path / 'nested' / 'other.db'}"
     other = open_ledger(other_url)

@@ -23,7 +23,7 @@ from batch_pipeline.core.common.models import (
 )
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.inputs.staging import PartSizes
-from batch_pipeline.core.ledger.store import plan_hash
+from batch_pipeline.core.ledger import plan_hash
 from batch_pipeline.core.planning import group_units, plan_batch, plan_or_reuse
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline_tests.core.helpers import (

@@ -20,9 +20,10 @@ from batch_pipeline.core.common.models import (
     RetrySettings,
 )
 from batch_pipeline.core.initialize import prepare_batch
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.stores.storage import Storage
+from batch_pipeline.settings import s3_settings
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE, csv_input
 
 RECORDS = 2_500
@@ -57,7 +58,7 @@ def test_a_smaller_plan_leaves_exactly_its_files(
         path = tmp_path / ("leads.csv.gz" if where == "gzip" else "leads.csv")
         path.write_bytes(gzip.compress(data) if where == "gzip" else data)
         source, output = str(path), str(tmp_path / "out")
-    storage = Storage()
+    storage = Storage(s3_settings)  # the environment's S3 (the endpoint of the moto server)
     target = "none" if where == "local" else "local"  # the outbox, under the output
 
     def spec(chunk_records: int) -> Any:

@@ -22,7 +22,7 @@ from batch_pipeline.core.common.models import (
     RetrySettings,
 )
 from batch_pipeline.core.initialize import prepare_batch, prepare_redrive
-from batch_pipeline.core.ledger.store import (
+from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
     PENDING,

@@ -15,7 +15,7 @@ from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
 from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.inputs import excel, filesets
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, SUCCEEDED, Ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.processing.processors.base import ADDED_COLUMNS

@@ -19,7 +19,7 @@ from batch_pipeline.core.common.errors import ConservationError, classify
 from batch_pipeline.core.common.models import Chunk, ChunkingSettings, DeliverySettings, SheetRange
 from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.inputs.readers import ChunkData
-from batch_pipeline.core.ledger.store import DEAD_LETTERED, Ledger
+from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.processing import run as processing

@@ -15,7 +15,7 @@ import pytest
 
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings, RetrySettings
 from batch_pipeline.core.initialize import prepare_batch
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.pipeline import run_batch
 from batch_pipeline.core.processing.run import REJECT_META
 from batch_pipeline.core.stores.storage import Storage

@@ -24,7 +24,7 @@ from batch_pipeline.core.common.models import (
     Plan,
     SourceSpec,
 )
-from batch_pipeline.core.ledger.store import Ledger
+from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.tuning import (
     STEP_OVERHEAD_SECONDS,
     ChunkObservation,
