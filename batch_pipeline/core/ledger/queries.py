@@ -21,7 +21,7 @@ class LedgerQueries(ChunkRecords):
         (all of them when None), for a rate of this run only."""
         c = self.chunks.c
         recent = c.finished_at >= since if since is not None else sa.true()
-        sent = sa.case((c.messages_sent < c.messages, c.messages_sent), else_=c.messages)
+        sent_expr = sa.case((c.messages_sent < c.messages, c.messages_sent), else_=c.messages)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -31,7 +31,7 @@ class LedgerQueries(ChunkRecords):
                     sa.func.coalesce(sa.func.sum(c.records_out), 0),
                     sa.func.coalesce(sa.func.sum(c.records_rejected), 0),
                     sa.func.coalesce(sa.func.sum(c.messages), 0),
-                    sa.func.coalesce(sa.func.sum(sent), 0),
+                    sa.func.coalesce(sa.func.sum(sent_expr), 0),
                     sa.func.min(c.started_at),
                     sa.func.max(c.finished_at),
                     sa.func.coalesce(sa.func.sum(sa.case((recent, c.records_in), else_=0)), 0),
@@ -61,8 +61,14 @@ class LedgerQueries(ChunkRecords):
         return Progress(
             batch_id,
             sum(counts.values()),
-            *counts.values(),
-            *records,
+            pending=counts[ChunkStatus.PENDING],
+            running=counts[ChunkStatus.RUNNING],
+            succeeded=counts[ChunkStatus.SUCCEEDED],
+            failed=counts[ChunkStatus.FAILED],
+            dead_lettered=counts[ChunkStatus.DEAD_LETTERED],
+            records_in=records[0],
+            records_out=records[1],
+            records_rejected=records[2],
             status=status,
             messages=messages,
             messages_sent=sent,

@@ -107,5 +107,4 @@ def ledger_tables(schema: str | None) -> LedgerTables:
         sa.Column("run_id", sa.String(255)),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
-    return metadata, batches, chunks, members, leases, deliveries
     return LedgerTables(metadata, batches, chunks, members, leases, deliveries)
