@@ -125,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def redrive_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED
+    from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, BatchStatus
 
     ledger = ledger_with_batch(args)
     args.ledger = ledger.url  # the run uses the ledger the batch was found in
@@ -133,7 +133,7 @@ def redrive_command(args: argparse.Namespace) -> int:
     states = ledger.chunk_states(args.batch_id)
     failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
     progress = ledger.progress(args.batch_id)
-    finished = batch.status in ("succeeded", "completed_forced")
+    finished = batch.status in (BatchStatus.SUCCEEDED, BatchStatus.COMPLETED_FORCED)
     if not failed and finished and progress.messages_sent >= progress.messages:
         echo(
             f"batch {args.batch_id}: nothing to redrive: no chunk failed or was dead-lettered "

@@ -69,7 +69,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
     try:
         from dagster import DagsterInstance, execute_job, reconstructable
 
-        from batch_pipeline.core.ledger import open_ledger
+        from batch_pipeline.core.ledger import SUCCEEDED, open_ledger
         from batch_pipeline.definitions import get_batch_job
 
         if task.get("profile"):
@@ -116,7 +116,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
                         "records_out": batch.records_out if batch else None,
                         "records_rejected": batch.records_rejected if batch else None,
                         "chunks": len(states),
-                        "chunks_succeeded": sum(s.status == "succeeded" for s in states),
+                        "chunks_succeeded": sum(s.status == SUCCEEDED for s in states),
                         "chunk_records": batch.chunk_records if batch else None,
                         "chunk_records_max": max((s.records_in or 0 for s in states), default=0),
                         "chunk_seconds_sum": sum(chunk_seconds),

@@ -26,6 +26,7 @@ from batch_pipeline.core.ledger import (
     DEAD_LETTERED,
     FAILED,
     SUCCEEDED,
+    BatchStatus,
     ChunkState,
 )
 from batch_pipeline.core.processing.run import REJECT_META
@@ -117,7 +118,11 @@ def aggregate(
     for s in summaries:
         reasons.update(s.rejection_reasons)
     failure = tolerance_failure(len(failed) + len(pending), len(states), spec.failures)
-    status = "failed" if failure else ("partial" if failed or pending else "succeeded")
+    status = (
+        BatchStatus.FAILED
+        if failure
+        else (BatchStatus.PARTIAL if failed or pending else BatchStatus.SUCCEEDED)
+    )
     if forced is not None:
         failure, status = None, COMPLETED_FORCED
     result = BatchResult(

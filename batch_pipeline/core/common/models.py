@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from batch_pipeline.core.common.settings import Batch, Chunking, Csv, Delivery, Failures, Retry
+from batch_pipeline.core.common.statuses import ChunkStatus
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -305,7 +306,7 @@ class ChunkSummary:
     valid_uri: str | None
     rejected_uri: str | None
     rejection_reasons: dict[str, int] = field(default_factory=dict)
-    status: str = "succeeded"
+    status: str = ChunkStatus.SUCCEEDED
     error: str | None = None
     dead_letter: str | None = None
 

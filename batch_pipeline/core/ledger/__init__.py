@@ -1,6 +1,17 @@
 """The chunk ledger (see ``store.py``): what each chunk of each batch has done, the batch's
 lease, and where its messages went. Callers import from here."""
 
+from batch_pipeline.core.common.statuses import (
+    CHUNK_STATUSES,
+    COMPLETED_FORCED,
+    DEAD_LETTERED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    BatchStatus,
+    ChunkStatus,
+)
 from batch_pipeline.core.ledger.destinations import Destination, is_external, sink_key
 from batch_pipeline.core.ledger.digests import (
     SENT_SETTINGS,
@@ -13,17 +24,6 @@ from batch_pipeline.core.ledger.digests import (
 )
 from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
 from batch_pipeline.core.ledger.states import BatchState, ChunkState, Lease, Progress
-from batch_pipeline.core.ledger.status import (
-    CHUNK_STATUSES,
-    COMPLETED_FORCED,
-    DEAD_LETTERED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    BatchStatus,
-    ChunkStatus,
-)
 from batch_pipeline.core.ledger.store import Ledger, open_ledger
 from batch_pipeline.core.ledger.urls import safe_url, url_password
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from batch_pipeline.core.common.errors import BatchBusyError, ConfigError
 from batch_pipeline.core.common.models import BatchSpec, Plan
+from batch_pipeline.core.common.statuses import BatchStatus, ChunkStatus
 from batch_pipeline.core.ledger.chunks import ChunkRecords
 from batch_pipeline.core.ledger.destinations import (
     Destination,
@@ -29,7 +30,6 @@ from batch_pipeline.core.ledger.digests import (
     sent_settings,
 )
 from batch_pipeline.core.ledger.states import BatchState, ChunkState, Lease
-from batch_pipeline.core.ledger.status import BatchStatus, ChunkStatus
 
 
 class BatchRecords(ChunkRecords):

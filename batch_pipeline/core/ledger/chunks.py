@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from batch_pipeline.core.common.models import ChunkSummary
+from batch_pipeline.core.common.statuses import ChunkStatus
 from batch_pipeline.core.ledger.engine import LedgerDatabase
 from batch_pipeline.core.ledger.states import ChunkState
-from batch_pipeline.core.ledger.status import ChunkStatus
 
 
 class ChunkRecords(LedgerDatabase):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from batch_pipeline.core.common.statuses import CHUNK_STATUSES, ChunkStatus
 from batch_pipeline.core.ledger.chunks import ChunkRecords
 from batch_pipeline.core.ledger.states import ChunkState, Progress
-from batch_pipeline.core.ledger.status import CHUNK_STATUSES, ChunkStatus
 
 
 class LedgerQueries(ChunkRecords):

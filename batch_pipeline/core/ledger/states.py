@@ -3,7 +3,7 @@
 counters, counted from its chunk rows).
 
 Statuses are kept as the text the tables hold; compare them with the members of
-``ChunkStatus`` and ``BatchStatus`` (``batch_pipeline.core.ledger.status``), which equal it.
+``ChunkStatus`` and ``BatchStatus`` (``batch_pipeline.core.common.statuses``), which equal it.
 """
 
 from __future__ import annotations

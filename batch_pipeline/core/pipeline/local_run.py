@@ -16,7 +16,13 @@ from batch_pipeline.core.aggregation import BatchResult, aggregate
 from batch_pipeline.core.common.errors import RetryableChunkError
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.delivery.deliver import DeliverySummary, deliver_batch, open_sink
-from batch_pipeline.core.ledger import COMPLETED_FORCED, LeaseKeeper, LeaseSettings, Ledger
+from batch_pipeline.core.ledger import (
+    COMPLETED_FORCED,
+    BatchStatus,
+    LeaseKeeper,
+    LeaseSettings,
+    Ledger,
+)
 from batch_pipeline.core.planning import plan_or_reuse, select_chunks
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.processing.processors import get_processor
@@ -72,7 +78,11 @@ def run_batch(
             forced = batch.reason if batch and batch.status == COMPLETED_FORCED else None
             result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
             ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
-            sink = open_sink(storage, spec, sqs_client) if result.status != "failed" else None
+            sink = (
+                open_sink(storage, spec, sqs_client)
+                if result.status != BatchStatus.FAILED
+                else None
+            )
             keeper.check()
             delivered = deliver_batch(storage, ledger, spec, sink, holder) if sink else None
     finally:

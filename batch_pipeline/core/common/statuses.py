@@ -9,7 +9,8 @@ aggregate step records its outcome, ``succeeded``, ``partial`` (some chunks fail
 run's tolerance) or ``failed``, or ``completed_forced`` (an operator force-completed it).
 
 The module-level names (``PENDING``, ``SUCCEEDED``, ``COMPLETED_FORCED``, ...) are the members
-under their earlier names.
+under their earlier names. They live in ``core.common`` so that the models (``ChunkSummary``) can
+use them too; ``batch_pipeline.core.ledger`` re-exports every name here.
 """
 
 from __future__ import annotations
