@@ -22,10 +22,10 @@ from batch_pipeline.core.ledger.digests import (
     plan_hash,
     sent_settings,
 )
+from batch_pipeline.core.ledger.engine import safe_url, url_password
 from batch_pipeline.core.ledger.lease import LeaseKeeper, LeaseSettings
 from batch_pipeline.core.ledger.states import BatchState, ChunkState, Lease, Progress
 from batch_pipeline.core.ledger.store import Ledger, open_ledger
-from batch_pipeline.core.ledger.urls import safe_url, url_password
 
 __all__ = [
     "CHUNK_STATUSES",

@@ -1,22 +1,69 @@
-"""The ledger's database: the SQLAlchemy engine (SQLite's pragmas and write transactions, a
-Postgres driver that is installed), write transactions, advisory locks, and one clear error for
-a SQLite file that is not a database or is damaged.
+"""Connecting to a ledger: its URL, and the database behind it.
 
-``LedgerDatabase`` opens the engine and creates the tables (one process at a time, each checking
-what exists); the ``Ledger`` (``store.py``) adds the reads and writes of each table to it.
+Ledger URLs: the password in one (``url_password``), one shown without it (``safe_url``), the
+URL SQLAlchemy is given (``engine_url``: a Postgres driver that is installed) and the file of a
+SQLite one (``sqlite_path``). Which URL a process uses when none is given is decided at the edge
+(``batch_pipeline.settings.default_ledger_url``), never here: the core reads no environment.
+
+The ledger's database: the SQLAlchemy engine (SQLite's pragmas and write transactions, a
+Postgres driver that is installed), write transactions, advisory locks, and one clear error for
+a SQLite file that is not a database or is damaged. ``LedgerDatabase`` opens the engine and
+creates the tables (one process at a time, each checking what exists); the ``Ledger``
+(``store.py``) adds the reads and writes of each table to it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
 from typing import Any
 
 import sqlalchemy as sa
 
 from batch_pipeline.core.common.errors import LedgerError
 from batch_pipeline.core.ledger.schema import ledger_tables
-from batch_pipeline.core.ledger.urls import engine_url, safe_url, sqlite_path
+
+# user:password@ in a URL SQLAlchemy cannot parse (the password's text is never shown).
+_PASSWORD_IN_URL = re.compile(r"//[^/@:]*:[^/@]+@")
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a ledger URL (None: there is none)."""
+    try:
+        return sa.engine.make_url(url).password or None
+    except Exception:  # unparseable: a password still must not pass
+        found = _PASSWORD_IN_URL.search(url)
+        return found.group(0) if found else None
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password shown as ``***``, for messages (also one SQLAlchemy cannot
+    parse)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return _PASSWORD_IN_URL.sub(lambda m: m.group(0).split(":")[0] + ":***@", url)
+
+
+def engine_url(url: str) -> sa.URL:
+    """``url`` with a driver that is installed: a bare ``postgresql://`` means psycopg (3) to
+    SQLAlchemy 2.1 but psycopg2 to 2.0, and the ``postgres`` extra (like dagster-postgres)
+    installs psycopg2; take whichever is there."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername == "postgresql":
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module) is not None:
+                return parsed.set(drivername=f"postgresql+{driver}")
+    return parsed
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a SQLite URL; "" for the in-memory database."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    return "" if path == ":memory:" else path
+
 
 WRITE = "batch_pipeline_ledger_write"  # execution option of the ledger's write transactions
 

@@ -19,10 +19,10 @@ per batch and external sink, what a batch's messages were made from and how many
 so that a change which would deliver records twice to the same sink is refused.
 
 ``Ledger`` is assembled from one class per subject: the database (``engine.py``), chunk rows
-(``chunks.py``), batch rows and destinations (``batches.py``), leases (``lease.py``) and views
-(``queries.py``). ``open_ledger`` gives one ``Ledger`` per URL and process; the URL is the
+and the views over them (``chunks.py``), batch rows and destinations (``batches.py``) and leases
+(``lease.py``). ``open_ledger`` gives one ``Ledger`` per URL and process; the URL is the
 caller's to choose (``batch_pipeline.settings.default_ledger_url`` when none is configured).
-Statuses are in ``status.py``.
+Statuses are in ``batch_pipeline.core.common.statuses``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from __future__ import annotations
 import threading
 
 from batch_pipeline.core.ledger.batches import BatchRecords
+from batch_pipeline.core.ledger.chunks import LedgerQueries
 from batch_pipeline.core.ledger.lease import LeaseRecords
-from batch_pipeline.core.ledger.queries import LedgerQueries
 
 
 class Ledger(BatchRecords, LeaseRecords, LedgerQueries):
