@@ -63,7 +63,8 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
     """``batch_job`` on a fresh temporary SQLite instance and ledger, ``task["repeats"]`` times
     (each a new batch id); the first run's figures, plus the wall time of each run."""
     directory = tempfile.mkdtemp(prefix="throughput-job-", dir=task.get("tmp_dir"))
-    os.environ["BATCH_PIPELINE_LEDGER_URL"] = f"sqlite:///{os.path.join(directory, 'ledger.db')}"
+    ledger_url = f"sqlite:///{os.path.join(directory, 'ledger.db')}"
+    os.environ["BATCH_PIPELINE_LEDGER_URL"] = ledger_url  # the job's steps read it
     os.environ.pop("DAGSTER_HOME", None)
     profiler = None
     try:
@@ -104,7 +105,7 @@ def worker_job(task: dict[str, Any]) -> dict[str, Any]:
                     batch = result.output_for_node("aggregate") if result.success else None
                     run_id = result.run_id
                     success = result.success
-                states = open_ledger().chunk_states(f"bench-{repeat}")
+                states = open_ledger(ledger_url).chunk_states(f"bench-{repeat}")
                 chunk_seconds = [s.seconds or 0.0 for s in states]
                 chunk_peaks = [s.peak_rss_bytes or 0 for s in states]
                 steps = step_times(instance, run_id)
