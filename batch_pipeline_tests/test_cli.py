@@ -151,7 +151,7 @@ class RecordingBar:
 
 @pytest.mark.slow
 def test_progress_bar_follows_the_chunks_to_the_end(tmp_path, capsys, monkeypatch):
-    from batch_pipeline.cli.progress import RunProgress
+    from batch_pipeline.cli.terminal import RunProgress
 
     monkeypatch.setattr(RunProgress, "make_bar", staticmethod(lambda **_: RecordingBar()))
     RecordingBar.made.clear()

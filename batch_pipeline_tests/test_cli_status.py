@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from batch_pipeline.cli import main
-from batch_pipeline.cli.progress import BatchFollower
+from batch_pipeline.cli.terminal import BatchFollower
 from batch_pipeline.core.ledger import Ledger
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 

@@ -5,14 +5,18 @@ the core's dataclasses, ``prepare_batch`` and the CLI's flags all have its defau
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
+import operator
 import re
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 from dagster import Config
 
+import batch_pipeline
 from batch_pipeline.cli.parser import build_parser
 from batch_pipeline.cli.run_config import run_config_from_args
 from batch_pipeline.config import BatchConfig
@@ -147,3 +151,90 @@ def test_run_help_shows_every_default() -> None:
             assert "default:" in shown.lower(), action.dest
         else:
             assert f"(default: {action.default})" in shown, (action.dest, shown)
+
+
+# A parameter that takes a setting under another name.
+ALIASES = {
+    "fmt": "format",
+    "failure_threshold": "breaker_failures",
+    "cooldown_seconds": "breaker_cooldown_seconds",
+}
+NOT_LITERAL = object()
+
+
+def _literal(node: ast.expr) -> Any:
+    """The value of a literal expression (``256 * 1024`` too), else NOT_LITERAL."""
+    operators = {ast.Mult: operator.mul, ast.Add: operator.add, ast.Sub: operator.sub}
+    if isinstance(node, ast.BinOp) and type(node.op) in operators:
+        left, right = _literal(node.left), _literal(node.right)
+        if NOT_LITERAL in (left, right):
+            return NOT_LITERAL
+        return operators[type(node.op)](left, right)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return NOT_LITERAL
+
+
+def _get_key(node: ast.expr) -> str | None:
+    """``"name"`` of ``something.get("name", ...)``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    if node.func.attr == "get" and node.args and isinstance(node.args[0], ast.Constant):
+        return str(node.args[0].value)
+    return None
+
+
+def _defaults_given(tree: ast.AST) -> list[tuple[int, str, ast.expr]]:
+    """Where ``tree`` gives a default to a name: a parameter's default, a class attribute's
+    value, ``.get("name", default)`` and ``.get("name") or default``."""
+    found: list[tuple[int, str, ast.expr]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            arguments = node.args
+            positional = [*arguments.posonlyargs, *arguments.args]
+            with_default = positional[len(positional) - len(arguments.defaults) :]
+            pairs = [
+                *zip(with_default, arguments.defaults, strict=True),
+                *zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True),
+            ]
+            found.extend((d.lineno, a.arg, d) for a, d in pairs if d is not None)
+        elif isinstance(node, ast.ClassDef):
+            found.extend(
+                (item.lineno, item.target.id, item.value)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign)
+                and isinstance(item.target, ast.Name)
+                and item.value is not None
+            )
+        elif isinstance(node, ast.Call) and len(node.args) == 2 and _get_key(node):
+            found.append((node.lineno, str(_get_key(node)), node.args[1]))
+        elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+            key = _get_key(node.values[0])
+            if key and len(node.values) == 2:
+                found.append((node.lineno, key, node.values[1]))
+    return found
+
+
+def test_no_declared_default_is_written_again_as_a_literal() -> None:
+    """A parameter, a field or a ``.get`` named after a setting takes its default from the
+    declaration (``Batch.format.default``), not from a literal copy that a change to the
+    declaration would leave behind."""
+    sections = [Batch, *SECTIONS.values()]
+    declared = [(n, s.default) for section in sections for n, s in section.settings().items()]
+    defaults = dict(declared)
+    assert len(defaults) == len(declared)  # no name is declared twice
+    root = Path(batch_pipeline.__file__).parent
+    copies = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "core" / "common" / "settings.py":
+            continue
+        for line, name, node in _defaults_given(ast.parse(path.read_text(), str(path))):
+            name = ALIASES.get(name, name)
+            value = _literal(node)
+            if name not in defaults or value is NOT_LITERAL or defaults[name] is None:
+                continue
+            wanted = defaults[name]
+            if value == wanted and isinstance(value, bool) == isinstance(wanted, bool):
+                copies.append(f"{path.relative_to(root)}:{line}: {name} = {ast.unparse(node)}")
+    assert copies == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, Failure, RetryPolicy, RunConfig, job, op
 
-from batch_pipeline.cli.summary import _failure_message
+from batch_pipeline.cli.run import _failure_message
 from batch_pipeline.config import BatchConfig
 from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job

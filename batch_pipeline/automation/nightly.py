@@ -48,6 +48,7 @@ from batch_pipeline.automation.requests import (
 )
 from batch_pipeline.core.automation.discovery import SourceObject
 from batch_pipeline.core.automation.grouping import group_small_files
+from batch_pipeline.core.common.settings import Batch
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.inputs.filesets import set_uri
 from batch_pipeline.core.ledger import BatchStatus
@@ -128,7 +129,7 @@ def build_nightly_schedule(settings: WatchSettings | None = None) -> ScheduleDef
             settings.group_max_bytes,
             settings.group_max_files,
             settings.group_min_files,
-            fmt=str(base.get("format") or "auto"),
+            fmt=str(base.get("format") or Batch.format.default),
         )
         grouped = sum(len(g.objects) for g in groups)
         context.log.info(

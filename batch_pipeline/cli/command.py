@@ -4,6 +4,7 @@
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 
@@ -12,9 +13,9 @@ from batch_pipeline.cli.ledger_commands import (
     dead_letters_command,
     status_command,
 )
-from batch_pipeline.cli.output import echo, user_error
 from batch_pipeline.cli.parser import build_parser
 from batch_pipeline.cli.run import redrive_command, run_command
+from batch_pipeline.cli.terminal import echo
 from batch_pipeline.core.common.errors import BatchPipelineError
 from batch_pipeline.core.common.text import shown
 
@@ -46,6 +47,17 @@ def process_start() -> float:
         return psutil.Process().create_time()
     except psutil.Error:
         return time.time()
+
+
+def user_error(exc: BaseException, verbose: bool = False) -> int:
+    """A mistake of the user's (a ``BatchPipelineError``: the file, the setting, the fix) on
+    stderr as ``error: ...``, exit code 2; the traceback only with ``--verbose``."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {shown(exc)}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from batch_pipeline.cli.run_config import OPTIONS_FLAG
+from batch_pipeline.cli.terminal import WATCH_INTERVAL
 from batch_pipeline.core.common.settings import (
     Batch,
     Chunking,
@@ -16,6 +17,7 @@ from batch_pipeline.core.common.settings import (
     Retry,
     Setting,
 )
+from batch_pipeline.core.inputs.sample_data import INVALID_FRACTION
 
 
 class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
@@ -199,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow a running batch with a progress bar until no chunk is pending or running "
         "(default: on when stdout is a terminal)",
     )
-    status.add_argument("--interval", type=_positive, default=1.0, help="seconds between polls")
+    status.add_argument(
+        "--interval", type=_positive, default=WATCH_INTERVAL, help="seconds between polls"
+    )
 
     sample = sub.add_parser(
         "sample",
@@ -209,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("directory")
     sample.add_argument("--records", type=int, default=300_000, help="records to write")
     sample.add_argument(
-        "--invalid-fraction", type=float, default=0.03, help="share of records made invalid"
+        "--invalid-fraction",
+        type=float,
+        default=INVALID_FRACTION,
+        help="share of records made invalid",
     )
     return parser

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.common.models import ChunkingSettings, DeliverySettings
+from batch_pipeline.core.common.settings import Chunking
 from batch_pipeline.core.initialize import prepare_batch
 from batch_pipeline.core.pipeline import LocalRun, run_batch
 from batch_pipeline.core.stores.storage import Storage
@@ -38,9 +39,9 @@ def run(
     source: str | Path,
     out: str | Path,
     *,
-    chunk_records: int = 500_000,
-    max_chunks: int = 200,
-    scan: bool = True,
+    chunk_records: int = Chunking.chunk_records.default,
+    max_chunks: int = Chunking.max_chunks.default,
+    scan: bool = Chunking.scan.default,
     **prepare: Any,
 ) -> LocalRun:
     """Prepare and run a whole batch in this process, with delivery off."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from batch_pipeline.core.automation.discovery import SourceObject
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import ObjectInfo
+from batch_pipeline.core.common.settings import Batch
 from batch_pipeline.core.inputs.filesets import member_limit, relative_key, set_info, set_uri
 from batch_pipeline.core.inputs.sources import derive_batch_id, detect_format
 
@@ -49,7 +50,7 @@ def group_small_files(
     max_file_bytes: int,
     max_files: int,
     min_files: int = 2,
-    fmt: str = "auto",
+    fmt: str = Batch.format.default,
 ) -> tuple[list[SourceObject], list[FileGroup]]:
     """Split ``objects`` under the folder ``root`` into files that get a run of their own and
     groups of small files (at most ``max_file_bytes`` each) that share one, per format (``fmt``

@@ -261,7 +261,7 @@ class BatchSpec:
     # in the log, the manifest, batch_results' metadata and the CLI's summary.
     warnings: tuple[str, ...] = ()
     # Deliver every record again, whatever the sink took before (see Ledger.register_batch).
-    redeliver: bool = False
+    redeliver: bool = Batch.redeliver.default
 
     @property
     def output(self) -> str:

@@ -41,6 +41,11 @@ class Section:
         """The section's settings by name, in the order they are declared."""
         return {name: value for name, value in vars(cls).items() if isinstance(value, Setting)}
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default of each setting that is not required, by name."""
+        return {name: s.default for name, s in cls.settings().items() if not s.required}
+
 
 class Csv(Section):
     """``csv``: how a CSV object is laid out (``CsvOptions``)."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from batch_pipeline.core.common.errors import DeliveryError
+from batch_pipeline.core.common.settings import Delivery
 
 
 class CircuitOpenError(DeliveryError):
@@ -31,8 +32,8 @@ class CircuitBreaker:
     def __init__(
         self,
         target: str,
-        failure_threshold: int = 5,
-        cooldown_seconds: float = 30.0,
+        failure_threshold: int = Delivery.breaker_failures.default,
+        cooldown_seconds: float = Delivery.breaker_cooldown_seconds.default,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
@@ -87,7 +88,9 @@ _BREAKERS_LOCK = threading.Lock()
 
 
 def breaker_for(
-    target: str, failure_threshold: int = 5, cooldown_seconds: float = 30.0
+    target: str,
+    failure_threshold: int = Delivery.breaker_failures.default,
+    cooldown_seconds: float = Delivery.breaker_cooldown_seconds.default,
 ) -> CircuitBreaker:
     """The process's breaker for ``target`` (created with these settings on first use)."""
     with _BREAKERS_LOCK:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from batch_pipeline.core.common.errors import DeliveryError, classify
 from batch_pipeline.core.common.models import RetrySettings, join_uri
 from batch_pipeline.core.common.retries import backoff_delay
+from batch_pipeline.core.common.settings import Delivery
 from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.stores.storage import Storage
 
@@ -134,7 +135,7 @@ class SqsSink:
         self,
         client: Any,
         queue_url: str,
-        max_batch_bytes: int = 256 * 1024,
+        max_batch_bytes: int = Delivery.max_batch_bytes.default,
         max_attempts: int = 5,
         base_delay: float = 0.2,
         max_delay: float = 10.0,

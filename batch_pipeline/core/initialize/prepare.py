@@ -24,6 +24,16 @@ from batch_pipeline.core.common.models import (
     RetrySettings,
 )
 from batch_pipeline.core.common.naming import check_batch_id, check_location
+from batch_pipeline.core.common.settings import (
+    Batch,
+    Chunking,
+    Csv,
+    Delivery,
+    Failures,
+    Retry,
+    Section,
+    Setting,
+)
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, relative_key
@@ -40,24 +50,24 @@ def prepare_batch(
     source: str,
     *,
     members: tuple[str, ...] | None = None,
-    format: str = "auto",
-    compression: str = "auto",
+    format: str = Batch.format.default,
+    compression: str = Batch.compression.default,
     csv: CsvOptions | None = None,
-    json_records_path: str = "item",
+    json_records_path: str = Batch.json_records_path.default,
     excel_sheets: tuple[str, ...] | None = None,
-    processor: str = "passthrough",
+    processor: str = Batch.processor.default,
     processor_options: dict[str, Any] | None = None,
     processor_modules: tuple[str, ...] = (),
     chunking: ChunkingSettings | None = None,
-    output: str = "output",
+    output: str = Batch.output.default,
     delivery: DeliverySettings | None = None,
     retry: RetrySettings | None = None,
     failures: FailureSettings | None = None,
     batch_id: str | None = None,
     ids: dict[str, str | None] | None = None,
     config: dict[str, Any] | None = None,
-    force: bool = False,
-    redeliver: bool = False,
+    force: bool = Batch.force.default,
+    redeliver: bool = Batch.redeliver.default,
 ) -> BatchSpec:
     """Validate a batch request before any work. Raises ConfigError or SourceError naming the
     source and what is wrong."""
@@ -71,10 +81,9 @@ def prepare_batch(
     delivery = delivery or DeliverySettings()
     retry = retry or RetrySettings()
     failures = failures or FailureSettings()
-    if chunking.chunk_records < 1:
-        raise ConfigError(f"chunk_records must be at least 1, got {chunking.chunk_records}")
-    if not 1 <= chunking.max_chunks <= 10_000:
-        raise ConfigError(f"max_chunks must be between 1 and 10000, got {chunking.max_chunks}")
+    if wrong := _out_of_range(chunking, Chunking):
+        name, setting, value = wrong
+        raise ConfigError(f"{name} {_range(setting)}, got {value}")
     _check_delivery(delivery)
     _check_failures(retry, failures)
     proc = get_processor(processor, processor_options, processor_modules)
@@ -129,38 +138,39 @@ def prepare_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of ``prepare_batch`` for a ``batch_job`` run config (what
     ``ops.initialize.config`` holds: the shape of ``config.BatchConfig``, whose
     ``prepare_kwargs`` calls this). Declared once, Dagster-free, so that the CLI checks a run
-    exactly as ``initialize`` will, before Dagster starts. Missing keys take
-    ``prepare_batch``'s and the settings' defaults."""
-    csv = dict(config.get("csv") or {})
-    names = csv.get("column_names")
+    exactly as ``initialize`` will, before Dagster starts. Missing keys take their
+    declared defaults (``core.common.settings``)."""
+    given = {**Batch.defaults(), **config}
+    csv = {**Csv.defaults(), **(config.get("csv") or {})}
+    names = csv["column_names"]
     chunking = {k: v for k, v in (config.get("chunking") or {}).items() if k != "auto"}
     ids = ("customer_id", "tenant_id", "deployment", "snapshot_id")
-    source, output = config["source"], config.get("output", "output")
+    source, output = config["source"], given["output"]
     return {
         "source": source,
-        "members": tuple(config["members"]) if config.get("members") else None,
-        "format": config.get("format", "auto"),
-        "compression": config.get("compression", "auto"),
+        "members": tuple(given["members"]) if given["members"] else None,
+        "format": given["format"],
+        "compression": given["compression"],
         "csv": CsvOptions(
-            delimiter=csv.get("delimiter", ","),
-            quote_char=csv.get("quote_char", '"') or None,
-            has_header=csv.get("has_header", True),
+            delimiter=csv["delimiter"],
+            quote_char=csv["quote_char"] or None,
+            has_header=csv["has_header"],
             column_names=tuple(names) if names else None,
         ),
-        "json_records_path": config.get("json_records_path", "item"),
-        "excel_sheets": tuple(config["excel_sheets"]) if config.get("excel_sheets") else None,
-        "processor": config.get("processor", "passthrough"),
-        "processor_options": dict(config.get("processor_options") or {}),
-        "processor_modules": tuple(config.get("processor_modules") or ()),
+        "json_records_path": given["json_records_path"],
+        "excel_sheets": tuple(given["excel_sheets"]) if given["excel_sheets"] else None,
+        "processor": given["processor"],
+        "processor_options": dict(given["processor_options"] or {}),
+        "processor_modules": tuple(given["processor_modules"] or ()),
         "chunking": ChunkingSettings(**chunking),
         "output": output,
         "delivery": DeliverySettings(**(config.get("delivery") or {})),
         "retry": RetrySettings(**(config.get("retry") or {})),
         "failures": FailureSettings(**(config.get("failures") or {})),
-        "force": bool(config.get("force", False)),
-        "redeliver": bool(config.get("redeliver", False)),
-        "batch_id": config.get("batch_id"),
-        "ids": {name: config.get(name) for name in ids},
+        "force": bool(given["force"]),
+        "redeliver": bool(given["redeliver"]),
+        "batch_id": given["batch_id"],
+        "ids": {name: given[name] for name in ids},
         # Kept in the ledger for redrive: paths made absolute, so that a redrive from another
         # working directory finds the same source and output.
         "config": {**config, "source": normalize_uri(source), "output": normalize_uri(output)},
@@ -207,25 +217,49 @@ def check_queue(target: str, what: str) -> None:
     )
 
 
+def _out_of_range(values: object, section: type[Section]) -> tuple[str, Setting, Any] | None:
+    """The first setting of ``section`` whose value in ``values`` (the section's dataclass)
+    lies outside the range it declares, with that value; None when every one is in range or
+    not set."""
+    for name, setting in section.settings().items():
+        value = getattr(values, name, None)
+        if value is None:
+            continue
+        if (setting.ge is not None and value < setting.ge) or (
+            setting.le is not None and value > setting.le
+        ):
+            return name, setting, value
+    return None
+
+
+def _range(setting: Setting) -> str:
+    """The range ``setting`` declares, in the words of an error: "must be at least 1", "must
+    not be negative", "must be between 0 and 100"."""
+    if setting.ge is not None and setting.le is not None:
+        return f"must be between {setting.ge:g} and {setting.le:g}"
+    if setting.ge == 0:
+        return "must not be negative"
+    if setting.ge is not None:
+        return f"must be at least {setting.ge:g}"
+    return f"must be at most {setting.le:g}"
+
+
 def _check_delivery(delivery: DeliverySettings) -> None:
     target = delivery.target
     if target not in ("local", "none") and not is_sqs_target(target):
         raise ConfigError(f"Unknown delivery target {target!r}: use {DELIVERY_TARGETS}")
     check_queue(target, "delivery target")
-    if delivery.records_per_message < 1:
-        raise ConfigError("records_per_message must be at least 1")
-    if delivery.max_message_bytes < 1024:
-        raise ConfigError("max_message_bytes must be at least 1024")
+    if wrong := _out_of_range(delivery, Delivery):
+        name, setting, _ = wrong
+        raise ConfigError(f"{name} {_range(setting)}")
 
 
 def _check_failures(retry: RetrySettings, failures: FailureSettings) -> None:
-    if retry.max_retries < 0 or retry.base_delay_seconds < 0 or retry.max_delay_seconds < 0:
-        raise ConfigError("retry settings must not be negative")
-    count, percentage = failures.tolerated_failure_count, failures.tolerated_failure_percentage
-    if count is not None and count < 0:
-        raise ConfigError("tolerated_failure_count must not be negative")
-    if percentage is not None and not 0 <= percentage <= 100:
-        raise ConfigError("tolerated_failure_percentage must be between 0 and 100")
+    if wrong := _out_of_range(retry, Retry):
+        raise ConfigError(f"retry settings {_range(wrong[1])}")
+    if wrong := _out_of_range(failures, Failures):
+        name, setting, _ = wrong
+        raise ConfigError(f"{name} {_range(setting)}")
     queue = failures.dead_letter_queue
     if queue and not is_sqs_target(queue):
         raise ConfigError(f"dead_letter_queue {queue!r} must be sqs://QUEUE_NAME or a queue URL")

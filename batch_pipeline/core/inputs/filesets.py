@@ -56,6 +56,7 @@ from batch_pipeline.core.common.models import (
     SourceSpec,
 )
 from batch_pipeline.core.common.naming import check_member
+from batch_pipeline.core.common.settings import Batch
 from batch_pipeline.core.inputs.readers import ChunkData, combine_parts, read_chunk
 from batch_pipeline.core.inputs.sources import detect_format, inspect_source
 from batch_pipeline.core.inputs.staging import PartSizes, stream_parts
@@ -75,7 +76,7 @@ INSPECT_TRIES = 20  # members tried for one with records to inspect
 FILE_COLUMN = "_file"
 
 
-def member_limit(uri: str, compression: str = "auto") -> int:
+def member_limit(uri: str, compression: str = Batch.compression.default) -> int:
     """The most bytes a set takes of this file: ``MAX_MEMBER_BYTES``, or an eighth of it for a
     compressed one (CSV and JSON expand 5-10 times out of gzip)."""
     try:
@@ -172,10 +173,10 @@ def inspect_file_set(
     storage: Storage,
     uri: str,
     members: Sequence[str] | None = None,
-    fmt: str = "auto",
-    compression: str = "auto",
+    fmt: str = Batch.format.default,
+    compression: str = Batch.compression.default,
     csv_options: CsvOptions | None = None,
-    json_records_path: str = "item",
+    json_records_path: str = Batch.json_records_path.default,
     excel_sheets: tuple[str, ...] | None = None,
 ) -> SourceSpec:
     """What initialize learns of a file set: its members (listed once), their one format, and
@@ -342,7 +343,7 @@ def _read_member(
             storage,
             uri,
             source.format,
-            source.layout.get("compression", "auto"),
+            source.layout.get("compression", Batch.compression.default),
             source.csv,
             source.json_records_path,
             source.excel_sheets,

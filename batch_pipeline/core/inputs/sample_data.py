@@ -3,17 +3,20 @@
 Leads like the seed CRM pipeline's: ids, users, ISO timestamps, names, e-mails, phones,
 companies, amounts, and free-text notes, some of which hold commas, doubled quotes and line
 breaks inside quoted fields. About ``invalid_fraction`` of the records break the demo schema
-(bad e-mail, missing e-mail, negative or non-numeric amount, unparseable timestamp).
+(bad e-mail, missing e-mail, negative or non-numeric amount, unparseable timestamp). numpy and
+pyarrow are imported when data is made: the CLI's parser reads ``INVALID_FRACTION`` from here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+INVALID_FRACTION = 0.03  # records made invalid when not told otherwise
 
 FIRST = [
     "Ada",
@@ -96,8 +99,13 @@ DEMO_SCHEMA = {
 }
 
 
-def generate_leads(records: int, invalid_fraction: float = 0.03, seed: int = 7) -> pa.Table:
+def generate_leads(
+    records: int, invalid_fraction: float = INVALID_FRACTION, seed: int = 7
+) -> pa.Table:
     """``records`` leads as an Arrow table of strings (as a CSV would hold them)."""
+    import numpy as np
+    import pyarrow as pa
+
     rng = np.random.default_rng(seed)
     idx = np.arange(1, records + 1)
     first = np.array(FIRST)[rng.integers(0, len(FIRST), records)]
@@ -137,9 +145,13 @@ def generate_leads(records: int, invalid_fraction: float = 0.03, seed: int = 7) 
     return pa.table({k: pa.array(v.tolist(), type=pa.string()) for k, v in columns.items()})
 
 
-def write_sample(directory: str, records: int, invalid_fraction: float = 0.03) -> tuple[str, str]:
+def write_sample(
+    directory: str, records: int, invalid_fraction: float = INVALID_FRACTION
+) -> tuple[str, str]:
     """Write ``leads.csv`` and the matching ``leads_schema.json`` (validate options) into
     ``directory``; returns both paths."""
+    import pyarrow.csv as pacsv
+
     os.makedirs(directory, exist_ok=True)
     csv_path = os.path.join(directory, "leads.csv")
     schema_path = os.path.join(directory, "leads_schema.json")

@@ -18,6 +18,7 @@ import numpy as np
 from batch_pipeline.core.columns import unique_names
 from batch_pipeline.core.common.errors import ConfigError, EmptySourceError, SourceError
 from batch_pipeline.core.common.models import FORMATS, CsvOptions, ObjectInfo, SourceSpec
+from batch_pipeline.core.common.settings import Batch
 from batch_pipeline.core.inputs.boundaries import (
     LINE_BREAK,
     AmbiguousQuotes,
@@ -59,7 +60,9 @@ DELIMITERS = {
 }
 
 
-def detect_format(uri: str, fmt: str = "auto", compression: str = "auto") -> tuple[str, str | None]:
+def detect_format(
+    uri: str, fmt: str = Batch.format.default, compression: str = Batch.compression.default
+) -> tuple[str, str | None]:
     """The format and compression of ``uri``: given explicitly, or from its extension."""
     name = uri.rsplit("/", 1)[-1].lower()
     detected_compression: str | None = None
@@ -137,10 +140,10 @@ def derive_batch_id(info: ObjectInfo) -> str:
 def inspect_source(
     storage: Storage,
     uri: str,
-    fmt: str = "auto",
-    compression: str = "auto",
+    fmt: str = Batch.format.default,
+    compression: str = Batch.compression.default,
     csv_options: CsvOptions | None = None,
-    json_records_path: str = "item",
+    json_records_path: str = Batch.json_records_path.default,
     excel_sheets: tuple[str, ...] | None = None,
     info: ObjectInfo | None = None,
 ) -> SourceSpec:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec
+from batch_pipeline.core.common.settings import Batch
 from batch_pipeline.core.inputs.sources import detect_format
 from batch_pipeline.core.ledger import DEAD_LETTERED, FAILED, SUCCEEDED, Ledger
 
@@ -107,8 +108,8 @@ def workload_key_from_config(config: dict[str, Any], source_uri: str) -> Workloa
     try:
         fmt, compression = detect_format(
             uri,
-            str(config.get("format") or "auto"),
-            str(config.get("compression") or "auto"),
+            str(config.get("format") or Batch.format.default),
+            str(config.get("compression") or Batch.compression.default),
         )
     except ConfigError:
         return None

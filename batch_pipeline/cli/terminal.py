@@ -1,4 +1,5 @@
-"""Progress bars of chunks done / total, drawn from the ledger: ``RunProgress`` while
+"""What the command shows on the terminal: lines with user-given names escaped (``echo``), and
+progress bars of chunks done / total drawn from the ledger: ``RunProgress`` while
 ``run``/``redrive`` execute (on the terminal the command started with), ``BatchFollower`` for
 ``status --watch``.
 """
@@ -8,6 +9,16 @@ import sys
 import threading
 import time
 from typing import Any
+
+from batch_pipeline.core.common.text import shown
+
+WATCH_INTERVAL = 1.0  # seconds between polls of ``status --watch``
+
+
+def echo(text: str = "", file: Any = None) -> None:
+    """Print one line of output, user-given names in it escaped (``core.text.shown``): a file
+    name's newline or ESC must not forge a line or recolour the terminal."""
+    print(shown(text), file=file or sys.stdout, flush=file is not None)
 
 
 def progress_bar(file: Any = None, enabled: bool | None = None) -> Any:
@@ -76,7 +87,7 @@ class BatchFollower:
 
     make_bar = staticmethod(progress_bar)
 
-    def __init__(self, ledger: Any, batch_id: str, interval: float = 1.0) -> None:
+    def __init__(self, ledger: Any, batch_id: str, interval: float = WATCH_INTERVAL) -> None:
         self.ledger = ledger
         self.batch_id = batch_id
         self.interval = interval
