@@ -148,9 +148,9 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
-    from batch_pipeline.core.ledger import RUNNING
+    from batch_pipeline.core.ledger import BatchStatus
 
-    live = progress.status == RUNNING and not progress.finished
+    live = progress.status == BatchStatus.RUNNING and not progress.finished
     return {
         "batch_id": progress.batch_id,
         "status": progress.status,
@@ -205,13 +205,13 @@ def _print_status(summary: dict[str, Any]) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from batch_pipeline.core.ledger import RUNNING
+    from batch_pipeline.core.ledger import BatchStatus
 
     ledger = ledger_with_batch(args)
     batch = ledger.batch(args.batch_id)
     progress = ledger.progress(args.batch_id)
     watch = args.watch if args.watch is not None else sys.stdout.isatty()
-    if watch and progress.status == RUNNING and not progress.finished:
+    if watch and progress.status == BatchStatus.RUNNING and not progress.finished:
         print(
             f"following batch {args.batch_id} every {args.interval:g}s "
             f"({progress.done} of {progress.total} chunk(s) done); Ctrl-C to stop",

@@ -94,14 +94,14 @@ class BatchFollower:
 
     def follow(self) -> Any:
         """The batch's progress once it stopped running (KeyboardInterrupt passes through)."""
-        from batch_pipeline.core.ledger import RUNNING
+        from batch_pipeline.core.ledger import BatchStatus
 
         bar = self.make_bar()
         try:
             while True:
                 progress = self.ledger.progress(self.batch_id)
                 _draw(bar, progress)
-                if progress.finished or progress.status != RUNNING:
+                if progress.finished or progress.status != BatchStatus.RUNNING:
                     return progress
                 time.sleep(self.interval)
         finally:
