@@ -103,7 +103,8 @@ class BatchConfig(Config):
     snapshot_id: str | None = described(Batch.snapshot_id)
 
     def prepare_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``core.batch.prepare_batch`` (``core.batch.prepare_kwargs``)."""
+        """Keyword arguments of ``core.initialize.prepare_batch``, through
+        ``core.initialize.prepare_kwargs``."""
         return prepare_kwargs(self.model_dump())
 
 

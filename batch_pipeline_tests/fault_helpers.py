@@ -56,7 +56,7 @@ def run_cli_quiet(*args: str) -> int:
         return main(list(args))
 
 
-# A killed run's lease on its batch lasts until it expires (core.lease): short in the kill
+# A killed run's lease on its batch lasts until it expires (core.ledger.lease): short in the kill
 # tests, so that the run again need not wait a minute.
 SHORT_LEASE = {
     "BATCH_PIPELINE_LEASE_TTL_SECONDS": "3",

@@ -1,4 +1,6 @@
-"""Sensors: runs on uploads (``uploads``) and alerts (``alerts``)."""
+"""The automation: the upload sensor (``uploads``), the nightly schedule (``nightly``), the alert
+sensors (``alerts``), and the run requests and listing the sensor and the schedule share
+(``requests``)."""
 
 import warnings
 

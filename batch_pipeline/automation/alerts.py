@@ -1,8 +1,8 @@
 """Alert sensors: a failed run of ``batch_job`` or ``redrive_job``, and new dead-lettered chunks.
 
-Both send a ``core.alerts.Alert`` to the webhook in ``BATCH_PIPELINE_ALERT_WEBHOOK`` (read at
-each evaluation), or log it as a warning when that is unset. Both start STOPPED: turn them on in
-the UI (Automation > Sensors).
+Both send a ``core.automation.alerts.Alert`` to the webhook in
+``BATCH_PIPELINE_ALERT_WEBHOOK`` (read at each evaluation), or log it as a warning when that is
+unset. Both start STOPPED: turn them on in the UI (Automation > Sensors).
 
 - ``batch_run_failure_alert`` reacts to each failed run of the two jobs: its batch id (the run's
   ``batch_pipeline/batch_id`` tag, else the ``batch_id`` output metadata of ``initialize`` or

@@ -16,7 +16,7 @@ WATCH_INTERVAL = 1.0  # seconds between polls of ``status --watch``
 
 
 def echo(text: str = "", file: Any = None) -> None:
-    """Print one line of output, user-given names in it escaped (``core.text.shown``): a file
+    """Print one line of output, user-given names in it escaped (``core.common.text.shown``): a file
     name's newline or ESC must not forge a line or recolour the terminal."""
     print(shown(text), file=file or sys.stdout, flush=file is not None)
 

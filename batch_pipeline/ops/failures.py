@@ -2,10 +2,11 @@
 
 Every error of an op becomes a ``dagster.Failure`` with a message that says what failed (the
 core's own message names the source, chunk and line), and ``allow_retries`` from
-``core.errors.classify``: transient failures (throttling, time-outs, 5xx, connection resets) may
-be retried, permanent ones (bad input, bad config, a missing object) never are. Transient chunk
-failures that the core decided to retry become ``RetryRequested`` with the core's backoff delay
-(exponential, capped, full jitter), so that the retry settings of the run's config apply.
+``core.common.errors.classify``: transient failures (throttling, time-outs, 5xx, connection
+resets) may be retried, permanent ones (bad input, bad config, a missing object) never are.
+Transient chunk failures that the core decided to retry become ``RetryRequested`` with the core's
+backoff delay (exponential, capped, full jitter), so that the retry settings of the run's config
+apply.
 ``RETRY_POLICY``, on every op, retries the other transient failures (an unreachable ledger, a
 storage error while planning or writing a dead letter) with exponential backoff and full jitter.
 Every op runs its whole body inside ``core_failures``: an exception escaping it would be retried

@@ -14,7 +14,8 @@ delivered again) unless the ledger starts it again for a new destination or ``re
 went to this run's external sink, is refused first (the ledger was lost). Once the plan is
 registered, ``prune_outputs`` removes the batch's files that the current plan does not have.
 
-The caller holds the batch's lease (``core.lease``): nothing else writes to the batch meanwhile.
+The caller holds the batch's lease (``core.ledger.lease``): nothing else writes to the batch
+meanwhile.
 """
 
 from __future__ import annotations

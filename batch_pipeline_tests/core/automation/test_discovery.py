@@ -1,5 +1,5 @@
-"""Unit tests of the upload sensor's decisions (``core.discovery``), on synthetic objects: no
-listing, no Dagster, no I/O."""
+"""Unit tests of the upload sensor's decisions (``core.automation.discovery``), on synthetic
+objects: no listing, no Dagster, no I/O."""
 
 from __future__ import annotations
 
