@@ -173,8 +173,8 @@ class Chunk:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunk:
-        """The inverse of ``dataclasses.asdict`` (as stored in plan.json and the ledger; those
-        written before the rename call ``chunks_in_plan`` ``count``)."""
+        """The inverse of ``to_dict`` (a descriptor as plan.json, the ledger and dead letters
+        hold it); ``chunks_in_plan`` is also accepted under its own name."""
         values = dict(data)
         if "count" in values:
             values["chunks_in_plan"] = values.pop("count")
@@ -183,10 +183,12 @@ class Chunk:
             values[name] = tuple(values.get(name, ()))
         return cls(**values)
 
-    def digest_fields(self) -> dict[str, Any]:
-        """``asdict(self)`` with ``chunks_in_plan`` under its former name ``count``: what the
-        ledger's digests (``chunk_fingerprint``, ``plan_hash``) hash, unchanged by the rename,
-        so that a batch planned before it is not planned and processed again."""
+    def to_dict(self) -> dict[str, Any]:
+        """The descriptor as it is stored and sent: ``asdict(self)`` with ``chunks_in_plan``
+        under its established key ``count``. ``plan.json``, the ledger's rows, dead letters (the
+        file and its SQS copy) and the ledger's digests (``chunk_fingerprint``, ``plan_hash``)
+        keep the format other programs read, and a batch planned before the rename is not
+        planned and processed again."""
         return {("count" if k == "chunks_in_plan" else k): v for k, v in asdict(self).items()}
 
     @property

@@ -225,8 +225,9 @@ def _out_of_range(values: object, section: type[Section]) -> tuple[str, Setting,
         value = getattr(values, name, None)
         if value is None:
             continue
-        if (setting.ge is not None and value < setting.ge) or (
-            setting.le is not None and value > setting.le
+        # "not inside" rather than "outside": NaN compares false with everything.
+        if (setting.ge is not None and not value >= setting.ge) or (
+            setting.le is not None and not value <= setting.le
         ):
             return name, setting, value
     return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -138,7 +137,7 @@ class BatchRecords(ChunkRecords):
                     "status": ChunkStatus.PENDING,
                     "attempts": 0,
                     "messages_sent": 0,
-                    "descriptor": json.dumps(asdict(c), default=str),
+                    "descriptor": json.dumps(c.to_dict(), default=str),
                     "updated_at": now,
                 }
                 for c in plan.chunks

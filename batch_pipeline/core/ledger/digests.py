@@ -59,14 +59,14 @@ def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
     return _digest(
         {
             "source": spec.source.info.fingerprint,
-            "chunk": chunk.digest_fields(),
+            "chunk": chunk.to_dict(),
             "out": output_digest(spec),
         }
     )
 
 
 def plan_hash(plan: Plan) -> str:
-    return _digest([c.digest_fields() for c in plan.chunks])
+    return _digest([c.to_dict() for c in plan.chunks])
 
 
 # What a batch's messages are made of, piece by piece (so that a refusal can say which changed).

@@ -30,7 +30,7 @@ def plan_to_json(spec: BatchSpec, plan: Plan) -> dict[str, Any]:
         "reason": plan.reason,
         "total_records": plan.total_records,
         "exact_records": plan.exact_records,
-        "descriptors": [asdict(c) for c in plan.chunks],
+        "descriptors": [c.to_dict() for c in plan.chunks],
         "schema": schema_to_json(plan.schema) if plan.schema is not None else None,
     }
 

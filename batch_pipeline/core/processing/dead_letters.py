@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from typing import Any
 
 from batch_pipeline.core.common.errors import ErrorInfo
@@ -26,7 +25,7 @@ def dead_letter_document(
         "batch_id": spec.batch_id,
         "chunk": chunk.index,
         "source": spec.source.uri,
-        "descriptor": asdict(chunk),
+        "descriptor": chunk.to_dict(),
         "slice": chunk.describe(),
         "error": error.message,
         "category": error.category,

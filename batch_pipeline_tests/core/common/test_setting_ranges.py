@@ -54,3 +54,11 @@ def test_prepare_batch_enforces_the_declared_range(tmp_path, section, name, sett
         prepare(tmp_path, section, name, bound)  # the bound itself is fine
         with pytest.raises(ConfigError):
             prepare(tmp_path, section, name, bound + outside)
+
+
+@pytest.mark.parametrize(("section", "name", "setting"), BOUNDED, ids=[b[1] for b in BOUNDED])
+def test_not_a_number_is_outside_every_range(tmp_path, section, name, setting) -> None:
+    """NaN compares false with everything: a check written as "below the bound" lets it through,
+    and a NaN tolerance would then tolerate every failure."""
+    with pytest.raises(ConfigError):
+        prepare(tmp_path, section, name, float("nan"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,7 @@ def test_transient_failure_is_retried_then_dead_lettered(
     letter = read_json(spec.dead_letter_uri(BAD_CHUNK))
     assert letter["batch_id"] == "leads" and letter["chunk"] == BAD_CHUNK
     assert letter["source"] == str(source)
-    assert letter["descriptor"] == json.loads(json.dumps(asdict(chunk)))
+    assert letter["descriptor"] == json.loads(json.dumps(chunk.to_dict()))
     assert letter["slice"] == chunk.describe()
     assert (letter["category"], letter["transient"], letter["attempts"]) == ("connection", True, 3)
     assert "injected transient fault" in letter["error"] and chunk.describe() in letter["error"]
