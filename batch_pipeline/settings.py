@@ -12,6 +12,9 @@ themselves.
 - **AWS**: ``s3_settings`` fills in the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
   ``AWS_ENDPOINT_URL``; pyarrow reads neither) and the region (``resolve_region``: ``AWS_REGION``,
   which botocore does not read, else ``AWS_DEFAULT_REGION``, else the profile's, else us-east-1).
+- **Kafka**: ``kafka_security``, the SASL/TLS settings of a ``kafka://`` delivery target
+  (``BATCH_PIPELINE_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``, ``..._SASL_USERNAME``,
+  ``..._SASL_PASSWORD``, ``..._SSL_CA_LOCATION``), never in run config or logs.
 - **The automation** (upload sensor, nightly schedule): ``WatchSettings.from_env``.
 
 A schedule's cron and a sensor's interval are fixed when Dagster loads the definitions, so these
@@ -54,6 +57,7 @@ from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV
 from batch_pipeline.core.automation.discovery import DEFAULT_SUFFIXES
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.naming import check_location
+from batch_pipeline.core.delivery.kafka_sink import SECURITY_SETTINGS
 from batch_pipeline.core.ledger import LeaseSettings
 from batch_pipeline.core.stores.storage import S3Settings, is_s3, normalize_uri, profile_region
 
@@ -108,6 +112,25 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 def alert_webhook_url(env: Mapping[str, str] | None = None) -> str | None:
     """``BATCH_PIPELINE_ALERT_WEBHOOK``, or None when unset or blank. Read when called."""
     return _environment(env).get(ALERT_WEBHOOK_ENV, "").strip() or None
+
+
+# librdkafka's name of each Kafka security setting -> the environment variable that gives it
+# (security.protocol -> BATCH_PIPELINE_KAFKA_SECURITY_PROTOCOL).
+KAFKA_SECURITY_ENV = {
+    name: f"{ENV_PREFIX}KAFKA_{name.upper().replace('.', '_')}" for name in SECURITY_SETTINGS
+}
+
+
+def kafka_security(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The SASL/TLS librdkafka settings of a Kafka delivery target, from the environment
+    (``KAFKA_SECURITY_ENV``); those unset or blank are left out (librdkafka's defaults:
+    plaintext, no SASL). Read when called, never at import; never logged."""
+    env = _environment(env)
+    return {
+        name: env[variable].strip()
+        for name, variable in KAFKA_SECURITY_ENV.items()
+        if env.get(variable, "").strip()
+    }
 
 
 def resolve_region(

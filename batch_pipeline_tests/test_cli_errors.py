@@ -254,3 +254,14 @@ def test_a_queue_without_a_name_is_refused_before_processing(
     err = refused(capsys, home, "run", str(leads), "--deliver", "sqs://", "--output", str(output))
     assert "error: delivery target 'sqs://' has no valid queue name" in err
     assert not output.exists()
+
+
+@pytest.mark.slow
+def test_a_kafka_target_without_a_port_is_refused_before_processing(
+    leads: Path, tmp_path: Path, home: Path, capsys
+) -> None:
+    output = tmp_path / "out"
+    target = "kafka://broker/leads"
+    err = refused(capsys, home, "run", str(leads), "--deliver", target, "--output", str(output))
+    assert f"error: delivery target {target!r} is not kafka://HOST:PORT/TOPIC" in err
+    assert not output.exists()

@@ -11,12 +11,13 @@ from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+from batch_pipeline.settings import kafka_security
 
 
 @op(
     retry_policy=RETRY_POLICY,
     description="Send the valid records downstream in the seed's message format (a local JSONL "
-    "outbox or SQS), each message once: the ledger records what the sink accepted.",
+    "outbox, SQS or Kafka), each message once: the ledger records what the sink accepted.",
 )
 def deliver(
     context: OpExecutionContext,
@@ -30,7 +31,7 @@ def deliver(
         store = storage.get_storage()
         book = ledger.get_ledger()
         client = sqs.get_client() if is_sqs_target(spec.delivery.target) else None
-        sink = open_sink(store, spec, client)
+        sink = open_sink(store, spec, client, kafka_security())
         if sink is None:
             book.release_lease(spec.batch_id, context.run_id)  # the run is done
             context.log.info(shown(f"batch {spec.batch_id}: delivery is off"))

@@ -112,7 +112,8 @@ class Delivery(Section):
     target = Setting(
         "local",
         "Where valid records go: 'local' (JSONL outbox under the batch's output), 'none', "
-        "'sqs://QUEUE_NAME', or an SQS queue URL.",
+        "'sqs://QUEUE_NAME', an SQS queue URL, or 'kafka://HOST:PORT/TOPIC' (an existing "
+        "topic; SASL/TLS settings come from the environment).",
     )
     records_per_message = Setting(100, "Most records in one message's batch_data.", ge=1)
     max_message_bytes = Setting(

@@ -9,8 +9,9 @@ after a crash or a redrive therefore resends nothing the sink accepted, unless t
 longer holds it: the local outbox is our own folder, and a chunk whose file was deleted or cut
 short (``Sink.missing``) is written again whole, with the numbers it had (an external queue
 never reports a message missing). The one window left is a crash between the sink accepting a
-call and the ledger recording it (one call, at most 10 messages); FIFO queues drop such a
-resend when it comes within their 5-minute deduplication interval.
+call and the ledger recording it (one call: at most 10 messages to SQS, 100 to Kafka); FIFO
+queues drop such a resend when it comes within their 5-minute deduplication interval, and a
+Kafka consumer recognises it by its key (``{batch_id}:{number}``).
 
 In a batch whose chunks all succeed at once, ``batch_number`` runs 1..``total_batches`` in input
 order. Chunks delivered later (a redrive after tolerated failures) continue the numbering and
@@ -24,7 +25,7 @@ delivery target, and ``file_key`` is the seed message format's name of the sourc
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 from batch_pipeline.core.common.errors import ConfigError, DeliveryError
 from batch_pipeline.core.common.models import BatchSpec, DeliverySettings, SourceSpec
 from batch_pipeline.core.delivery.breaker import breaker_for
+from batch_pipeline.core.delivery.kafka_sink import KafkaSink, is_kafka_target
 from batch_pipeline.core.delivery.packing import (
     SerializedRecords,
     envelope,
@@ -158,13 +160,24 @@ def file_key(source: SourceSpec) -> str:
     return source.uri
 
 
-def open_sink(storage: Storage, spec: BatchSpec, sqs_client: Any = None) -> Sink | None:
-    """The sink for ``spec.delivery.target``; None when delivery is off."""
+def open_sink(
+    storage: Storage,
+    spec: BatchSpec,
+    sqs_client: Any = None,
+    kafka_security: Mapping[str, str] | None = None,
+) -> Sink | None:
+    """The sink for ``spec.delivery.target``; None when delivery is off. ``kafka_security``:
+    the SASL/TLS librdkafka settings of a Kafka target (``settings.kafka_security``)."""
     target = spec.delivery.target
     if target == "none":
         return None
     if target == "local":
         return OutboxSink(storage, spec.outbox)
+    if is_kafka_target(target):
+        breaker = breaker_for(
+            target, spec.delivery.breaker_failures, spec.delivery.breaker_cooldown_seconds
+        )
+        return KafkaSink(target, kafka_security, breaker=breaker)
     if sqs_client is None:
         raise ConfigError(f"delivery target {target} needs an SQS client")
     url = resolve_queue_url(sqs_client, target)

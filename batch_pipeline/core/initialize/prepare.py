@@ -35,6 +35,7 @@ from batch_pipeline.core.common.settings import (
     Setting,
 )
 from batch_pipeline.core.common.text import shown
+from batch_pipeline.core.delivery.kafka_sink import is_kafka_target, parse_kafka_target
 from batch_pipeline.core.delivery.sinks import is_sqs_target
 from batch_pipeline.core.inputs.filesets import inspect_file_set, is_file_set, relative_key
 from batch_pipeline.core.inputs.sources import derive_batch_id, inspect_source
@@ -42,7 +43,7 @@ from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.stores.storage import Storage, normalize_uri
 
-DELIVERY_TARGETS = "local, none, sqs://QUEUE_NAME or a queue URL"
+DELIVERY_TARGETS = "local, none, sqs://QUEUE_NAME, a queue URL or kafka://HOST:PORT/TOPIC"
 
 
 def prepare_batch(
@@ -247,7 +248,9 @@ def _range(setting: Setting) -> str:
 
 def _check_delivery(delivery: DeliverySettings) -> None:
     target = delivery.target
-    if target not in ("local", "none") and not is_sqs_target(target):
+    if is_kafka_target(target):
+        parse_kafka_target(target)  # ConfigError now, not after every chunk was processed
+    elif target not in ("local", "none") and not is_sqs_target(target):
         raise ConfigError(f"Unknown delivery target {target!r}: use {DELIVERY_TARGETS}")
     check_queue(target, "delivery target")
     if wrong := _out_of_range(delivery, Delivery):

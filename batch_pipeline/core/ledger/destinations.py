@@ -1,6 +1,6 @@
 """Where a batch's messages go, and the rules for changing it without delivering twice.
 
-A destination is a sink (``sink_key``: one name per SQS queue, however the target names it) and,
+A destination is a sink (``sink_key``: one name per SQS queue or Kafka topic) and,
 for the local outbox, the output folder. ``bp_deliveries`` keeps a ``Destination`` per batch and
 sink: what its messages were made of and how many an external sink took. When a batch is
 registered again, ``delivery_change`` decides whether its delivery progress is kept or starts
@@ -26,15 +26,16 @@ from batch_pipeline.core.ledger.digests import (
 
 
 def is_external(target: str) -> bool:
-    """A sink outside the batch's own folder (SQS today): delivering to it twice is visible
-    downstream. ``local`` (the outbox under the output) and ``none`` are not."""
+    """A sink outside the batch's own folder (an SQS queue, a Kafka topic): delivering to it
+    twice is visible downstream. ``local`` (the outbox under the output) and ``none`` are not."""
     return target not in ("local", "none")
 
 
 def sink_key(target: str) -> str:
     """One name per SQS queue whichever way the target names it (``sqs://NAME``, a queue URL),
-    to compare destinations; other targets as they are."""
-    if not is_external(target):
+    to compare destinations; other targets (``local``, ``none``, ``kafka://HOST:PORT/TOPIC``)
+    as they are."""
+    if not is_external(target) or target.startswith("kafka://"):
         return target
     name = target.rstrip("/").rsplit("/", 1)[-1]
     return f"sqs://{name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,13 @@ def run_batch(
     sqs_client: Any = None,
     holder: str | None = None,
     lease: LeaseSettings | None = None,
+    kafka_security: Mapping[str, str] | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
     ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
     lease throughout (``holder``: default a new uuid; ``lease``: default 60 s, renewed every
     10 s), with a heartbeat, and gives it back at the end; another run of the batch meanwhile
-    is refused (BatchBusyError)."""
+    is refused (BatchBusyError). ``kafka_security``: a Kafka target's SASL/TLS settings."""
     ledger = ledger or Ledger("sqlite://")
     holder = holder or uuid.uuid4().hex
     settings = lease or LeaseSettings()
@@ -79,7 +81,7 @@ def run_batch(
             result = aggregate(storage, spec, ledger.chunk_states(spec.batch_id), forced=forced)
             ledger.set_batch_status(spec.batch_id, result.status, reason=result.failure)
             sink = (
-                open_sink(storage, spec, sqs_client)
+                open_sink(storage, spec, sqs_client, kafka_security)
                 if result.status != BatchStatus.FAILED
                 else None
             )
