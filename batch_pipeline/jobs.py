@@ -22,11 +22,17 @@ def _stages(spec) -> None:
     deliver(spec, result)
 
 
+# An automatic run retry (deploy/dagster.yaml's run_retries) runs every step again, not only the
+# failed ones: planning takes the batch's lease back from the failed run, and the ledger skips
+# the chunks and the messages that are done.
+RUN_TAGS = {"team": "batch_pipeline", "dagster/retry_strategy": "ALL_STEPS"}
+
+
 @job(
     executor_def=batch_executor,
     description="Initialize, plan chunks, process chunks in parallel, aggregate to a manifest, "
     "deliver valid records. Running a batch again resumes it.",
-    tags={"team": "batch_pipeline"},
+    tags=RUN_TAGS,
     hooks={release_lease_on_failure},
 )
 def batch_job() -> None:
@@ -37,7 +43,7 @@ def batch_job() -> None:
     executor_def=batch_executor,
     description="Redrive a batch: process its failed and dead-lettered chunks again, "
     "re-aggregate, and deliver what was not delivered before.",
-    tags={"team": "batch_pipeline"},
+    tags=RUN_TAGS,
     hooks={release_lease_on_failure},
 )
 def redrive_job() -> None:
