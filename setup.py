@@ -24,9 +24,12 @@ setup(
     ],
     extras_require={
         "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
+        # The k8s_job_executor and K8sRunLauncher of deploy/k8s/ (validated in the tests).
+        "k8s": ["dagster-k8s>=0.29.0"],
         "dev": [
             "dagster-postgres>=0.29.0",
             "psycopg2-binary>=2.9",
+            "dagster-k8s>=0.29.0",
             "pytest>=8.0",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
