@@ -24,7 +24,10 @@ setup(
     ],
     extras_require={
         "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
+        # The celery executor and its workers (batch_pipeline.workers): RabbitMQ through amqp.
+        "celery": ["dagster-celery>=0.29.0"],
         "dev": [
+            "dagster-celery>=0.29.0",
             "dagster-postgres>=0.29.0",
             "psycopg2-binary>=2.9",
             "pytest>=8.0",
