@@ -51,6 +51,7 @@ class ChunkingConfig(Config):
     max_chunks: int = described(Chunking.max_chunks)
     chunk_bytes: int | None = described(Chunking.chunk_bytes)
     scan: bool = described(Chunking.scan)
+    heavy_records: int = described(Chunking.heavy_records)
 
 
 class DeliveryConfig(Config):

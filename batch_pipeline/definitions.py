@@ -12,7 +12,12 @@ from batch_pipeline.automation.uploads import build_upload_sensor
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.aggregate import BATCH_RESULTS_ASSET
 from batch_pipeline.partitions import SOURCE_FILES
-from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+from batch_pipeline.resources import (
+    IntermediatesIOManager,
+    LedgerResource,
+    SQSResource,
+    StorageResource,
+)
 from batch_pipeline.settings import WatchSettings
 
 batch_results = AssetSpec(
@@ -35,6 +40,7 @@ defs = Definitions(
         "storage": StorageResource(),
         "sqs": SQSResource(),
         "ledger": LedgerResource(),
+        "io_manager": IntermediatesIOManager(),
     },
 )
 

@@ -12,13 +12,16 @@ from batch_pipeline.ops import (
     load_batch,
     plan_chunks,
     process_chunk,
+    process_heavy_chunk,
 )
 from batch_pipeline.ops.leases import release_lease_on_failure
 
 
 def _stages(spec) -> None:
-    summaries = plan_chunks(spec).map(lambda chunk: process_chunk(spec, chunk))
-    result = aggregate(spec, summaries.collect())
+    chunks, heavy_chunks = plan_chunks(spec)
+    summaries = chunks.map(lambda chunk: process_chunk(spec, chunk))
+    heavy = heavy_chunks.map(lambda chunk: process_heavy_chunk(spec, chunk))
+    result = aggregate(spec, summaries.collect(), heavy.collect())
     deliver(spec, result)
 
 

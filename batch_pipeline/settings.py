@@ -15,6 +15,9 @@ themselves.
 - **Kafka**: ``kafka_security``, the SASL/TLS settings of a ``kafka://`` delivery target
   (``BATCH_PIPELINE_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``, ``..._SASL_USERNAME``,
   ``..._SASL_PASSWORD``, ``..._SSL_CA_LOCATION``), never in run config or logs.
+- **Celery** (the ``celery`` executor and its workers): ``celery_broker``
+  (``BATCH_PIPELINE_CELERY_BROKER``, ``pyamqp://guest@localhost//``) and ``celery_backend``
+  (``BATCH_PIPELINE_CELERY_BACKEND``, ``rpc://``); passwords stay out of run config.
 - **The automation** (upload sensor, nightly schedule): ``WatchSettings.from_env``.
 
 A schedule's cron and a sensor's interval are fixed when Dagster loads the definitions, so these
@@ -112,6 +115,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 def alert_webhook_url(env: Mapping[str, str] | None = None) -> str | None:
     """``BATCH_PIPELINE_ALERT_WEBHOOK``, or None when unset or blank. Read when called."""
     return _environment(env).get(ALERT_WEBHOOK_ENV, "").strip() or None
+
+
+def celery_broker(env: Mapping[str, str] | None = None) -> str:
+    """``BATCH_PIPELINE_CELERY_BROKER``: the celery broker of the executor and its workers."""
+    return _environment(env).get(f"{ENV_PREFIX}CELERY_BROKER") or "pyamqp://guest@localhost//"
+
+
+def celery_backend(env: Mapping[str, str] | None = None) -> str:
+    """``BATCH_PIPELINE_CELERY_BACKEND``: where celery workers send step results (``rpc://``:
+    back through the broker)."""
+    return _environment(env).get(f"{ENV_PREFIX}CELERY_BACKEND") or "rpc://"
 
 
 # librdkafka's name of each Kafka security setting -> the environment variable that gives it

@@ -18,11 +18,13 @@ def test_definitions_load_with_batch_job():
 
 
 def test_batch_job_has_the_five_stages():
+    """Processing is two ops: process_heavy_chunk takes the chunks over heavy_records."""
     job = get_batch_job()
     assert {node.name for node in job.nodes} == {
         "initialize",
         "plan_chunks",
         "process_chunk",
+        "process_heavy_chunk",
         "aggregate",
         "deliver",
     }
@@ -38,6 +40,7 @@ def test_redrive_job_shares_the_stages_after_loading_the_batch():
     assert {node.name for node in job.nodes} == {
         "load_batch",
         "plan_chunks",
+        "process_heavy_chunk",
         "process_chunk",
         "aggregate",
         "deliver",

@@ -115,6 +115,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "max_chunks": args.max_chunks,
             "chunk_bytes": args.chunk_bytes,
             "scan": not args.no_scan,
+            "heavy_records": args.heavy_records,
         },
         "output": args.output,
         "delivery": {"target": args.deliver, "records_per_message": args.records_per_message},

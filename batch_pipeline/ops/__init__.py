@@ -5,6 +5,14 @@ from batch_pipeline.ops.aggregate import aggregate
 from batch_pipeline.ops.deliver import deliver
 from batch_pipeline.ops.initialize import initialize, load_batch
 from batch_pipeline.ops.plan import plan_chunks
-from batch_pipeline.ops.process import process_chunk
+from batch_pipeline.ops.process import process_chunk, process_heavy_chunk
 
-__all__ = ["aggregate", "deliver", "initialize", "load_batch", "plan_chunks", "process_chunk"]
+__all__ = [
+    "aggregate",
+    "deliver",
+    "initialize",
+    "load_batch",
+    "plan_chunks",
+    "process_chunk",
+    "process_heavy_chunk",
+]

@@ -36,6 +36,7 @@ def aggregate(
     context: OpExecutionContext,
     spec: BatchSpec,
     summaries: list[ChunkSummary],
+    heavy_summaries: list[ChunkSummary],
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[AssetMaterialization | AssetObservation | Output[BatchResult]]:
@@ -59,7 +60,12 @@ def aggregate(
             )
         since = run_start_time(context)
         metadata = result_metadata(
-            spec, result, states, book.progress(spec.batch_id, since=since), since, len(summaries)
+            spec,
+            result,
+            states,
+            book.progress(spec.batch_id, since=since),
+            since,
+            len(summaries) + len(heavy_summaries),
         )
         partition = partition_key(spec.source.uri)
         if result.status == BatchStatus.FAILED:

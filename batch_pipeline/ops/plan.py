@@ -11,12 +11,19 @@ from batch_pipeline.resources import LedgerResource, StorageResource
 
 
 @op(
-    out=DynamicOut(Chunk),
+    out={
+        "chunks": DynamicOut(Chunk),
+        "heavy_chunks": DynamicOut(
+            Chunk,
+            description="Chunks planned with more than chunking.heavy_records records.",
+        ),
+    },
     retry_policy=RETRY_POLICY,
     description="Take the batch's lease (another run of the batch is refused), cut the source "
     "into chunk descriptors (byte ranges, row groups, sheet rows), record them in the ledger, "
     "remove files of an earlier plan, and yield one dynamic output per chunk still to process: "
-    "a resumed run skips what is done, a redrive takes only what failed.",
+    "a resumed run skips what is done, a redrive takes only what failed. Chunks over "
+    "chunking.heavy_records go out on heavy_chunks, the others on chunks.",
 )
 def plan_chunks(
     context: OpExecutionContext,
@@ -35,11 +42,13 @@ def plan_chunks(
         for chunk in todo:
             yield DynamicOutput(
                 chunk,
+                output_name="heavy_chunks" if spec.chunking.is_heavy(chunk) else "chunks",
                 mapping_key=chunk.key,
                 metadata={
                     "slice": chunk.describe(),
                     "records_planned": chunk.records if chunk.records is not None else -1,
                     "chunk_records": plan.chunk_records,
                     "plan_reason": plan.reason,
+                    "heavy": spec.chunking.is_heavy(chunk),
                 },
             )

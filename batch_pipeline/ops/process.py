@@ -1,3 +1,5 @@
+from typing import Any
+
 from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
@@ -9,14 +11,28 @@ from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
 
-
-@op(
-    retry_policy=RETRY_POLICY,
-    description="Read one chunk's slice straight from storage, run the processor on it, write "
-    "its valid and rejected records; idempotent. Transient failures are retried with backoff; "
-    "a chunk that keeps failing is dead-lettered and the run carries on.",
+HEAVY_QUEUE = "heavy"
+# Where heavy chunks run: the celery queue that only big workers serve, and on Kubernetes
+# (dagster-k8s's step launcher reads this tag) a pod with more CPU and memory.
+HEAVY_TAGS: dict[str, Any] = {
+    "dagster-celery/queue": HEAVY_QUEUE,
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "2", "memory": "8Gi"},
+                "limits": {"cpu": "4", "memory": "16Gi"},
+            }
+        }
+    },
+}
+_DESCRIPTION = (
+    "Read one chunk's slice straight from storage, run the processor on it, write its valid "
+    "and rejected records; idempotent. Transient failures are retried with backoff; a chunk "
+    "that keeps failing is dead-lettered and the run carries on."
 )
-def process_chunk(
+
+
+def _process(
     context: OpExecutionContext,
     spec: BatchSpec,
     chunk: Chunk,
@@ -66,6 +82,21 @@ def process_chunk(
         )
         context.add_output_metadata({**chunk_metadata(summary), **progress})
         return summary
+
+
+process_chunk = op(
+    name="process_chunk",
+    retry_policy=RETRY_POLICY,
+    description=_DESCRIPTION,
+)(_process)
+
+process_heavy_chunk = op(
+    name="process_heavy_chunk",
+    retry_policy=RETRY_POLICY,
+    tags=HEAVY_TAGS,
+    description=_DESCRIPTION + " For chunks over chunking.heavy_records: the celery executor "
+    "sends it to the heavy queue.",
+)(_process)
 
 
 _RUN_STARTS: dict[str, float] = {}

@@ -57,6 +57,12 @@ class ChunkingSettings:
     max_chunks: int = Chunking.max_chunks.default
     chunk_bytes: int | None = Chunking.chunk_bytes.default
     scan: bool = Chunking.scan.default
+    heavy_records: int = Chunking.heavy_records.default
+
+    def is_heavy(self, chunk: Chunk) -> bool:
+        """Whether ``chunk`` runs as a heavy step: planned with more than ``heavy_records``
+        records (exact or estimated). A chunk of unknown size is light."""
+        return chunk.records is not None and chunk.records > self.heavy_records
 
 
 @dataclass(frozen=True)

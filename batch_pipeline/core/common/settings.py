@@ -104,6 +104,13 @@ class Chunking(Section):
         "at estimated byte offsets, moved to the next newline with small range reads (only for "
         "CSV without line breaks inside quoted fields).",
     )
+    heavy_records = Setting(
+        1_000_000,
+        "Chunks planned with more records than this are heavy: they run as process_heavy_chunk "
+        "steps, which the celery executor sends to the heavy queue (and Kubernetes gives a "
+        "larger resource request). Results are the same either way.",
+        ge=1,
+    )
 
 
 class Delivery(Section):

@@ -87,6 +87,9 @@ def sent_settings(spec: BatchSpec, plan: Plan) -> dict[str, str]:
         "plan": plan_hash(plan),
         "parse": _digest(parse_settings(spec)),
         "processor": _digest([spec.processor, spec.processor_options, spec.processor_modules]),
-        "chunking": _digest(asdict(spec.chunking)),
+        # heavy_records only routes chunks to other workers: it changes no message.
+        "chunking": _digest(
+            {k: v for k, v in asdict(spec.chunking).items() if k != "heavy_records"}
+        ),
         "packing": _digest([spec.delivery.records_per_message, spec.delivery.max_message_bytes]),
     }
