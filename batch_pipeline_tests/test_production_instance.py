@@ -22,25 +22,13 @@ import pytest
 import yaml
 
 from batch_pipeline_tests import ui_harness as h
+from batch_pipeline_tests.core.ledger.test_ledger import PG_HOST, PG_PORT, PG_USER, _pg_admin
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DEPLOY_YAML = h.REPO / "deploy" / "dagster.yaml"
 LOG_PREFIX = "compute-logs"
 MONITORING_POLL_SECONDS = 2
-
-
-def _pg_admin() -> Any:
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is needed for dagster-postgres")
-    try:
-        conn = psycopg2.connect(
-            host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5
-        )
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} as {PG_USER}: {exc}")
-    conn.autocommit = True
-    return conn
 
 
 @pytest.fixture(scope="module")
