@@ -42,19 +42,8 @@ def write_chunks(tmp_path: Path, sizes: Sequence[int]) -> tuple[list[str], list[
     return files, everything
 
 
-def deliver_files(
-    storage: Storage,
-    batch_id: str,
-    file_key: str,
-    files: Sequence[str],
-    settings: DeliverySettings,
-    sink: Sink,
-    ledger: Ledger | None = None,
-) -> DeliverySummary:
-    """Deliver ``files`` as the succeeded chunks of a batch in a ledger of their own (or in
-    ``ledger``, which has them already)."""
-    if ledger is not None:
-        return deliver_batch_records(storage, ledger, batch_id, file_key, settings, sink)
+def chunk_ledger(batch_id: str, files: Sequence[str]) -> Ledger:
+    """A ledger in which ``files`` are the succeeded chunks of ``batch_id``, nothing delivered."""
     ledger = Ledger("sqlite://")
     rows = [
         {
@@ -74,6 +63,22 @@ def deliver_files(
     if rows:
         with ledger.engine.begin() as conn:
             conn.execute(sa.insert(ledger.chunks), rows)
+    return ledger
+
+
+def deliver_files(
+    storage: Storage,
+    batch_id: str,
+    file_key: str,
+    files: Sequence[str],
+    settings: DeliverySettings,
+    sink: Sink,
+    ledger: Ledger | None = None,
+) -> DeliverySummary:
+    """Deliver ``files`` as the succeeded chunks of a batch in a ledger of their own (or in
+    ``ledger``, which has them already)."""
+    if ledger is None:
+        ledger = chunk_ledger(batch_id, files)
     return deliver_batch_records(storage, ledger, batch_id, file_key, settings, sink)
 
 

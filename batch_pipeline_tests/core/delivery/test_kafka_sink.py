@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections import Counter
@@ -11,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from batch_pipeline.core.common.errors import ConfigError, DeliveryError
-from batch_pipeline.core.common.models import ChunkSummary, DeliverySettings
+from batch_pipeline.core.common.models import DeliverySettings
 from batch_pipeline.core.delivery.breaker import CircuitBreaker, CircuitOpenError
 from batch_pipeline.core.delivery.kafka_sink import KafkaSink, parse_kafka_target, producer_config
 from batch_pipeline.core.delivery.sinks import Message, OnAccepted, OutboxSink, SqsSink
-from batch_pipeline.core.ledger import SUCCEEDED, Ledger, sink_key
+from batch_pipeline.core.ledger import sink_key
 from batch_pipeline.core.stores.storage import Storage
 from batch_pipeline.settings import kafka_security
 from batch_pipeline_tests.conftest import drain_queue, read_topic
@@ -26,6 +24,7 @@ from batch_pipeline_tests.core.delivery.test_deliver import (
     BATCH,
     FILE_KEY,
     check_messages,
+    chunk_ledger,
     deliver_files,
     write_chunks,
 )
@@ -74,35 +73,12 @@ class FailsAfter(KafkaSink):
         super()._send_call(call, on_accepted)
 
 
-def chunk_ledger(files: Sequence[str]) -> Ledger:
-    """A ledger in which ``files`` are the succeeded chunks of the batch, nothing delivered."""
-    ledger = Ledger("sqlite://")
-    rows = [
-        {
-            "batch_id": BATCH,
-            "chunk": index,
-            "status": SUCCEEDED,
-            "attempts": 1,
-            "messages_sent": 0,
-            "summary": json.dumps(
-                ChunkSummary(
-                    index, f"chunk_{index:05d}", len(files), 0, 0, 0, 0, 0.0, 0, uri, None
-                ).to_dict()
-            ),
-        }
-        for index, uri in enumerate(files)
-    ]
-    with ledger.engine.begin() as conn:
-        conn.execute(sa.insert(ledger.chunks), rows)
-    return ledger
-
-
 @pytest.mark.slow
 def test_a_redelivery_sends_only_what_was_not_acknowledged(
     tmp_path: Path, storage: Storage, kafka_topic: str
 ) -> None:
     files, records = write_chunks(tmp_path, [7, 0, 5, 3])
-    ledger = chunk_ledger(files)
+    ledger = chunk_ledger(BATCH, files)
     with pytest.raises(DeliveryError, match="went away"):
         deliver_files(storage, BATCH, FILE_KEY, files, SETTINGS,
                       FailsAfter(kafka_topic, calls=2), ledger=ledger)  # fmt: skip
@@ -121,7 +97,7 @@ def test_duplicates_come_from_one_unrecorded_call_and_share_their_key(
     tmp_path: Path, storage: Storage, kafka_topic: str
 ) -> None:
     files, records = write_chunks(tmp_path, [7, 0, 5, 3])
-    ledger = chunk_ledger(files)
+    ledger = chunk_ledger(BATCH, files)
     with pytest.raises(DeliveryError):
         deliver_files(storage, BATCH, FILE_KEY, files, SETTINGS,
                       FailsAfter(kafka_topic, calls=1, unrecorded=True), ledger=ledger)  # fmt: skip
