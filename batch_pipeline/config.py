@@ -57,6 +57,7 @@ class ChunkingConfig(Config):
 class DeliveryConfig(Config):
     target: str = described(Delivery.target)
     records_per_message: int = described(Delivery.records_per_message)
+    key_column: str | None = described(Delivery.key_column)
     max_message_bytes: int = described(Delivery.max_message_bytes)
     max_batch_bytes: int = described(Delivery.max_batch_bytes)
     breaker_failures: int = described(Delivery.breaker_failures)

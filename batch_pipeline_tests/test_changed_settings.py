@@ -132,7 +132,8 @@ def test_changed_settings_to_the_same_queue_are_refused_and_another_queue_is_del
     code, summary, out = run_cli(capsys, *changed)
     assert code == 1
     assert f"batch queued delivered 18 message(s) to {sqs_queue}" in summary["error"]
-    assert "the message packing (records_per_message, max_message_bytes)" in summary["error"]
+    packing = "the message packing (records_per_message, max_message_bytes, key_column)"
+    assert packing in summary["error"]
     assert "--redeliver" in summary["error"] and "--batch-id" in summary["error"]
     assert drain_messages(sqs_client, sqs_queue) == []
     code, summary, out = run_cli(capsys, *changed, "--force")  # --force does not change that

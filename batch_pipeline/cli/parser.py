@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", **_setting(Batch.output))
     run.add_argument("--deliver", **_setting(Delivery.target))
     run.add_argument("--records-per-message", type=int, **_setting(Delivery.records_per_message))
+    run.add_argument("--deliver-key", metavar="COLUMN", **_setting(Delivery.key_column))
     for name in ("batch-id", "customer-id", "tenant-id", "deployment", "snapshot-id"):
         run.add_argument(f"--{name}", **_setting(getattr(Batch, name.replace("-", "_"))))
     run.add_argument("--max-retries", type=int, **_setting(Retry.max_retries))

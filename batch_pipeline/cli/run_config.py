@@ -118,7 +118,11 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "heavy_records": args.heavy_records,
         },
         "output": args.output,
-        "delivery": {"target": args.deliver, "records_per_message": args.records_per_message},
+        "delivery": {
+            "target": args.deliver,
+            "records_per_message": args.records_per_message,
+            "key_column": args.deliver_key,
+        },
         "retry": {
             "max_retries": args.max_retries,
             "base_delay_seconds": args.retry_delay,

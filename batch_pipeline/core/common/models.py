@@ -72,6 +72,7 @@ class DeliverySettings:
 
     target: str = Delivery.target.default
     records_per_message: int = Delivery.records_per_message.default
+    key_column: str | None = Delivery.key_column.default
     max_message_bytes: int = Delivery.max_message_bytes.default
     max_batch_bytes: int = Delivery.max_batch_bytes.default
     breaker_failures: int = Delivery.breaker_failures.default

@@ -123,6 +123,14 @@ class Delivery(Section):
         "topic; SASL/TLS settings come from the environment).",
     )
     records_per_message = Setting(100, "Most records in one message's batch_data.", ge=1)
+    key_column = Setting(
+        None,
+        "A record column whose value keys the messages, for per-key order: a message then holds "
+        "records of one value only (in input order), Kafka gets the value as the message key "
+        "(one partition per key) and a FIFO SQS queue as the MessageGroupId. Without it, and "
+        "for records with no value, a Kafka message is keyed BATCH_ID:NUMBER and a FIFO "
+        "queue's group is the batch.",
+    )
     max_message_bytes = Setting(
         256 * 1024, "Most bytes in one message body (SQS: 256 KiB).", ge=1024
     )

@@ -29,10 +29,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.common.errors import ConfigError, DeliveryError
 from batch_pipeline.core.common.models import BatchSpec, DeliverySettings, SourceSpec
+from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.delivery.breaker import breaker_for
 from batch_pipeline.core.delivery.kafka_sink import KafkaSink, is_kafka_target
 from batch_pipeline.core.delivery.packing import (
@@ -51,6 +55,7 @@ from batch_pipeline.core.delivery.sinks import (
     resolve_queue_url,
 )
 from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
+from batch_pipeline.core.processing.processors.keyed import key_order, key_text
 from batch_pipeline.core.stores.storage import Storage, split_s3
 
 PACKED_CACHE_BYTES = 256 << 20
@@ -66,9 +71,13 @@ class DeliverySummary:
     already_delivered_chunks: int = 0
 
 
-def _chunk_records(storage: Storage, uri: str) -> SerializedRecords:
-    with storage.open_input_file(uri) as f:
-        return serialize_records(pq.read_table(f))
+@dataclass
+class _Packed:
+    """A chunk's records as JSON, the ranges of its messages and each message's key."""
+
+    rows: SerializedRecords
+    ranges: list[tuple[int, int]]
+    keys: list[str | None]
 
 
 def deliver_batch_records(
@@ -91,24 +100,23 @@ def deliver_batch_records(
             sink.send(state.chunk, [])
     todo = [s for s in states if not s.delivered or s.chunk in lost]
     counts: dict[int, int] = {}
-    packed: dict[int, tuple[SerializedRecords, list[tuple[int, int]]]] = {}
+    packed: dict[int, _Packed] = {}
     kept = 0
     for state in todo:
         if state.first_message is None:
-            rows, ranges = _pack(storage, state, settings, budget)
-            counts[state.chunk] = len(ranges)
-            if kept + len(rows.data) <= PACKED_CACHE_BYTES:  # spare small batches a re-read
-                packed[state.chunk] = (rows, ranges)
-                kept += len(rows.data)
+            chunk = _pack(storage, state, settings, budget)
+            counts[state.chunk] = len(chunk.ranges)
+            if kept + len(chunk.rows.data) <= PACKED_CACHE_BYTES:  # spare small batches a re-read
+                packed[state.chunk] = chunk
+                kept += len(chunk.rows.data)
     ledger.assign_messages(batch_id, counts)
     numbered = {s.chunk: s for s in ledger.chunk_states(batch_id)}
     messages = records = 0
     for state in todo:
         state = numbered[state.chunk]
-        if state.chunk in packed:
-            rows, ranges = packed.pop(state.chunk)
-        else:
-            rows, ranges = _pack(storage, state, settings, budget)
+        cached = packed.pop(state.chunk, None)
+        chunk = cached or _pack(storage, state, settings, budget)
+        rows, ranges = chunk.rows, chunk.ranges
         if len(ranges) != state.messages:
             raise DeliveryError(
                 f"chunk {state.chunk}: its valid records now pack into {len(ranges)} messages, "
@@ -135,6 +143,7 @@ def deliver_batch_records(
                 ).decode(),
                 batch_id=batch_id,
                 number=first + i,
+                key=chunk.keys[i],
             )
             for i, a, b in unsent
         ]
@@ -227,15 +236,46 @@ class _Acceptance:
         self.ledger.mark_sent(self.batch_id, self.chunk, self.sent, self.accepted)
 
 
-def _pack(
-    storage: Storage, state: ChunkState, settings: DeliverySettings, budget: int
-) -> tuple[SerializedRecords, list[tuple[int, int]]]:
+def _pack(storage: Storage, state: ChunkState, settings: DeliverySettings, budget: int) -> _Packed:
+    """A chunk's valid records packed into messages; by ``settings.key_column``'s values when
+    set (a message per run of one value, values in order of first appearance)."""
     summary = state.chunk_summary()
     assert summary is not None and summary.valid_uri is not None
-    rows = _chunk_records(storage, summary.valid_uri)
+    with storage.open_input_file(summary.valid_uri) as f:
+        table = pq.read_table(f)
+    where = f"chunk {state.chunk} ({summary.valid_uri})"
+    keys: pa.Array | None = None
+    groups = None
+    if settings.key_column is not None:
+        if settings.key_column not in table.column_names:
+            raise DeliveryError(
+                f"{where}: the delivery key column {shown(settings.key_column)} is not one of "
+                f"its columns ({', '.join(shown(n) for n in table.column_names)}); nothing of "
+                "it was sent",
+                permanent=True,
+            )
+        try:
+            keys = key_text(table.column(settings.key_column))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DeliveryError(
+                f"{where}: the delivery key column {shown(settings.key_column)} holds "
+                f"{table.schema.field(settings.key_column).type} values, which cannot key a "
+                f"message ({exc}); nothing was sent",
+                permanent=True,
+            ) from exc
+        order = pa.array(key_order(keys))
+        table, keys = table.take(order), keys.take(order)
+        groups = _runs(keys)
+    rows = serialize_records(table)
     try:
-        return rows, pack(rows.lengths, settings.records_per_message, budget)
+        ranges = pack(rows.lengths, settings.records_per_message, budget, groups)
     except DeliveryError as exc:
-        raise DeliveryError(
-            f"chunk {state.chunk} ({summary.valid_uri}), {exc}; nothing was sent", permanent=True
-        ) from exc
+        raise DeliveryError(f"{where}, {exc}; nothing was sent", permanent=True) from exc
+    names = keys.to_pylist() if keys is not None else None
+    return _Packed(rows, ranges, [names[a] if names else None for a, _ in ranges])
+
+
+def _runs(keys: pa.Array) -> np.ndarray:
+    """A code per record, the same along each run of equal keys (nulls one run)."""
+    encoded = pc.dictionary_encode(keys)
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)

@@ -2,8 +2,11 @@
 
 The producer is idempotent (``enable.idempotence``, ``acks=all``): the broker drops a resend of
 the producer's own retries. Each message's value is the same envelope body SQS gets
-(``Message.body``); its key is ``{batch_id}:{number}``, so a consumer can recognise a message
-delivered twice (a crash between the broker's acknowledgement and the ledger's record). A
+(``Message.body``); its key is the value of the delivery key column its records share
+(``delivery.key_column``: one partition per value, so a value's messages keep their order), else
+``{batch_id}:{number}``; its header ``batch_pipeline_message`` is always ``{batch_id}:{number}``,
+so a consumer can recognise a message delivered twice (a crash between the broker's
+acknowledgement and the ledger's record). A
 chunk's messages go out in calls of at most ``call_messages``, each flushed: ``on_accepted``
 gets the numbers whose delivery report said the broker has them, so a retry, a resume or a
 redrive sends only the others. The topic must exist (checked once per sink, against the
@@ -26,6 +29,7 @@ from batch_pipeline.core.delivery.breaker import CircuitBreaker
 from batch_pipeline.core.delivery.sinks import Message, OnAccepted
 
 KAFKA_PREFIX = "kafka://"
+MESSAGE_HEADER = "batch_pipeline_message"  # {batch_id}:{number}, whatever the key
 # HOST:PORT/TOPIC; a topic name is what Kafka accepts: 1-249 of A-Z a-z 0-9 . _ -
 _TARGET = re.compile(
     r"kafka://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})/([A-Za-z0-9._-]{1,249})"
@@ -178,10 +182,12 @@ class KafkaSink:
         producer = self.producer()
         try:
             for message in call:
+                message_id = f"{message.batch_id}:{message.number}".encode()
                 producer.produce(
                     self.topic,
                     value=message.body.encode(),
-                    key=f"{message.batch_id}:{message.number}".encode(),
+                    key=message.key.encode() if message.key is not None else message_id,
+                    headers=[(MESSAGE_HEADER, message_id)],
                     on_delivery=lambda err, msg, n=message.number: report(err, msg, n),
                 )
         except (KafkaException, BufferError) as exc:

@@ -131,14 +131,29 @@ def envelope_overhead(batch_id: str, file_key: str) -> int:
     return len(envelope(batch_id, file_key, b"", 10**9, 10**9))
 
 
-def pack(lengths: np.ndarray, max_records: int, max_bytes: int) -> list[tuple[int, int]]:
+def pack(
+    lengths: np.ndarray, max_records: int, max_bytes: int, groups: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """Greedy ranges [a, b) of records: at most ``max_records`` each, and their JSON joined by
-    commas at most ``max_bytes``. Raises DeliveryError (permanent) naming a record that cannot
-    fit in any message."""
-    n = int(lengths.size)
+    commas at most ``max_bytes``. With ``groups`` (a code per record, each group's records
+    next to each other) a range never holds two groups. Raises DeliveryError (permanent) naming
+    a record that cannot fit in any message."""
     cumulative = np.concatenate([[0], np.cumsum(lengths.astype(np.int64) + 1)])
+    if groups is None or groups.size == 0:
+        return _pack_range(lengths, cumulative, 0, int(lengths.size), max_records, max_bytes)
+    starts = np.concatenate([[0], np.flatnonzero(groups[1:] != groups[:-1]) + 1, [groups.size]])
     ranges: list[tuple[int, int]] = []
-    a = 0
+    for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        ranges.extend(_pack_range(lengths, cumulative, a, b, max_records, max_bytes))
+    return ranges
+
+
+def _pack_range(
+    lengths: np.ndarray, cumulative: np.ndarray, a: int, n: int, max_records: int, max_bytes: int
+) -> list[tuple[int, int]]:
+    """``pack`` of records ``a``..``n`` (``cumulative``: the sizes summed over all records,
+    each with its comma)."""
+    ranges: list[tuple[int, int]] = []
     while a < n:
         by_size = int(np.searchsorted(cumulative, cumulative[a] + max_bytes + 1, side="right")) - 1
         b = min(by_size, a + max_records, n)

@@ -8,8 +8,8 @@ messages are consumed downstream and cannot be checked: SQS never reports one mi
 gets ``send_message_batch`` calls of up to 10 entries within the request size limit
 (``max_batch_bytes``: "batch" is SQS's word for one such call here); entries reported as
 failed are retried with exponential backoff and full jitter, never assumed sent; failures the
-sender caused (too large, invalid) are not retried. FIFO queues get a
-``MessageGroupId`` (the batch) and a deterministic ``MessageDeduplicationId``.
+sender caused (too large, invalid) are not retried. FIFO queues get a ``MessageGroupId`` (the
+delivery key's value, else the batch) and a deterministic ``MessageDeduplicationId``.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ GROUP_ID = re.compile(r"[!-~]{1,128}")
 
 @dataclass(frozen=True)
 class Message:
-    """One message: its body and the ids that make redelivery recognisable downstream."""
+    """One message: its body, the ids that make redelivery recognisable downstream, and the
+    value of the delivery key column its records share (None: not keyed, or no value)."""
 
     body: str
     batch_id: str
     number: int
+    key: str | None = None
 
     @property
     def dedup_id(self) -> str:
@@ -51,10 +53,17 @@ class Message:
 
     @property
     def group_id(self) -> str:
-        """The FIFO group: the batch id, or its digest when SQS would not accept it as one."""
+        """The FIFO group: the key (per-key order), else the batch id; its digest when SQS
+        would not accept it as one."""
+        if self.key is not None:
+            return self.key if GROUP_ID.fullmatch(self.key) else _digested("key", self.key)
         if GROUP_ID.fullmatch(self.batch_id):
             return self.batch_id
-        return "batch-" + hashlib.sha256(self.batch_id.encode()).hexdigest()
+        return _digested("batch", self.batch_id)
+
+
+def _digested(kind: str, text: str) -> str:
+    return f"{kind}-" + hashlib.sha256(text.encode()).hexdigest()
 
 
 OnAccepted = Callable[[Sequence[int]], None]

@@ -38,8 +38,16 @@ def output_digest(spec: BatchSpec) -> str:
 
 def delivery_digest(spec: BatchSpec) -> str:
     """What shapes a batch's messages: where they go and how records are packed."""
+    return _digest([spec.delivery.target, *_packing(spec)])
+
+
+def _packing(spec: BatchSpec) -> list[Any]:
+    """The settings that pack records into messages (a key column only when there is one, so
+    that a ledger from before the setting keeps its digests)."""
     d = spec.delivery
-    return _digest([d.target, d.records_per_message, d.max_message_bytes])
+    return [d.records_per_message, d.max_message_bytes] + (
+        [d.key_column] if d.key_column is not None else []
+    )
 
 
 def parse_settings(spec: BatchSpec) -> dict[str, Any]:
@@ -76,7 +84,7 @@ SENT_SETTINGS = {
     "parse": "the parse settings (format, compression, CSV options, JSON path, sheets)",
     "processor": "the processor or its options",
     "chunking": "the chunking (chunk_records, max_chunks, chunk_bytes, scan)",
-    "packing": "the message packing (records_per_message, max_message_bytes)",
+    "packing": "the message packing (records_per_message, max_message_bytes, key_column)",
 }
 
 
@@ -91,5 +99,5 @@ def sent_settings(spec: BatchSpec, plan: Plan) -> dict[str, str]:
         "chunking": _digest(
             {k: v for k, v in asdict(spec.chunking).items() if k != "heavy_records"}
         ),
-        "packing": _digest([spec.delivery.records_per_message, spec.delivery.max_message_bytes]),
+        "packing": _digest(_packing(spec)),
     }
