@@ -26,10 +26,12 @@ setup(
         "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
         # The k8s_job_executor and K8sRunLauncher of deploy/k8s/ (validated in the tests).
         "k8s": ["dagster-k8s>=0.29.0"],
-        # The celery executor and its workers (batch_pipeline.workers): RabbitMQ through amqp.
-        "celery": ["dagster-celery>=0.29.0"],
+        # The celery executor and its workers (batch_pipeline.workers): RabbitMQ through amqp,
+        # or Redis (redis-py) as broker and result backend.
+        "celery": ["dagster-celery>=0.29.0", "redis>=5.0"],
         "dev": [
             "dagster-celery>=0.29.0",
+            "redis>=5.0",
             "dagster-postgres>=0.29.0",
             "psycopg2-binary>=2.9",
             "dagster-k8s>=0.29.0",

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 pytest.importorskip("dagster_celery", reason="dagster-celery is not installed: pip install .[dev]")
 
 RABBIT = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
 CELERY = Path(sys.executable).parent / "celery"
 
 
@@ -40,8 +41,12 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture
-def broker() -> Iterator[str]:
-    """A RabbitMQ vhost of this test's own (its queues and messages vanish with it)."""
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A RabbitMQ vhost of this test's own (its queues and messages vanish with it); or, for a
+    test parametrised with ``broker="redis"``, a Redis database of its own."""
+    if getattr(request, "param", "rabbitmq") == "redis":
+        yield from _redis_database()
+        return
     try:
         socket.create_connection(RABBIT, timeout=2).close()
     except OSError as exc:
@@ -55,6 +60,26 @@ def broker() -> Iterator[str]:
         yield f"pyamqp://guest:guest@{RABBIT[0]}:{RABBIT[1]}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def _redis_database() -> Iterator[str]:
+    """An empty database (1-15) of the local Redis for this test, emptied again after it."""
+    redis = pytest.importorskip("redis", reason="redis-py is not installed: pip install .[dev]")
+    try:
+        client = redis.Redis(host=REDIS[0], port=REDIS[1], socket_timeout=5)
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {REDIS[0]}:{REDIS[1]}: {exc}")
+    for number in range(15, 0, -1):
+        database = redis.Redis(host=REDIS[0], port=REDIS[1], db=number, socket_timeout=5)
+        if database.dbsize() == 0 and database.set("bp-test-claim", "1", nx=True):
+            break
+    else:
+        pytest.skip("no empty Redis database (1-15) for the test")
+    try:
+        yield f"redis://{REDIS[0]}:{REDIS[1]}/{number}"
+    finally:
+        database.flushdb()
 
 
 @pytest.fixture
@@ -83,6 +108,8 @@ def env(
         **instance_env(dagster_db, s3_bucket, moto_server, tmp_path),
         "DAGSTER_HOME": str(home),
         "BATCH_PIPELINE_CELERY_BROKER": broker,
+        # Redis is the result backend too when it is the broker (rpc:// needs AMQP).
+        "BATCH_PIPELINE_CELERY_BACKEND": broker if broker.startswith("redis") else "rpc://",
         "BATCH_PIPELINE_LEDGER_URL": own_ledger,
     }
 
@@ -338,3 +365,25 @@ def test_a_run_with_no_worker_for_its_queue_fails_at_its_timeout_naming_the_queu
     assert not result.success
     error = result.get_run_failure_event().event_specific_data.error.to_string()
     assert "did not finish within the run's timeout of 30s on celery queue 'heavy'" in error
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_batch_job_on_celery_with_redis_as_broker_and_backend(
+    broker: str, instance: Any, workers: Workers, s3_bucket: str, tmp_path: Path
+):
+    records, output = 1_500, tmp_path / "output"
+    batch = {
+        "source": sample(tmp_path / "input", records),
+        "output": str(output),
+        "batch_id": "on-redis",
+        "chunking": {"chunk_records": 500},
+    }
+    workers.start("r1")
+    result = run_on_celery(instance, batch, s3_bucket)
+    assert result.success, workers.log("r1")
+    ran_on = step_workers(instance, result.run_id)
+    assert {w for key, names in ran_on.items() if "process_chunk" in key for w in names} == {"r1"}
+    totals, valid, outbox = results(output, "on-redis")
+    assert totals["records_in"] == totals["records_out"] + totals["records_rejected"] == records
+    assert totals["chunks_succeeded"] == 3
+    assert len(valid) == totals["records_out"] == len(outbox_records(outbox))
