@@ -140,12 +140,18 @@ class Workers:
         self.logs = logs
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, queues: str = "dagster,heavy") -> None:
+    def start(self, name: str, queues: str = "dagster,heavy", wrapper: bool = False) -> None:
+        """``celery -A batch_pipeline.workers worker``, or (``wrapper``) the same through
+        ``batch-pipeline worker``."""
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        if wrapper:
+            command = [sys.executable, "-m", "batch_pipeline.cli", "worker", "--queues", queues,
+                       "--name", f"{name}@%h", "--"]  # fmt: skip
+        else:
+            command = [str(CELERY), "-A", "batch_pipeline.workers", "worker", "-Q", queues,
+                       "--concurrency", "1", "-n", f"{name}@%h"]  # fmt: skip
         self.processes[name] = subprocess.Popen(
-            [str(CELERY), "-A", "batch_pipeline.workers", "worker", "-Q", queues,
-             "--concurrency", "1", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-             "--loglevel", "INFO"],
+            [*command, "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=self.logs,
         )  # fmt: skip
@@ -378,7 +384,7 @@ def test_batch_job_on_celery_with_redis_as_broker_and_backend(
         "batch_id": "on-redis",
         "chunking": {"chunk_records": 500},
     }
-    workers.start("r1")
+    workers.start("r1", wrapper=True)  # batch-pipeline worker
     result = run_on_celery(instance, batch, s3_bucket)
     assert result.success, workers.log("r1")
     ran_on = step_workers(instance, result.run_id)

@@ -29,6 +29,28 @@ def sample_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_command(args: argparse.Namespace) -> int:
+    """A celery worker of ``batch_pipeline.workers`` (runs until stopped)."""
+    from batch_pipeline.core.common.errors import ConfigError
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    if not queues or args.concurrency < 1:
+        raise ConfigError("worker: give at least one queue and a concurrency of at least 1")
+    try:
+        from batch_pipeline.workers import worker_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"worker: the celery extra is not installed ({exc}): pip install "
+            "'batch-pipeline[celery]'"
+        ) from exc
+    argv = ["worker", "-Q", ",".join(queues), "--concurrency", str(args.concurrency)]
+    if args.name:
+        argv += ["-n", args.name]
+    extra = [a for a in args.celery_args if a != "--"]
+    worker_app().worker_main(argv + extra)
+    return 0
+
+
 COMMANDS = {
     "run": run_command,
     "redrive": redrive_command,
@@ -36,6 +58,7 @@ COMMANDS = {
     "dead-letters": dead_letters_command,
     "status": status_command,
     "sample": sample_command,
+    "worker": worker_command,
 }
 
 

@@ -207,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=_positive, default=WATCH_INTERVAL, help="seconds between polls"
     )
 
+    worker = sub.add_parser(
+        "worker",
+        help="a celery worker that runs batch_job's steps (the celery executor's runs)",
+        formatter_class=DefaultsShown,
+        description="Runs `celery -A batch_pipeline.workers worker` with these options; the "
+        "broker and result backend come from BATCH_PIPELINE_CELERY_BROKER / _BACKEND, the "
+        "instance, ledger and AWS settings from the same environment as the runs. Arguments "
+        "after -- go to celery as they are.",
+    )
+    worker.add_argument(
+        "--queues",
+        default="dagster,heavy",
+        help="the queues it serves, comma-separated: dagster (every step but heavy chunks), "
+        "heavy (process_heavy_chunk)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=1, help="steps at once (one process each)"
+    )
+    worker.add_argument("--name", default=None, help="the worker's name (celery's -n)")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER, help="-- then celery's own")
+
     sample = sub.add_parser(
         "sample",
         help="write a sample leads CSV and its validate schema",
