@@ -1,10 +1,15 @@
 """Record processors, by name: a chunk's table in, valid records and rejects out.
 
-Importing this package registers the built-in ones (``passthrough``, ``validate``). A processor
-reads and writes no storage: ``processing.run.run_chunk`` runs it on one chunk.
+Importing this package registers the built-in ones (``passthrough``, ``validate``, and the
+keyed ``kalman``). A processor reads and writes no storage: ``processing.run.run_chunk`` runs it
+on one chunk (a keyed one, the keyed stage on one bucket).
 """
 
-from batch_pipeline.core.processing.processors import passthrough, validate  # noqa: F401  (registration)
+from batch_pipeline.core.processing.processors import (  # noqa: F401  (registration)
+    kalman,
+    passthrough,
+    validate,
+)
 from batch_pipeline.core.processing.processors.base import (
     REGISTRY,
     Processor,
