@@ -265,3 +265,10 @@ def test_a_kafka_target_without_a_port_is_refused_before_processing(
     err = refused(capsys, home, "run", str(leads), "--deliver", target, "--output", str(output))
     assert f"error: delivery target {target!r} is not kafka://HOST:PORT/TOPIC" in err
     assert not output.exists()
+
+
+def test_a_worker_without_queues_is_refused_before_celery_starts(home: Path, capsys) -> None:
+    message = refused(capsys, home, "worker", "--queues", " , ")
+    assert "give at least one queue" in message
+    message = refused(capsys, home, "worker", "--concurrency", "0")
+    assert "concurrency of at least 1" in message
