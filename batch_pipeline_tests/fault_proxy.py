@@ -9,6 +9,15 @@ message sent) can happen twice because of the proxy. ``may_503`` limits which re
 a 503; the others drawn for one are dropped instead. ``rule(request)`` may force an action
 (``"503"``, ``"drop"``) on chosen requests, before the draw.
 
+``rewrite(request)`` may change what reaches the server and what the client gets back: it
+returns None (forward as is) or the request to forward instead and a function from the server's
+answer body to the body the client gets (its ``x-amz-crc32`` checksum header, which DynamoDB's
+clients check, recomputed); with None for the request nothing is forwarded, and the client gets
+a JSON answer (HTTP 200) of the function's body for ``{}``. The state store tests use it to
+take some of a DynamoDB batch call's keys out before the server sees them and give them back
+as unprocessed. ``calls`` holds every request the server answered (as forwarded), for checks
+on the wire.
+
 ``hold(predicate, after=n)`` makes the proxy hold the request after the first ``n`` that match
 ``predicate``: ``held`` is set while it waits, and ``release("drop")`` or ``release("forward")``
 decides what becomes of it. The kill tests use it to kill a run while one of its SQS calls is in
@@ -26,6 +35,7 @@ import json
 import random
 import socket
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +64,10 @@ SQS_UNAVAILABLE = (
     b'{"__type": "com.amazonaws.sqs#ServiceUnavailable", '
     b'"message": "Service Unavailable (injected by the fault proxy)"}'
 )
+DYNAMODB_UNAVAILABLE = (
+    b'{"__type": "com.amazonaws.dynamodb.v20120810#ServiceUnavailable", '
+    b'"message": "Service Unavailable (injected by the fault proxy)"}'
+)
 
 
 @dataclass(frozen=True)
@@ -67,11 +81,20 @@ class Request:
 
     @property
     def service(self) -> str:
-        """``sqs`` for SQS calls (JSON or query protocol), else ``s3``."""
+        """``sqs`` for SQS calls (JSON or query protocol), ``dynamodb`` for DynamoDB's, else
+        ``s3``."""
         target = self.headers.get("x-amz-target", "")
+        if target.startswith("DynamoDB_"):
+            return "dynamodb"
         if target.startswith("AmazonSQS.") or b"Action=" in self.body[:200]:
             return "sqs"
         return "s3"
+
+    @property
+    def target(self) -> str | None:
+        """The operation of a JSON-protocol call (``BatchGetItem``, ``SendMessageBatch``)."""
+        target = self.headers.get("x-amz-target", "")
+        return target.partition(".")[2] or None
 
     @property
     def range_bytes(self) -> int | None:
@@ -94,6 +117,8 @@ class Request:
 
 
 Action = Literal["forward", "503", "drop", "hold"]
+# A request -> None (forward it as is), or the request to forward and the answer body to give.
+Rewrite = Callable[[Request], tuple[Request | None, Callable[[bytes], bytes]] | None]
 
 
 class FaultProxy:
@@ -107,6 +132,7 @@ class FaultProxy:
         seed: int = 0,
         may_503: Callable[[Request], bool] | None = None,
         rule: Callable[[Request], Action | None] | None = None,
+        rewrite: Rewrite | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         assert parts.hostname and parts.port, upstream
@@ -114,14 +140,20 @@ class FaultProxy:
         self.fault_rate = fault_rate
         self.may_503 = may_503
         self.rule = rule
+        self.rewrite = rewrite
         # One random stream per service: which S3 and which SQS calls fail does not depend on
         # how the two interleave.
-        self._rngs = {"s3": random.Random(seed), "sqs": random.Random(seed + 1)}
+        self._rngs = {
+            "s3": random.Random(seed),
+            "sqs": random.Random(seed + 1),
+            "dynamodb": random.Random(seed + 2),
+        }
         self._lock = threading.Lock()
         self.injected: Counter[tuple[str, str]] = Counter()
         self.forwarded: Counter[str] = Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, action) of every request
         self.sqs_calls: list[Request] = []  # the SQS requests the server answered, in order
+        self.calls: list[Request] = []  # every request the server answered, in order
         self._hold_predicate: Callable[[Request], bool] | None = None
         self._hold_after = 0
         self._hold_seen = 0
@@ -244,6 +276,7 @@ class FaultProxy:
                 self.forwarded[request.service] += 1
                 if request.service == "sqs":
                     self.sqs_calls.append(request)
+                self.calls.append(request)
             return response.status, response.reason, response.getheaders(), data
         finally:
             conn.close()
@@ -313,7 +346,24 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "503":
             self._answer_503(request)
             return
-        status, reason, response_headers, data = proxy.forward(request, headers)
+        answer = None
+        forwarded: Request | None = request
+        if proxy.rewrite and (rewritten := proxy.rewrite(request)) is not None:
+            forwarded, answer = rewritten
+        if forwarded is None:  # answered here: nothing reaches the server
+            status, reason, data = 200, "OK", b"{}"
+            response_headers = [("Content-Type", "application/x-amz-json-1.0")]
+        else:
+            if forwarded is not request:
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+                headers["Content-Length"] = str(len(forwarded.body))
+            status, reason, response_headers, data = proxy.forward(forwarded, headers)
+        if answer is not None:
+            data = answer(data)
+            response_headers = [
+                (name, str(zlib.crc32(data)) if name.lower() == "x-amz-crc32" else value)
+                for name, value in response_headers
+            ]
         try:
             self.send_response(status, reason)
             content_length = None
@@ -339,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer_503(self, request: Request) -> None:
         if request.service == "sqs":
             body, content_type = SQS_UNAVAILABLE, "application/x-amz-json-1.0"
+        elif request.service == "dynamodb":
+            body, content_type = DYNAMODB_UNAVAILABLE, "application/x-amz-json-1.0"
         else:
             body, content_type = S3_SLOW_DOWN, "application/xml"
         self.send_response(503, "Slow Down")

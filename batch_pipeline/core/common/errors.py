@@ -60,6 +60,16 @@ class DeliveryError(BatchPipelineError):
         self.permanent = permanent
 
 
+class StateStoreError(BatchPipelineError):
+    """A state store (``core/stores/state_stores``) could not load or save keys' states; the
+    message names the store (never its password) and, where one is to blame, the key.
+    ``permanent`` is False when a retry may succeed (unreachable, throttled)."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
 class RetryableChunkError(BatchPipelineError):
     """A chunk attempt failed for a transient reason and should be tried again later."""
 
@@ -170,6 +180,8 @@ def _by_type(e: BaseException) -> tuple[str, bool] | None:
         return e.category, True
     if isinstance(e, DeliveryError):  # says itself whether it is worth another try
         return "delivery", not e.permanent
+    if isinstance(e, StateStoreError) and e.permanent:  # a transient one: its cause decides
+        return "state_store", False
     if "ClientError" in names and hasattr(e, "response"):
         response = getattr(e, "response", None) or {}
         code = str(response.get("Error", {}).get("Code", ""))
