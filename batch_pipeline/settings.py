@@ -6,6 +6,9 @@ themselves.
 
 - **The ledger**: ``default_ledger_url`` (``BATCH_PIPELINE_LEDGER_URL``, else SQLite in
   ``$DAGSTER_HOME``, else in ``~/.batch_pipeline``).
+- **The state store** of keyed processors: ``default_state_store_url``
+  (``BATCH_PIPELINE_STATE_STORE_URL``, else SQLite beside the default ledger:
+  ``batch_state.db`` in ``$DAGSTER_HOME``, else in ``~/.batch_pipeline``).
 - **Leases**: ``lease_settings`` (``BATCH_PIPELINE_LEASE_TTL_SECONDS``, 60, and
   ``BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS``, 10 or a third of the TTL if shorter).
 - **Alerts**: ``alert_webhook_url`` (``BATCH_PIPELINE_ALERT_WEBHOOK``).
@@ -67,6 +70,7 @@ from batch_pipeline.core.stores.storage import S3Settings, is_s3, normalize_uri,
 ENV_PREFIX = "BATCH_PIPELINE_"
 DEFAULT_WATCH = "data/inbox"
 LEDGER_URL_ENV = "BATCH_PIPELINE_LEDGER_URL"
+STATE_STORE_URL_ENV = "BATCH_PIPELINE_STATE_STORE_URL"
 TTL_ENV = "BATCH_PIPELINE_LEASE_TTL_SECONDS"
 HEARTBEAT_ENV = "BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS"
 
@@ -81,8 +85,21 @@ def default_ledger_url(env: Mapping[str, str] | None = None) -> str:
     env = _environment(env)
     if env.get(LEDGER_URL_ENV):
         return env[LEDGER_URL_ENV]
-    home = env.get("DAGSTER_HOME") or os.path.join(os.path.expanduser("~"), ".batch_pipeline")
-    return f"sqlite:///{os.path.join(home, 'batch_ledger.db')}"
+    return f"sqlite:///{os.path.join(_home(env), 'batch_ledger.db')}"
+
+
+def default_state_store_url(env: Mapping[str, str] | None = None) -> str:
+    """``BATCH_PIPELINE_STATE_STORE_URL``; else SQLite beside the default ledger
+    (``batch_state.db``). Read when called, never at import."""
+    env = _environment(env)
+    if env.get(STATE_STORE_URL_ENV):
+        return env[STATE_STORE_URL_ENV]
+    return f"sqlite:///{os.path.join(_home(env), 'batch_state.db')}"
+
+
+def _home(env: Mapping[str, str]) -> str:
+    """``$DAGSTER_HOME``, else ``~/.batch_pipeline``: where the embedded databases live."""
+    return env.get("DAGSTER_HOME") or os.path.join(os.path.expanduser("~"), ".batch_pipeline")
 
 
 def lease_settings(env: Mapping[str, str] | None = None) -> LeaseSettings:

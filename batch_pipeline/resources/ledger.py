@@ -10,19 +10,23 @@ from batch_pipeline.core.ledger import Ledger, open_ledger, safe_url, url_passwo
 from batch_pipeline.settings import LEDGER_URL_ENV, default_ledger_url
 
 
-def run_config_password_error(run_config: Any) -> ConfigError | None:
-    """The error for a run whose config sets ``resources.ledger.config.url`` to a plain string
-    holding a password; None when it does not (``{env: ...}``, no password, nothing set)."""
+def run_config_password_error(
+    run_config: Any, resource: str = "ledger", env: str = LEDGER_URL_ENV
+) -> ConfigError | None:
+    """The error for a run whose config sets ``resources.<resource>.config.url`` (the ledger's,
+    or the state store's) to a plain string holding a password; None when it does not
+    (``{env: ...}``, no password, nothing set)."""
     try:
-        url = run_config["resources"]["ledger"]["config"]["url"]
+        url = run_config["resources"][resource]["config"]["url"]
     except (KeyError, TypeError):
         return None
     if not isinstance(url, str) or url_password(url) is None:
         return None
+    name = resource.replace("_", " ")
     return ConfigError(
-        f"the ledger URL in this run's config holds a password in plain text ({safe_url(url)}): "
+        f"the {name} URL in this run's config holds a password in plain text ({safe_url(url)}): "
         "Dagster stores a run's config and shows it in the UI, so this run refuses to use it. "
-        f"Give it as {{env: {LEDGER_URL_ENV}}} (resources.ledger.config.url, with the URL in "
+        f"Give it as {{env: {env}}} (resources.{resource}.config.url, with the URL in "
         f"that environment variable of the run's process), or set PGPASSWORD, and delete this "
         "run from the UI (its config is stored)"
     )

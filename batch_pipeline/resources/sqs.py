@@ -36,15 +36,21 @@ class SQSResource(ResourceWithBoto3Configuration):
     """
 
     def get_client(self) -> Any:
-        session = boto3.session.Session(profile_name=self.profile_name)
-        return session.client(
-            "sqs",
-            region_name=resolve_region(self.region_name, self.profile_name),
-            endpoint_url=self.endpoint_url,
-            use_ssl=self.use_ssl,
-            verify=self.verify,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-            config=construct_boto_client_retry_config(self.max_attempts),
-        )
+        return boto3_client(self, "sqs")
+
+
+def boto3_client(resource: ResourceWithBoto3Configuration, service: str) -> Any:
+    """A boto3 client of ``service`` with the dagster-aws settings of ``resource``; the region
+    from ``settings.resolve_region`` when unset."""
+    session = boto3.session.Session(profile_name=resource.profile_name)
+    return session.client(
+        service,
+        region_name=resolve_region(resource.region_name, resource.profile_name),
+        endpoint_url=resource.endpoint_url,
+        use_ssl=resource.use_ssl,
+        verify=resource.verify,
+        aws_access_key_id=resource.aws_access_key_id,
+        aws_secret_access_key=resource.aws_secret_access_key,
+        aws_session_token=resource.aws_session_token,
+        config=construct_boto_client_retry_config(resource.max_attempts),
+    )
