@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -139,16 +140,31 @@ def kafka_broker() -> Iterator[str]:
             process.wait()
 
 
-@pytest.fixture
-def kafka_topic(kafka_broker: str) -> str:
-    """A topic of this test's own (one partition) on the broker: its ``kafka://`` target."""
+def new_topic(broker: str, partitions: int = 1) -> str:
+    """A topic of a test's own on the broker: its ``kafka://`` target."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     name = f"test-{uuid.uuid4().hex[:12]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker})
-    for future in admin.create_topics([NewTopic(name, 1, 1)]).values():
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
         future.result(10)
-    return f"kafka://{kafka_broker}/{name}"
+    return f"kafka://{broker}/{name}"
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: str) -> str:
+    """A topic of this test's own (one partition) on the broker: its ``kafka://`` target."""
+    return new_topic(kafka_broker)
+
+
+@pytest.fixture
+def fifo_queue(sqs_client: Any) -> Iterator[str]:
+    """A FIFO queue of this test's own: its URL."""
+    url = sqs_client.create_queue(
+        QueueName=f"test-{uuid.uuid4().hex[:12]}.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    yield url
+    sqs_client.delete_queue(QueueUrl=url)
 
 
 def read_topic(target: str, expected: int | None = None) -> list[tuple[str, str]]:

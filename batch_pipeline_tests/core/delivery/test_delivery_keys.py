@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from batch_pipeline.core.delivery.sinks import SqsSink
 from batch_pipeline.core.initialize.prepare import prepare_batch
 from batch_pipeline.core.ledger.digests import sent_settings
 from batch_pipeline.core.stores.storage import Storage
+from batch_pipeline_tests.conftest import new_topic
 from batch_pipeline_tests.core.delivery.test_deliver import (
     BATCH,
     FILE_KEY,
@@ -144,13 +143,7 @@ def read_partitions(target: str, partitions: int) -> dict[int, list[tuple[str, s
 @pytest.fixture
 def partitioned_topic(kafka_broker: str) -> str:
     """A topic of three partitions of this test's own."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    admin = AdminClient({"bootstrap.servers": kafka_broker})
-    for future in admin.create_topics([NewTopic(name, 3, 1)]).values():
-        future.result(10)
-    return f"kafka://{kafka_broker}/{name}"
+    return new_topic(kafka_broker, partitions=3)
 
 
 def test_kafka_keys_put_each_value_on_one_partition_in_order(
@@ -182,15 +175,6 @@ def test_kafka_keys_put_each_value_on_one_partition_in_order(
     for key, seqs in seqs_of.items():
         expected = [r["seq"] for r in records if r["user"] == key]
         assert seqs == expected, key  # the partition's order is the value's input order
-
-
-@pytest.fixture
-def fifo_queue(sqs_client: Any) -> Iterator[str]:
-    url = sqs_client.create_queue(
-        QueueName=f"test-{uuid.uuid4().hex[:12]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    yield url
-    sqs_client.delete_queue(QueueUrl=url)
 
 
 def test_a_fifo_queue_groups_by_the_key_value(

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -340,15 +339,6 @@ class FailsAfter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
-
-
-@pytest.fixture
-def fifo_queue(sqs_client: Any) -> Iterator[str]:
-    url = sqs_client.create_queue(
-        QueueName=f"test-{uuid.uuid4().hex[:12]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    yield url
-    sqs_client.delete_queue(QueueUrl=url)
 
 
 def receive_all(sqs_client: Any, url: str) -> list[dict[str, Any]]:

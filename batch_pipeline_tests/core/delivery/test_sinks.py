@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,15 +137,6 @@ def test_sqs_batch_byte_limit_splits_calls(sqs_client: Any, sqs_queue: str) -> N
     SqsSink(recording, sqs_queue, max_batch_bytes=3 * body_size - 1).send(1, sent)
     assert [len(c) for c in recording.calls] == [2, 2, 2, 2, 1]
     assert sorted(drain_queue(sqs_client, sqs_queue)) == sorted(m.body for m in sent * 2)
-
-
-@pytest.fixture
-def fifo_queue(sqs_client: Any) -> Iterator[str]:
-    url = sqs_client.create_queue(
-        QueueName=f"test-{uuid.uuid4().hex[:12]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    yield url
-    sqs_client.delete_queue(QueueUrl=url)
 
 
 def test_sqs_fifo_gets_group_and_dedup_ids(sqs_client: Any, fifo_queue: str) -> None:

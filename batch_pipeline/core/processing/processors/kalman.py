@@ -56,6 +56,7 @@ from batch_pipeline.core.processing.processors.keyed import (
     key_order,
     key_text,
 )
+from batch_pipeline.core.processing.processors.validate.checks import joined_reasons
 from batch_pipeline.core.processing.processors.validate.conversion import _convert, _np
 from batch_pipeline.core.processing.processors.validate.rules import ColumnRule
 
@@ -65,7 +66,6 @@ SHOWN_CHARS = 60  # of a value quoted in a reason
 FLOAT_RULE = ColumnRule(type="float64")
 TIME_RULE = ColumnRule(type="timestamp")
 TIMESTAMP_US = pa.timestamp("us")
-NO_REASON = np.array(None, dtype=object)
 
 
 class KalmanOptions(ProcessorOptions):
@@ -164,7 +164,7 @@ class Kalman(KeyedProcessor):
             (late, f"{o.time}: older than the key's state"),
             (outlier, f"{o.value}: outlier (|innovation| > gate * sigma)"),
         ]
-        return KeyedResult(valid, rejected, _reasons(checks, rejected), run.states)
+        return KeyedResult(valid, rejected, joined_reasons(checks, rejected), run.states)
 
 
 class _Run:
@@ -319,17 +319,3 @@ def _got(
 def _short(text: str | None) -> str:
     text = "" if text is None else text
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-
-
-def _reasons(checks: list[tuple[np.ndarray, str | np.ndarray]], rejected: np.ndarray) -> pa.Array:
-    """One reason per rejected row: every check it fails, joined with '; '."""
-    if not rejected.size:
-        return pa.array([], type=pa.string())
-    parts = [
-        pa.array(np.where(mask[rejected], reason, NO_REASON), type=pa.string())
-        for mask, reason in checks
-        if mask[rejected].any()
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return pc.binary_join_element_wise(*parts, "; ", null_handling="skip")

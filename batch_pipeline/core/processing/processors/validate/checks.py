@@ -7,6 +7,7 @@ Bounds (``min``/``max``, a whole bound for int64), ``pattern``, ``allowed``, ``m
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,8 +99,11 @@ def _rule_checks(
     return checks
 
 
-def _reasons(checks: list[tuple[np.ndarray, str]], rejected: np.ndarray) -> pa.Array:
-    """One reason string per rejected row: every failed rule, joined with '; '."""
+def joined_reasons(
+    checks: Sequence[tuple[np.ndarray, str | np.ndarray]], rejected: np.ndarray
+) -> pa.Array:
+    """One reason string per rejected row: every check it fails (a mask and its reason, one
+    text or one per row), joined with '; '."""
     if not rejected.size:
         return pa.array([], type=pa.string())
     parts = [

@@ -20,7 +20,7 @@ from batch_pipeline.core.processing.processors.base import (
     ProcessResult,
     register,
 )
-from batch_pipeline.core.processing.processors.validate.checks import _reasons, _rule_checks
+from batch_pipeline.core.processing.processors.validate.checks import _rule_checks, joined_reasons
 from batch_pipeline.core.processing.processors.validate.conversion import _convert
 from batch_pipeline.core.processing.processors.validate.rules import ColumnRule, ValidateOptions
 
@@ -106,7 +106,7 @@ class Validate(Processor):
             reject |= mask
         valid = self._typed_table(table, typed_columns)
         rejected = np.flatnonzero(reject)
-        reasons = _reasons(checks, rejected)
+        reasons = joined_reasons(checks, rejected)
         keep = pa.array(~reject)
         return ProcessResult(valid.filter(keep), rejected, reasons)
 
