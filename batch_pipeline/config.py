@@ -49,6 +49,7 @@ class ChunkingConfig(Config):
     chunk_records: int = described(Chunking.chunk_records)
     auto: bool = described(Chunking.auto)
     max_chunks: int = described(Chunking.max_chunks)
+    max_buckets: int = described(Chunking.max_buckets)
     chunk_bytes: int | None = described(Chunking.chunk_bytes)
     scan: bool = described(Chunking.scan)
     heavy_records: int = described(Chunking.heavy_records)

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--chunk-records", type=int, **_setting(Chunking.chunk_records))
     run.add_argument("--max-chunks", type=int, **_setting(Chunking.max_chunks))
+    run.add_argument("--max-buckets", type=int, **_setting(Chunking.max_buckets))
     run.add_argument("--auto-chunk-records", action="store_true", **_setting(Chunking.auto))
     run.add_argument("--chunk-bytes", type=int, **_setting(Chunking.chunk_bytes))
     run.add_argument("--heavy-records", type=int, **_setting(Chunking.heavy_records))

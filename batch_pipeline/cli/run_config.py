@@ -113,6 +113,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_records": args.chunk_records,
             "auto": args.auto_chunk_records,
             "max_chunks": args.max_chunks,
+            "max_buckets": args.max_buckets,
             "chunk_bytes": args.chunk_bytes,
             "scan": not args.no_scan,
             "heavy_records": args.heavy_records,

@@ -6,7 +6,8 @@ one Step Functions' result writer leaves: result files grouped by status (succee
 pending), totals, rejection reasons, the plan, the run's config and ids. ``files.valid`` lists
 the Parquet files of valid records in chunk order: read in that order, they give the input's
 records in the input's order (minus the records of failed chunks, which the manifest lists with
-their dead letters).
+their dead letters). A keyed batch's valid files are its buckets' (``keyed``), in bucket order,
+each key's records in its own order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batch_pipeline.core.aggregation.keyed import (
+    bucket_results,
+    check_shuffle,
+    failed_entry,
+    keyed_stage,
+    succeeded_summaries,
+)
 from batch_pipeline.core.aggregation.unify import unify_files
 from batch_pipeline.core.common.errors import ConservationError
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, FailureSettings
@@ -62,20 +70,28 @@ class BatchResult:
     failure: str | None = None
     chunk_records: int | None = None
     plan_reason: str | None = None
+    # A keyed batch's buckets (``core.shuffle``); zero and empty for a batch of one stage.
+    buckets: int = 0
+    buckets_succeeded: int = 0
+    buckets_failed: int = 0
+    buckets_pending: int = 0
+    failed_buckets: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def tolerance_failure(failed: int, total: int, settings: FailureSettings) -> str | None:
-    """Why ``failed`` of ``total`` chunks fail the batch, or None when that is tolerated.
-    As in Step Functions: with neither tolerance set, one failure is too many; with either
-    set, going above any set threshold fails the batch."""
+def tolerance_failure(
+    failed: int, total: int, settings: FailureSettings, unit: str = "chunk"
+) -> str | None:
+    """Why ``failed`` of ``total`` chunks (a keyed batch's: buckets, ``unit``) fail the batch,
+    or None when that is tolerated. As in Step Functions: with neither tolerance set, one
+    failure is too many; with either set, going above any set threshold fails the batch."""
     if not failed:
         return None
     count, percentage = settings.tolerated_failure_count, settings.tolerated_failure_percentage
     share = 100.0 * failed / total if total else 100.0
-    head = f"{failed} of {total} chunk(s) failed ({share:.1f}%)"
+    head = f"{failed} of {total} {unit}(s) failed ({share:.1f}%)"
     if count is None and percentage is None:
         return f"{head}; no failure is tolerated (tolerated_failure_count/percentage unset)"
     if count is not None and failed > count:
@@ -91,37 +107,38 @@ def aggregate(
     states: list[ChunkState],
     run_id: str | None = None,
     forced: str | None = None,
+    buckets: list[ChunkState] | None = None,
 ) -> BatchResult:
     """Build the batch's result from its ledger rows and write the manifest (always, also when
     the batch fails: it lists every succeeded and every failed chunk). ``forced`` is the reason
     an operator force-completed the batch: its unfinished chunks then fail nothing, and its
-    status is ``completed_forced``. Raises ConservationError when a succeeded chunk's counts do
-    not add up, or when every chunk succeeded but the records read are not the total that an
-    exact plan counted."""
-    summaries: list[ChunkSummary] = []
-    for state in states:
-        if state.status == SUCCEEDED:
-            summary = state.chunk_summary()
-            if summary is None:
-                raise ConservationError(f"chunk {state.chunk} succeeded without a summary")
-            summaries.append(summary)
-    unbalanced = [s for s in summaries if not s.balanced]
-    if unbalanced:
-        detail = "; ".join(
-            f"{s.key}: {s.records_in} in != {s.records_out} out + {s.records_rejected} rejected"
-            for s in unbalanced
-        )
-        raise ConservationError(f"records not conserved in {len(unbalanced)} chunk(s): {detail}")
+    status is ``completed_forced``. ``buckets``: a keyed batch's bucket rows
+    (``ledger.buckets.chunk_states``), whose outputs are then the batch's (see ``keyed``).
+    Raises ConservationError when a succeeded chunk's counts do not add up, or when every chunk
+    succeeded but the records read are not the total that an exact plan counted."""
+    summaries = succeeded_summaries(states, "chunk")
+    stage = keyed_stage(spec, summaries, buckets)
     failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
     pending = [s for s in states if s.status not in (SUCCEEDED, FAILED, DEAD_LETTERED)]
+    if stage is None:
+        outputs, units = summaries, (failed, pending, len(states), "chunk")
+        failure = None
+    else:
+        check_shuffle(spec, states, summaries, stage)
+        outputs, units = stage.summaries, (stage.failed, stage.pending, len(stage.states), "bucket")
+        failure = stage.failure(states)
+    unit_failed, unit_pending, unit_total, unit = units
+    failure = failure or tolerance_failure(
+        len(unit_failed) + len(unit_pending), unit_total, spec.failures, unit
+    )
     reasons: Counter[str] = Counter()
-    for s in summaries:
+    for s in summaries + (stage.summaries if stage else []):
         reasons.update(s.rejection_reasons)
-    failure = tolerance_failure(len(failed) + len(pending), len(states), spec.failures)
+    unfinished = failed or pending or unit_failed or unit_pending
     status = (
         BatchStatus.FAILED
         if failure
-        else (BatchStatus.PARTIAL if failed or pending else BatchStatus.SUCCEEDED)
+        else (BatchStatus.PARTIAL if unfinished else BatchStatus.SUCCEEDED)
     )
     if forced is not None:
         failure, status = None, COMPLETED_FORCED
@@ -130,28 +147,40 @@ def aggregate(
         manifest_uri=spec.manifest_uri,
         status=status,
         records_in=sum(s.records_in for s in summaries),
-        records_out=sum(s.records_out for s in summaries),
-        records_rejected=sum(s.records_rejected for s in summaries),
+        records_out=sum(s.records_out for s in outputs),
+        records_rejected=sum(s.records_rejected for s in summaries)
+        + (sum(s.records_rejected for s in stage.summaries) if stage else 0),
         chunks=len(states),
         chunks_succeeded=len(summaries),
         chunks_failed=len(failed),
         chunks_pending=len(pending),
         bytes_read=sum(s.bytes_read for s in summaries),
-        processing_seconds=round(sum(s.seconds for s in summaries), 6),
-        peak_rss_bytes=max((s.peak_rss_bytes for s in summaries), default=0),
-        valid_files=[s.valid_uri for s in summaries if s.valid_uri],
-        rejected_files=[s.rejected_uri for s in summaries if s.rejected_uri],
+        processing_seconds=round(sum(s.seconds for s in summaries + outputs), 6),
+        peak_rss_bytes=max((s.peak_rss_bytes for s in summaries + outputs), default=0),
+        valid_files=[s.valid_uri for s in outputs if s.valid_uri],
+        rejected_files=[s.rejected_uri for s in summaries if s.rejected_uri]
+        + ([s.rejected_uri for s in stage.summaries if s.rejected_uri] if stage else []),
         rejection_reasons=dict(reasons.most_common()),
-        failed_chunks=[_failed_entry(s) for s in failed],
+        failed_chunks=[failed_entry(s) for s in failed],
         failure=failure,
     )
-    if failure and pending:
-        result.failure = f"{failure}; {len(pending)} chunk(s) never finished: run again to resume"
-    if failure and result.failed_chunks:
-        first = result.failed_chunks[0]
+    if stage is not None:
+        result.buckets, result.buckets_succeeded = len(stage.states), len(stage.summaries)
+        result.buckets_failed, result.buckets_pending = len(stage.failed), len(stage.pending)
+        result.failed_buckets = [failed_entry(s, "bucket") for s in stage.failed]
+    if failure and unit_pending:
+        result.failure = (
+            f"{failure}; {len(unit_pending)} {unit}(s) never finished: run again to resume"
+        )
+    firsts = result.failed_chunks or result.failed_buckets
+    if failure and firsts:
+        first = firsts[0]
+        which = (
+            f"chunk_{first['chunk']:05d}" if "chunk" in first else f"bucket_{first['bucket']:05d}"
+        )
         result.failure = (
             f"{result.failure}; dead letters under {spec.output}/dead_letters/; first failure: "
-            f"chunk_{first['chunk']:05d} {first['category']}: {(first['error'] or '')[:300]}"
+            f"{which} {first['category']}: {(first['error'] or '')[:300]}"
         )
     unify_files(storage, result.valid_files, trailing=(FILE_COLUMN,))
     unify_files(storage, result.rejected_files, trailing=(FILE_COLUMN, *REJECT_META))
@@ -161,6 +190,12 @@ def aggregate(
     result.chunk_records = plan.get("chunk_records")
     result.plan_reason = plan.get("reason")
     manifest = build_manifest(spec, summaries, states, result, plan, run_id, forced)
+    if stage is not None:
+        manifest["results"]["buckets"] = bucket_results(stage)
+        manifest["totals"].update(
+            {k: getattr(result, k) for k in ("buckets", "buckets_succeeded", "buckets_failed",
+                                            "buckets_pending")}
+        )  # fmt: skip
     storage.write_bytes(spec.manifest_uri, json.dumps(manifest, indent=1, default=str).encode())
     return result
 
@@ -177,17 +212,6 @@ def _check_planned_total(spec: BatchSpec, plan: dict[str, Any], result: BatchRes
             f"{result.chunks} chunk(s), but the plan counted {total:,} in {spec.source.uri}: "
             "records were lost or invented between planning and reading"
         )
-
-
-def _failed_entry(state: ChunkState) -> dict[str, Any]:
-    return {
-        "chunk": state.chunk,
-        "status": state.status,
-        "attempts": state.attempts,
-        "category": state.error_category,
-        "error": state.error_message,
-        "dead_letter": state.dead_letter,
-    }
 
 
 def build_manifest(

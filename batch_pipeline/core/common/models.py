@@ -55,6 +55,7 @@ class ChunkingSettings:
 
     chunk_records: int = Chunking.chunk_records.default
     max_chunks: int = Chunking.max_chunks.default
+    max_buckets: int = Chunking.max_buckets.default
     chunk_bytes: int | None = Chunking.chunk_bytes.default
     scan: bool = Chunking.scan.default
     heavy_records: int = Chunking.heavy_records.default
@@ -236,10 +237,25 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class BucketPlan:
+    """How a keyed batch's records are hash-partitioned (``core.shuffle``): into ``count``
+    buckets by the text of ``key_column``, with the hash ``scheme`` (``planning.buckets``)."""
+
+    count: int
+    key_column: str
+    scheme: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Plan:
     """The chunks of a batch and why they have the size they have. ``schema``: the batch's
     column types, learned from a sample while planning (see ``planning.batch_schema``); each
-    chunk conforms its records to it. None in a plan.json written before plans had one."""
+    chunk conforms its records to it. None in a plan.json written before plans had one.
+    ``buckets``: a keyed batch's buckets (None: the batch has one stage, its chunks)."""
 
     chunks: tuple[Chunk, ...]
     chunk_records: int
@@ -247,6 +263,7 @@ class Plan:
     total_records: int | None
     exact_records: bool
     schema: pa.Schema | None = None
+    buckets: BucketPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -277,18 +294,25 @@ class BatchSpec:
         """This batch's own prefix: ``{output_root}/{batch_id}``."""
         return join_uri(self.output_root, self.batch_id)
 
-    def valid_uri(self, index: int) -> str:
-        return join_uri(self.output, "valid", f"chunk-{index:05d}.parquet")
+    # ``unit``: whose file, a chunk's or (a keyed batch's second stage) a bucket's.
+    def valid_uri(self, index: int, unit: str = "chunk") -> str:
+        return join_uri(self.output, "valid", f"{unit}-{index:05d}.parquet")
 
-    def rejected_uri(self, index: int) -> str:
-        return join_uri(self.output, "rejected", f"chunk-{index:05d}.parquet")
+    def rejected_uri(self, index: int, unit: str = "chunk") -> str:
+        return join_uri(self.output, "rejected", f"{unit}-{index:05d}.parquet")
+
+    def shuffle_part_uri(self, bucket: int, chunk: int) -> str:
+        """The records a keyed batch's chunk sent to a bucket (``core.shuffle``)."""
+        return join_uri(
+            self.output, "shuffle", f"bucket-{bucket:05d}", f"chunk-{chunk:05d}.parquet"
+        )
 
     @property
     def manifest_uri(self) -> str:
         return join_uri(self.output, "manifest.json")
 
-    def dead_letter_uri(self, index: int) -> str:
-        return join_uri(self.output, "dead_letters", f"chunk-{index:05d}.json")
+    def dead_letter_uri(self, index: int, unit: str = "chunk") -> str:
+        return join_uri(self.output, "dead_letters", f"{unit}-{index:05d}.json")
 
     @property
     def plan_uri(self) -> str:
@@ -301,7 +325,8 @@ class BatchSpec:
 
 @dataclass
 class ChunkSummary:
-    """What one chunk did. Small: it travels back to aggregate through Dagster."""
+    """What one chunk (or a keyed batch's bucket, ``key`` ``bucket_00003``) did. Small: it
+    travels back to aggregate through Dagster."""
 
     index: int
     key: str
@@ -318,6 +343,9 @@ class ChunkSummary:
     status: str = ChunkStatus.SUCCEEDED
     error: str | None = None
     dead_letter: str | None = None
+    # A keyed batch's chunk (stage 1): the records it sent to each bucket, by bucket index
+    # (``records_out`` is their sum; the chunk has no valid file). Empty for any other.
+    shuffled: list[int] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:

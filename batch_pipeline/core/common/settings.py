@@ -92,6 +92,14 @@ class Chunking(Section):
         ge=1,
         le=10_000,
     )
+    max_buckets = Setting(
+        200,
+        "Most buckets (keyed steps) a keyed processor's shuffle may have: a keyed batch gets "
+        "about one bucket per chunk, at most this many. Chosen when the batch is planned and "
+        "kept in plan.json, so a resumed run uses the same buckets.",
+        ge=1,
+        le=10_000,
+    )
     chunk_bytes = Setting(
         None,
         "Optional cap on bytes per chunk for CSV/JSONL (a chunk ends at whichever of "

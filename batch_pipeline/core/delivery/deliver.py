@@ -54,7 +54,7 @@ from batch_pipeline.core.delivery.sinks import (
     SqsSink,
     resolve_queue_url,
 )
-from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger
+from batch_pipeline.core.ledger import SUCCEEDED, ChunkState, Ledger, LedgerQueries
 from batch_pipeline.core.processing.processors.keyed import key_order, key_text
 from batch_pipeline.core.stores.storage import Storage, split_s3
 
@@ -82,7 +82,7 @@ class _Packed:
 
 def deliver_batch_records(
     storage: Storage,
-    ledger: Ledger,
+    ledger: LedgerQueries,
     batch_id: str,
     file_key: str,
     settings: DeliverySettings,
@@ -90,7 +90,8 @@ def deliver_batch_records(
 ) -> DeliverySummary:
     """Send every succeeded chunk's records that the sink does not have yet: those never
     accepted, and every message of a chunk some of whose accepted messages the sink no longer
-    holds (``Sink.missing``: the local outbox's file deleted or cut short)."""
+    holds (``Sink.missing``: the local outbox's file deleted or cut short). ``ledger``: the
+    rows whose outputs are delivered (a keyed batch's: ``Ledger.buckets``)."""
     started = time.perf_counter()
     budget = settings.max_message_bytes - envelope_overhead(batch_id, file_key)
     states = [s for s in ledger.chunk_states(batch_id) if s.status == SUCCEEDED]
@@ -104,7 +105,7 @@ def deliver_batch_records(
     kept = 0
     for state in todo:
         if state.first_message is None:
-            chunk = _pack(storage, state, settings, budget)
+            chunk = _pack(storage, state, settings, budget, ledger.unit)
             counts[state.chunk] = len(chunk.ranges)
             if kept + len(chunk.rows.data) <= PACKED_CACHE_BYTES:  # spare small batches a re-read
                 packed[state.chunk] = chunk
@@ -115,13 +116,13 @@ def deliver_batch_records(
     for state in todo:
         state = numbered[state.chunk]
         cached = packed.pop(state.chunk, None)
-        chunk = cached or _pack(storage, state, settings, budget)
+        chunk = cached or _pack(storage, state, settings, budget, ledger.unit)
         rows, ranges = chunk.rows, chunk.ranges
         if len(ranges) != state.messages:
             raise DeliveryError(
-                f"chunk {state.chunk}: its valid records now pack into {len(ranges)} messages, "
-                f"but {state.messages} were numbered for it; its output changed after delivery "
-                "began",
+                f"{ledger.unit} {state.chunk}: its valid records now pack into {len(ranges)} "
+                f"messages, but {state.messages} were numbered for it; its output changed after "
+                "delivery began",
                 permanent=True,
             )
         assert state.first_message is not None and state.total_messages is not None
@@ -200,11 +201,18 @@ def deliver_batch(
     storage: Storage, ledger: Ledger, spec: BatchSpec, sink: Sink, run_id: str | None = None
 ) -> DeliverySummary:
     """Send what the sink does not have yet, then record in ``delivery.json`` beside the
-    results what it has (so that a lost ledger cannot make a run deliver it again)."""
+    results what it has (so that a lost ledger cannot make a run deliver it again). A keyed
+    batch (one with bucket rows) delivers its buckets' valid records, bucket by bucket, its
+    messages numbered and tracked in the bucket rows (the outbox: ``bucket-NNNNN.jsonl``)."""
+    rows: LedgerQueries = ledger
+    if ledger.buckets.chunk_states(spec.batch_id):
+        rows = ledger.buckets
+        if isinstance(sink, OutboxSink):
+            sink = OutboxSink(storage, sink.directory, unit="bucket")
     summary = deliver_batch_records(
-        storage, ledger, spec.batch_id, file_key(spec.source), spec.delivery, sink
+        storage, rows, spec.batch_id, file_key(spec.source), spec.delivery, sink
     )
-    record_delivery(storage, ledger, spec, sink.description, run_id)
+    record_delivery(storage, rows, spec, sink.description, run_id)
     return summary
 
 
@@ -223,7 +231,13 @@ class _Acceptance:
     numbers accepted without a gap, and those accepted beyond it."""
 
     def __init__(
-        self, ledger: Ledger, batch_id: str, chunk: int, first: int, sent: int, accepted: set[int]
+        self,
+        ledger: LedgerQueries,
+        batch_id: str,
+        chunk: int,
+        first: int,
+        sent: int,
+        accepted: set[int],
     ) -> None:
         self.ledger, self.batch_id, self.chunk = ledger, batch_id, chunk
         self.first, self.sent, self.accepted = first, sent, accepted
@@ -236,14 +250,17 @@ class _Acceptance:
         self.ledger.mark_sent(self.batch_id, self.chunk, self.sent, self.accepted)
 
 
-def _pack(storage: Storage, state: ChunkState, settings: DeliverySettings, budget: int) -> _Packed:
-    """A chunk's valid records packed into messages; by ``settings.key_column``'s values when
-    set (a message per run of one value, values in order of first appearance)."""
+def _pack(
+    storage: Storage, state: ChunkState, settings: DeliverySettings, budget: int, unit: str
+) -> _Packed:
+    """A chunk's (or bucket's: ``unit``) valid records packed into messages; by
+    ``settings.key_column``'s values when set (a message per run of one value, values in order
+    of first appearance)."""
     summary = state.chunk_summary()
     assert summary is not None and summary.valid_uri is not None
     with storage.open_input_file(summary.valid_uri) as f:
         table = pq.read_table(f)
-    where = f"chunk {state.chunk} ({summary.valid_uri})"
+    where = f"{unit} {state.chunk} ({summary.valid_uri})"
     keys: pa.Array | None = None
     groups = None
     if settings.key_column is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec, join_uri
-from batch_pipeline.core.ledger import SUCCEEDED, Ledger, is_external, sink_key
+from batch_pipeline.core.ledger import SUCCEEDED, Ledger, LedgerQueries, is_external, sink_key
 from batch_pipeline.core.stores.storage import Storage
 
 DELIVERY_RECORD = "delivery.json"
@@ -46,10 +46,15 @@ def read_delivery_record(storage: Storage, spec: BatchSpec) -> dict[str, Any]:
 
 
 def record_delivery(
-    storage: Storage, ledger: Ledger, spec: BatchSpec, destination: str, run_id: str | None
+    storage: Storage,
+    ledger: LedgerQueries,
+    spec: BatchSpec,
+    destination: str,
+    run_id: str | None,
 ) -> dict[str, Any]:
-    """Write what the sink of ``spec.delivery.target`` has of the batch now (from the ledger),
-    keeping what the record says of other destinations. Returns this destination's entry."""
+    """Write what the sink of ``spec.delivery.target`` has of the batch now (from the ledger's
+    rows: a keyed batch's buckets', ``Ledger.buckets``), keeping what the record says of other
+    destinations. Returns this destination's entry."""
     states = ledger.chunk_states(spec.batch_id)
     messages = sum(
         min(s.messages_sent, s.messages or 0) + len(s.accepted_numbers()) for s in states

@@ -85,12 +85,14 @@ class Sink(Protocol):
 
 
 class OutboxSink:
-    """JSONL files in a folder (or S3 prefix): ``chunk-00000.jsonl``, one message per line."""
+    """JSONL files in a folder (or S3 prefix): ``chunk-00000.jsonl``, one message per line (a
+    keyed batch's, ``unit`` bucket: ``bucket-00000.jsonl``)."""
 
-    def __init__(self, storage: Storage, directory: str) -> None:
+    def __init__(self, storage: Storage, directory: str, unit: str = "chunk") -> None:
         self.storage = storage
         self.directory = directory
         self.description = directory
+        self.unit = unit
 
     def send(
         self, chunk_index: int, messages: Sequence[Message], on_accepted: OnAccepted | None = None
@@ -98,7 +100,7 @@ class OutboxSink:
         """One file per chunk, in message number order, written whole and atomically. The
         messages already in it are kept: these are added, or replace those of the same number
         (a resend after a partial delivery). Nothing to add leaves an existing file alone."""
-        uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
+        uri = join_uri(self.directory, f"{self.unit}-{chunk_index:05d}.jsonl")
         exists = self.storage.exists(uri)
         if messages or not exists:
             bodies = self._read(uri) if exists else {}
@@ -112,7 +114,7 @@ class OutboxSink:
         """The numbers its file does not hold: all of them when the file is gone."""
         if not numbers:
             return set()
-        uri = join_uri(self.directory, f"chunk-{chunk_index:05d}.jsonl")
+        uri = join_uri(self.directory, f"{self.unit}-{chunk_index:05d}.jsonl")
         held = self._read(uri) if self.storage.exists(uri) else {}
         return set(numbers) - held.keys()
 

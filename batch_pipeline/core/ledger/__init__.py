@@ -12,10 +12,12 @@ from batch_pipeline.core.common.statuses import (
     BatchStatus,
     ChunkStatus,
 )
+from batch_pipeline.core.ledger.chunks import LedgerQueries
 from batch_pipeline.core.ledger.destinations import Destination, is_external, sink_key
 from batch_pipeline.core.ledger.digests import (
     SENT_SETTINGS,
     chunk_fingerprint,
+    chunking_settings,
     delivery_digest,
     output_digest,
     parse_settings,
@@ -45,8 +47,10 @@ __all__ = [
     "LeaseKeeper",
     "LeaseSettings",
     "Ledger",
+    "LedgerQueries",
     "Progress",
     "chunk_fingerprint",
+    "chunking_settings",
     "delivery_digest",
     "is_external",
     "open_ledger",

@@ -37,7 +37,7 @@ class BatchRecords(ChunkRecords):
     def register_batch(
         self, spec: BatchSpec, plan: Plan, run_id: str | None = None
     ) -> list[ChunkState]:
-        """Record the batch and its planned chunks.
+        """Record the batch and its planned chunks (and a keyed batch's buckets).
 
         A batch seen before keeps its chunk rows when its plan is the same; another plan
         replaces them. Delivery progress (message numbering, what the sink took) is kept while
@@ -51,7 +51,7 @@ class BatchRecords(ChunkRecords):
         outputs, deliveries = output_digest(spec), delivery_digest(spec)
         settings = sent_settings(spec, plan)
         config = json.dumps(spec.config, default=str)
-        c, d = self.chunks.c, self.deliveries.c
+        d = self.deliveries.c
         with self._write() as conn:
             self._lock(conn, f"bp_batch:{spec.batch_id}")
             row = conn.execute(
@@ -61,9 +61,15 @@ class BatchRecords(ChunkRecords):
                 r.target: r
                 for r in conn.execute(sa.select(self.deliveries).where(d.batch_id == spec.batch_id))
             }
-            progress = conn.execute(
-                sa.select(c.messages_sent, c.accepted).where(c.batch_id == spec.batch_id)
-            ).all()
+            progress = [
+                row
+                for table in (self.chunks, self.bucket_table)
+                for row in conn.execute(
+                    sa.select(table.c.messages_sent, table.c.accepted).where(
+                        table.c.batch_id == spec.batch_id
+                    )
+                )
+            ]
             sent = sum(r.messages_sent for r in progress) + sum(
                 len(json.loads(r.accepted)) for r in progress if r.accepted
             )
@@ -74,15 +80,16 @@ class BatchRecords(ChunkRecords):
             if moved and sent:  # what the sink took, before the chunk rows forget it
                 assert current is not None
                 self._record_sent(conn, spec.batch_id, current, sent, now)
-            if replanned:
-                conn.execute(sa.delete(self.chunks).where(c.batch_id == spec.batch_id))
-            elif reset:
-                conn.execute(
-                    sa.update(self.chunks)
-                    .where(c.batch_id == spec.batch_id)
-                    .values(first_message=None, messages=None, total_messages=None,
-                            messages_sent=0, accepted=None)
-                )  # fmt: skip
+            for table in (self.chunks, self.bucket_table):
+                if replanned:
+                    conn.execute(sa.delete(table).where(table.c.batch_id == spec.batch_id))
+                elif reset:
+                    conn.execute(
+                        sa.update(table)
+                        .where(table.c.batch_id == spec.batch_id)
+                        .values(first_message=None, messages=None, total_messages=None,
+                                messages_sent=0, accepted=None)
+                    )  # fmt: skip
             self._set_destination(conn, spec, settings, run_id, now)
             forced = (
                 row is not None
@@ -145,7 +152,27 @@ class BatchRecords(ChunkRecords):
             ]
             if new_rows:
                 conn.execute(sa.insert(self.chunks), new_rows)
+            self._register_buckets(conn, spec.batch_id, plan, now)
         return self.chunk_states(spec.batch_id)
+
+    def _register_buckets(self, conn: sa.Connection, batch_id: str, plan: Plan, now: float) -> None:
+        """A row per bucket of a keyed batch's plan (kept when there is one: same plan); none
+        for a batch of one stage. Descriptors come when the shuffle has written the parts."""
+        u = self.bucket_table.c
+        if plan.buckets is None:
+            conn.execute(sa.delete(self.bucket_table).where(u.batch_id == batch_id))
+            return
+        existing = {
+            r.chunk for r in conn.execute(self._select(u.chunk).where(u.batch_id == batch_id))
+        }
+        rows = [
+            {"batch_id": batch_id, "chunk": index, "status": ChunkStatus.PENDING, "attempts": 0,
+             "messages_sent": 0, "updated_at": now}
+            for index in range(plan.buckets.count)
+            if index not in existing
+        ]  # fmt: skip
+        if rows:
+            conn.execute(sa.insert(self.bucket_table), rows)
 
     def _set_destination(
         self,

@@ -1,6 +1,7 @@
 """The ledger's chunk rows: reading them, and each change of a chunk's status or delivery
 progress, one statement or transaction each, so that concurrent steps never lose a count
-(``ChunkRecords``).
+(``ChunkRecords``). A keyed batch's bucket rows (``bp_buckets``) are read and changed by the
+same code: ``rows_of`` gives these operations over that table (``Ledger.buckets``).
 
 What the ledger tells about batches (``LedgerQueries``): a batch's progress (counted from its
 chunk rows in one query), the statuses of many batches, the files finished file sets took, and
@@ -22,12 +23,19 @@ from batch_pipeline.core.ledger.states import ChunkState, Progress
 
 
 class ChunkRecords(LedgerDatabase):
-    """Reads and atomic updates of ``bp_chunks``."""
+    """Reads and atomic updates of ``bp_chunks`` (or, through ``rows_of``, ``bp_buckets``)."""
+
+    unit = "chunk"  # what a row is about, for messages: "bucket" over bp_buckets
+
+    def _select(self, *columns: sa.Column) -> sa.Select:
+        """A SELECT of ``columns`` (default: every column of the rows' table) under their keys,
+        so that a bucket row reads as a chunk row (its ``bucket`` column is keyed ``chunk``)."""
+        return sa.select(*(c.label(c.key) for c in (columns or tuple(self.chunks.c))))
 
     def chunk_states(self, batch_id: str) -> list[ChunkState]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(self.chunks)
+                self._select()
                 .where(self.chunks.c.batch_id == batch_id)
                 .order_by(self.chunks.c.chunk)
             ).all()
@@ -36,11 +44,22 @@ class ChunkRecords(LedgerDatabase):
     def chunk_state(self, batch_id: str, chunk: int) -> ChunkState | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(self.chunks).where(
+                self._select().where(
                     self.chunks.c.batch_id == batch_id, self.chunks.c.chunk == chunk
                 )
             ).first()
         return ChunkState(**row._mapping) if row is not None else None
+
+    def set_descriptors(self, batch_id: str, descriptors: dict[int, str]) -> None:
+        """Replace the descriptors (JSON) of rows ``descriptors`` names, in one transaction."""
+        c = self.chunks.c
+        with self._write() as conn:
+            for index, descriptor in descriptors.items():
+                conn.execute(
+                    sa.update(self.chunks)
+                    .where(c.batch_id == batch_id, c.chunk == index)
+                    .values(descriptor=descriptor)
+                )
 
     def _update(self, batch_id: str, chunk: int, **values: Any) -> None:
         with self._write() as conn:
@@ -133,7 +152,7 @@ class ChunkRecords(LedgerDatabase):
         with self._write() as conn:
             self._lock(conn, f"bp_batch:{batch_id}")
             rows = conn.execute(
-                sa.select(c.chunk, c.first_message, c.messages)
+                self._select(c.chunk, c.first_message, c.messages)
                 .where(c.batch_id == batch_id)
                 .with_for_update()
             ).all()
@@ -161,6 +180,14 @@ class ChunkRecords(LedgerDatabase):
 
 class LedgerQueries(ChunkRecords):
     """Views over the ledger's tables."""
+
+    def rows_of(self, table: sa.Table, unit: str) -> LedgerQueries:
+        """These reads, updates and views over ``table`` (a table with ``bp_chunks``' columns,
+        such as ``bp_buckets``) instead of ``bp_chunks``, on the same database."""
+        view = LedgerQueries.__new__(LedgerQueries)
+        view.__dict__.update(self.__dict__)
+        view.chunks, view.unit = table, unit
+        return view
 
     def progress(self, batch_id: str, since: float | None = None) -> Progress:
         """Counted from the chunk rows in one query: exact under concurrent updates.
@@ -258,7 +285,7 @@ class LedgerQueries(ChunkRecords):
         """Dead-lettered chunks of every batch, oldest change first, after the position
         ``(updated_at, batch_id, chunk)`` of the last one seen (a cursor for alerts)."""
         c = self.chunks.c
-        query = sa.select(self.chunks).where(c.status == ChunkStatus.DEAD_LETTERED)
+        query = self._select().where(c.status == ChunkStatus.DEAD_LETTERED)
         if after is not None:
             at, batch_id, chunk = after
             query = query.where(

@@ -1,10 +1,10 @@
 """Digests of what shapes a batch's output and messages, which the ledger keeps to notice a change.
 
-``output_digest`` covers what shapes the output files (parse, processor, chunking, output
-root), ``delivery_digest`` where messages go and how they are packed, ``chunk_fingerprint`` one
-chunk's input and settings, ``plan_hash`` the chunk plan. ``sent_settings`` digests, piece by
-piece (``SENT_SETTINGS``), everything that decides which messages a batch sends, so that a
-refusal can say which piece changed.
+``output_digest`` covers what shapes the output files (parse, processor, chunking, output root),
+``delivery_digest`` where messages go and how they are packed, ``chunk_fingerprint`` one chunk's
+input and settings, ``plan_hash`` the chunk plan (and a keyed batch's buckets). ``sent_settings``
+digests, piece by piece (``SENT_SETTINGS``), everything that decides which messages a batch sends,
+so that a refusal can say which piece changed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def output_digest(spec: BatchSpec) -> str:
             "processor": spec.processor,
             "options": spec.processor_options,
             "modules": spec.processor_modules,
-            "chunking": asdict(spec.chunking),
+            "chunking": chunking_settings(spec),
             "output": spec.output_root,
         }
     )
@@ -61,6 +61,13 @@ def parse_settings(spec: BatchSpec) -> dict[str, Any]:
     }
 
 
+def chunking_settings(spec: BatchSpec) -> dict[str, Any]:
+    """The chunking as digests and ``plan.json`` compare it: without ``max_buckets``, whose one
+    effect, a keyed batch's bucket count, the plan carries (``Plan.buckets``, in
+    ``plan_hash``); so a batch planned before the setting existed keeps its digests."""
+    return {k: v for k, v in asdict(spec.chunking).items() if k != "max_buckets"}
+
+
 def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
     """Changes whenever the chunk's output could: another source content, another slice,
     other parse, processor, chunking or output settings."""
@@ -74,7 +81,12 @@ def chunk_fingerprint(spec: BatchSpec, chunk: Chunk) -> str:
 
 
 def plan_hash(plan: Plan) -> str:
-    return _digest([c.to_dict() for c in plan.chunks])
+    """The chunk descriptors, and a keyed batch's bucket plan (count, key column, hash)."""
+    chunks = [c.to_dict() for c in plan.chunks]
+    if plan.buckets is None:
+        return _digest(chunks)
+    b = plan.buckets
+    return _digest({"chunks": chunks, "buckets": [b.count, b.key_column, b.scheme]})
 
 
 # What a batch's messages are made of, piece by piece (so that a refusal can say which changed).
@@ -97,7 +109,7 @@ def sent_settings(spec: BatchSpec, plan: Plan) -> dict[str, str]:
         "processor": _digest([spec.processor, spec.processor_options, spec.processor_modules]),
         # heavy_records only routes chunks to other workers: it changes no message.
         "chunking": _digest(
-            {k: v for k, v in asdict(spec.chunking).items() if k != "heavy_records"}
+            {k: v for k, v in chunking_settings(spec).items() if k != "heavy_records"}
         ),
         "packing": _digest(_packing(spec)),
     }

@@ -129,12 +129,18 @@ class LedgerDatabase:
         sa.event.listen(self.engine, "handle_error", self._damaged)
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
-        metadata, self.batches, self.chunks, self.members, self.leases, self.deliveries = (
-            ledger_tables(schema)
+        tables = ledger_tables(schema)
+        metadata, self.batches, self.chunks = tables.metadata, tables.batches, tables.chunks
+        self.members, self.leases, self.deliveries = (
+            tables.members,
+            tables.leases,
+            tables.deliveries,
         )
+        self.bucket_table = tables.buckets
         # Steps starting at once on a new database all try to create the tables: one at a
         # time (SQLite's write lock, a Postgres advisory lock), each checking what exists.
-        # Tables added since a ledger was made (bp_leases, bp_deliveries) are created here.
+        # Tables added since a ledger was made (bp_leases, bp_deliveries, bp_buckets) are
+        # created here.
         try:
             with self._write() as conn:
                 if self._postgres:

@@ -1,10 +1,10 @@
 """The chunk ledger: the single record of what each chunk of each batch has done.
 
-One row per batch and chunk (``bp_chunks``): status, attempts, last error and its category,
-records in/out/rejected, timings, the chunk's input fingerprint, its dead letter, and how far
-its delivery got. A row per batch (``bp_batches``) keeps the batch's source, config (for
-redrive), plan and outcome. Progress, resume, redrive, force-complete and the dead-letter view
-all read these tables.
+One row per batch and chunk (``bp_chunks``): status, attempts, last error and its category, records
+in/out/rejected, timings, the chunk's input fingerprint, its dead letter, and how far its delivery
+got; the same per bucket of a keyed batch (``bp_buckets``, ``Ledger.buckets``). A row per batch
+(``bp_batches``) keeps the batch's source, config (for redrive), plan and outcome. Progress, resume,
+redrive, force-complete and the dead-letter view all read these tables.
 
 SQLite is the embedded default; any SQLAlchemy URL works, and ``postgresql://...`` (the database
 of a production Dagster instance) is the production choice. Every update is one statement or one
@@ -37,6 +37,12 @@ from batch_pipeline.core.ledger.lease import LeaseRecords
 class Ledger(BatchRecords, LeaseRecords, LedgerQueries):
     """Reads and atomically updates the chunk ledger. Thread- and process-safe on a SQLite file
     or Postgres; the in-memory ``sqlite://`` ledger (run_batch's default) is for one thread."""
+
+    @property
+    def buckets(self) -> LedgerQueries:
+        """A keyed batch's bucket rows (``bp_buckets``), read and changed as chunk rows are:
+        ``ledger.buckets.mark_running(batch_id, bucket)``, ``.chunk_states(batch_id)``..."""
+        return self.rows_of(self.bucket_table, "bucket")
 
 
 _LEDGERS: dict[tuple[str, str | None], Ledger] = {}

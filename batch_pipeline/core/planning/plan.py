@@ -12,7 +12,8 @@
 - File sets (a folder of many small files, see ``filesets``): whole files grouped per chunk.
 
 ``max_chunks`` wins over ``chunk_records``: when the target would give more chunks, chunks grow.
-An input with no records still gets one chunk, so that the run reports zero records.
+An input with no records still gets one chunk, so that the run reports zero records. A batch
+whose processor is keyed also gets its buckets (``buckets.plan_buckets_for``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import replace
 
 from batch_pipeline.core.common.errors import SourceError
 from batch_pipeline.core.common.models import BatchSpec, Plan
+from batch_pipeline.core.planning.buckets import plan_buckets_for
 from batch_pipeline.core.planning.byte_ranges import _plan_text
 from batch_pipeline.core.planning.formats import (
     _plan_parts,
@@ -33,10 +35,11 @@ from batch_pipeline.core.stores.storage import Storage
 
 
 def plan_batch(storage: Storage, spec: BatchSpec) -> Plan:
-    """Plan the chunks of ``spec``'s source (staging it first if it cannot be cut by bytes)
-    and learn the batch's schema."""
+    """Plan the chunks of ``spec``'s source (staging it first if it cannot be cut by bytes),
+    learn the batch's schema, and choose a keyed batch's buckets."""
     plan = _plan_chunks(storage, spec)
-    return replace(plan, schema=batch_schema(storage, spec, plan))
+    buckets = plan_buckets_for(spec, len(plan.chunks))
+    return replace(plan, schema=batch_schema(storage, spec, plan), buckets=buckets)
 
 
 def _plan_chunks(storage: Storage, spec: BatchSpec) -> Plan:

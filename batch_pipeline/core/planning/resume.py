@@ -8,6 +8,9 @@
 
 A batch force-completed by an operator processes nothing in ``run`` mode.
 
+A keyed batch's chunk is done when its shuffle parts are all there; its buckets are chosen by
+``core.shuffle.plan_buckets`` once every chunk succeeded.
+
 Chosen chunks go back to ``pending``; delivery progress is kept (nothing already delivered is
 delivered again) unless the ledger starts it again for a new destination or ``redeliver``
 (``Ledger.register_batch``). A batch the ledger does not know, whose ``delivery.json`` says it
@@ -21,6 +24,7 @@ meanwhile.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from batch_pipeline.core.common.models import BatchSpec, Chunk, Plan
 from batch_pipeline.core.delivery.record import refuse_if_delivered
@@ -38,9 +42,11 @@ from batch_pipeline.core.stores.storage import Storage
 # The names this pipeline writes under {output}/{batch_id}/ that belong to one chunk or part,
 # and temp files of local writes that never completed. Nothing else there is ever removed.
 RESULT_FILE = re.compile(
-    r"(?:valid|rejected)/chunk-\d{5,}\.parquet|dead_letters/chunk-\d{5,}\.json"
+    r"(?:valid|rejected)/(?:chunk|bucket)-\d{5,}\.parquet"
+    r"|dead_letters/(?:chunk|bucket)-\d{5,}\.json"
+    r"|shuffle/bucket-\d{5,}/chunk-\d{5,}\.parquet"
 )
-OUTBOX_FILE = re.compile(r"outbox/chunk-(\d{5,})\.jsonl")
+OUTBOX_FILE = re.compile(r"outbox/(chunk|bucket)-(\d{5,})\.jsonl")
 STAGED_PART = re.compile(r"(_staging/part-\d{5,})(?:\.rejects)?\.parquet")
 TEMP_FILE = re.compile(r".*\.tmp-[0-9a-f]{8}")
 
@@ -53,7 +59,7 @@ def select_chunks(
     if ledger.batch(spec.batch_id) is None:
         refuse_if_delivered(storage, ledger, spec)
     registered = ledger.register_batch(spec, plan, run_id)
-    prune_outputs(storage, spec, plan, registered)
+    prune_outputs(storage, spec, plan, registered, ledger.buckets.chunk_states(spec.batch_id))
     states = {s.chunk: s for s in registered}
     batch = ledger.batch(spec.batch_id)
     if batch is not None and batch.status == COMPLETED_FORCED:
@@ -80,32 +86,55 @@ def select_chunks(
 
 
 def is_done(state: ChunkState, spec: BatchSpec, chunk: Chunk, storage: Storage) -> bool:
-    """Succeeded with the same input, and its outputs are where the ledger says."""
+    """Succeeded with the same input, and its outputs are where the ledger says (a keyed
+    batch's chunk: its shuffle parts)."""
     if state.status != SUCCEEDED or state.fingerprint != chunk_fingerprint(spec, chunk):
         return False
     summary = state.chunk_summary()
-    if summary is None or not summary.valid_uri or not storage.exists(summary.valid_uri):
+    if summary is None:
         return False
-    return not summary.rejected_uri or storage.exists(summary.rejected_uri)
+    if summary.shuffled:  # a keyed batch's chunk: a count per bucket, zeros too
+        outputs = [_parts(spec, summary.index, summary.shuffled)]
+    elif summary.valid_uri:
+        outputs = [[summary.valid_uri]]
+    else:
+        return False
+    if summary.rejected_uri:
+        outputs.append([summary.rejected_uri])
+    return all(storage.exists(uri) for uris in outputs for uri in uris)
+
+
+def _parts(spec: BatchSpec, chunk: int, shuffled: list[int]) -> list[str]:
+    """The shuffle parts a keyed batch's chunk wrote (``shuffled``: records per bucket)."""
+    return [spec.shuffle_part_uri(b, chunk) for b, records in enumerate(shuffled) if records]
 
 
 def prune_outputs(
-    storage: Storage, spec: BatchSpec, plan: Plan, states: list[ChunkState]
+    storage: Storage,
+    spec: BatchSpec,
+    plan: Plan,
+    states: list[ChunkState],
+    buckets: Sequence[ChunkState] = (),
 ) -> list[str]:
-    """Delete the files under the batch's output that its current plan and ledger rows do not
-    have: valid and rejected files of chunks the ledger has not as succeeded with that file,
-    dead letters no chunk row names, staged parts no chunk reads, local temp files of writes
-    that never completed, and (local delivery) outbox files of chunks whose messages are not
-    numbered (beyond the plan, or their delivery starts again). Only names this pipeline
-    writes; returns the URIs removed."""
+    """Delete the files under the batch's output that its current plan and ledger rows
+    (``states``, and a keyed batch's ``buckets``) do not have: valid and rejected files of
+    chunks and buckets the ledger has not as succeeded with that file, shuffle parts of chunks
+    it has not as succeeded with that part, dead letters no row names, staged parts no chunk
+    reads, local temp files of writes that never completed, and (local delivery) outbox files
+    of chunks or buckets whose messages are not numbered (beyond the plan, or their delivery
+    starts again). Only names this pipeline writes; returns the URIs removed."""
     keep: set[str] = set()
-    for state in states:
-        summary = state.chunk_summary() if state.status == SUCCEEDED else None
-        if summary is not None:
-            keep.update(u for u in (summary.valid_uri, summary.rejected_uri) if u)
-        if state.dead_letter:
-            keep.add(state.dead_letter)
-    numbered = {s.chunk for s in states if s.first_message is not None}
+    numbered: set[tuple[str, int]] = set()
+    for unit, rows in (("chunk", states), ("bucket", buckets)):
+        for state in rows:
+            summary = state.chunk_summary() if state.status == SUCCEEDED else None
+            if summary is not None:
+                keep.update(u for u in (summary.valid_uri, summary.rejected_uri) if u)
+                keep.update(_parts(spec, summary.index, summary.shuffled))
+            if state.dead_letter:
+                keep.add(state.dead_letter)
+            if state.first_message is not None:
+                numbered.add((unit, state.chunk))
     parts = {p for chunk in plan.chunks for p in chunk.parts}
     base = spec.output.rstrip("/") + "/"
     removed = []
@@ -120,7 +149,8 @@ def prune_outputs(
         elif RESULT_FILE.fullmatch(name):
             stale = uri not in keep
         elif outbox:
-            stale = spec.delivery.target == "local" and int(outbox.group(1)) not in numbered
+            unit, index = outbox.group(1), int(outbox.group(2))
+            stale = spec.delivery.target == "local" and (unit, index) not in numbered
         elif staged:
             stale = base + staged.group(1) + ".parquet" not in parts
         else:

@@ -7,7 +7,9 @@ The decision is the same under Dagster and without it: a transient failure with 
 raises RetryableChunkError carrying the backoff delay (the op turns it into Dagster's
 ``RetryRequested``); a permanent failure, or the last attempt, writes the dead letter and
 returns a summary with status ``dead_lettered``, so that the other chunks carry on and
-``aggregate`` decides whether the batch tolerates it.
+``aggregate`` decides whether the batch tolerates it. ``record_attempt`` is that decision for
+any unit of work and its ledger rows: a keyed batch's chunks and buckets use it too
+(``core.shuffle``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from typing import Any
 from batch_pipeline.core.common.errors import RetryableChunkError, classify
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.common.retries import backoff_delay
-from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger, chunk_fingerprint
+from batch_pipeline.core.ledger import DEAD_LETTERED, Ledger, LedgerQueries, chunk_fingerprint
 from batch_pipeline.core.processing.dead_letters import (
+    WorkUnit,
     dead_letter_document,
     send_dead_letter,
     write_dead_letter,
@@ -45,27 +48,54 @@ def attempt_chunk(
 ) -> ChunkSummary:
     """One recorded attempt: ``run_chunk`` once, then success, a retry or a dead letter.
     ``retry_number`` retries were made before this attempt."""
+    return record_attempt(
+        storage,
+        ledger,
+        spec,
+        chunk,
+        chunk.chunks_in_plan,
+        lambda: run_chunk(storage, spec, chunk, processor),
+        chunk_fingerprint(spec, chunk),
+        retry_number,
+        sqs_client,
+    )
+
+
+def record_attempt(
+    storage: Storage,
+    rows: LedgerQueries,
+    spec: BatchSpec,
+    unit: WorkUnit,
+    count: int,
+    work: Callable[[], ChunkSummary],
+    fingerprint: str,
+    retry_number: int = 0,
+    sqs_client: Callable[[], Any] | None = None,
+) -> ChunkSummary:
+    """One attempt at ``unit`` (one of ``count``: a chunk, or a keyed batch's bucket) recorded
+    in its ``rows`` of the ledger (``ledger`` or ``ledger.buckets``): ``work()`` once, then
+    success (recorded with ``fingerprint``), a retry or a dead letter."""
     started = time.perf_counter()
-    before = ledger.chunk_state(spec.batch_id, chunk.index)
-    ledger.mark_running(spec.batch_id, chunk.index)
+    before = rows.chunk_state(spec.batch_id, unit.index)
+    rows.mark_running(spec.batch_id, unit.index)
     try:
-        summary = run_chunk(storage, spec, chunk, processor)
+        summary = work()
     except Exception as exc:
         info = classify(exc)
-        ledger.mark_failed(spec.batch_id, chunk.index, info.category, info.message)
+        rows.mark_failed(spec.batch_id, unit.index, info.category, info.message)
         if info.transient and retry_number < spec.retry.max_retries:
             delay = backoff_delay(retry_number, spec.retry)
             raise RetryableChunkError(
-                f"{chunk.describe()}: {info.category} ({info.message}); retry "
+                f"{unit.describe()}: {info.category} ({info.message}); retry "
                 f"{retry_number + 1} of {spec.retry.max_retries} in {delay:.1f}s",
                 info.category,
                 delay,
             ) from exc
         document = dead_letter_document(
-            spec, chunk, info, traceback.format_exc(), attempts=retry_number + 1
+            spec, unit, info, traceback.format_exc(), attempts=retry_number + 1
         )
-        uri = write_dead_letter(storage, spec, chunk, document)
-        ledger.mark_dead_lettered(spec.batch_id, chunk.index, info.category, info.message, uri)
+        uri = write_dead_letter(storage, spec, unit, document)
+        rows.mark_dead_lettered(spec.batch_id, unit.index, info.category, info.message, uri)
         error = f"{info.category}: {info.message}"
         queue = spec.failures.dead_letter_queue
         if queue:
@@ -75,12 +105,12 @@ def attempt_chunk(
                     raise RuntimeError("no SQS client")
                 send_dead_letter(client, queue, document)
             except Exception as sent:  # the dead letter is stored; the queue only has a copy
-                log.warning("dead letter of %s not sent to %s: %s", chunk.key, queue, sent)
+                log.warning("dead letter of %s not sent to %s: %s", unit.key, queue, sent)
                 error += f" (its copy to {queue} failed: {sent})"
         return ChunkSummary(
-            index=chunk.index,
-            key=chunk.key,
-            count=chunk.chunks_in_plan,
+            index=unit.index,
+            key=unit.key,
+            count=count,
             records_in=0,
             records_out=0,
             records_rejected=0,
@@ -93,7 +123,7 @@ def attempt_chunk(
             error=error,
             dead_letter=uri,
         )
-    ledger.mark_succeeded(spec.batch_id, summary, chunk_fingerprint(spec, chunk))
+    rows.mark_succeeded(spec.batch_id, summary, fingerprint)
     if before is not None and before.dead_letter:
         storage.delete(before.dead_letter)  # redriven: its dead letter no longer applies
     return summary

@@ -75,12 +75,7 @@ def run_chunk(
     )
     started = time.perf_counter()
     with PeakRss() as memory:
-        if chunk.kind == "objects":
-            data = read_file_set_chunk(storage, spec.source, chunk)
-        else:
-            data = read_chunk(storage, spec.source, chunk)
-        check_records_read(chunk, data.records_in)
-        data.table = conform(data.table, schema or plan_schema(storage, spec))
+        data = read_conformed(storage, spec, chunk, schema)
         try:
             result = processor.process(data.table)
         except ConfigError as exc:  # the config does not fit this chunk's data: no retry
@@ -101,17 +96,13 @@ def run_chunk(
                 "all (such as {} in JSON); Parquet cannot hold rows without columns, so they "
                 "would vanish from the output; nothing of this chunk was written"
             )
-        rejected = _rejected_table(data, result.rejected, result.reasons, chunk)
+        rejected = rejected_table(data, result.rejected, result.reasons, chunk)
         valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
         storage.write_parquet(result.valid, valid_uri)
         if rejected.num_rows:
             storage.write_parquet(rejected, rejected_uri)
         else:
             storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
-    reasons = {}
-    if rejected.num_rows:
-        counts = pc.value_counts(rejected.column("_reason").combine_chunks())
-        reasons = {c["values"].as_py(): c["counts"].as_py() for c in counts}
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
@@ -124,8 +115,31 @@ def run_chunk(
         peak_rss_bytes=memory.peak,
         valid_uri=valid_uri,
         rejected_uri=rejected_uri if rejected.num_rows else None,
-        rejection_reasons=dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        rejection_reasons=rejection_reasons(rejected),
     )
+
+
+def read_conformed(
+    storage: Storage, spec: BatchSpec, chunk: Chunk, schema: pa.Schema | None = None
+) -> ChunkData:
+    """The chunk's records read, checked against the plan's count (``check_records_read``)
+    and conformed to the batch's ``schema`` (by default the one in ``plan.json``)."""
+    if chunk.kind == "objects":
+        data = read_file_set_chunk(storage, spec.source, chunk)
+    else:
+        data = read_chunk(storage, spec.source, chunk)
+    check_records_read(chunk, data.records_in)
+    data.table = conform(data.table, schema or plan_schema(storage, spec))
+    return data
+
+
+def rejection_reasons(rejected: pa.Table) -> dict[str, int]:
+    """How many rejected records have each ``_reason``, the most frequent first."""
+    if not rejected.num_rows:
+        return {}
+    counts = pc.value_counts(rejected.column("_reason").combine_chunks())
+    reasons = {c["values"].as_py(): c["counts"].as_py() for c in counts}
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
 
 
 def check_records_read(chunk: Chunk, records_read: int) -> None:
@@ -159,7 +173,7 @@ def reject_file_names(names: list[str]) -> list[str]:
     return renamed
 
 
-def _rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:
+def rejected_table(data: ChunkData, rows: np.ndarray, reasons: pa.Array, chunk: Chunk) -> pa.Table:
     """Rejected records with their original fields and ``_reason``, ``_chunk``, ``_record``
     (index in the chunk), ``_line`` (line/row in the source, when known) and ``_raw`` (the
     text of records that did not parse). Ordered as in the input. A field named like one of

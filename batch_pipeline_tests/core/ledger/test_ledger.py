@@ -758,6 +758,7 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
         "bp_members",
         "bp_leases",
         "bp_deliveries",
+        "bp_buckets",
     }
     assert set(inspector.get_table_names(schema="public")) == {
         "bp_batches",
@@ -765,6 +766,7 @@ def test_postgres_schema_keeps_ledgers_apart(postgres_url: str) -> None:
         "bp_members",
         "bp_leases",
         "bp_deliveries",
+        "bp_buckets",
     }
 
     spec = make_spec()
@@ -931,6 +933,7 @@ def test_processes_opening_a_new_ledger_at_once(ledger_url: str) -> None:
         "bp_members",
         "bp_leases",
         "bp_deliveries",
+        "bp_buckets",
     }
     opened.dispose()
 

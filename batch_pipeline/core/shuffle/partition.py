@@ -1,0 +1,152 @@
+"""Stage 1 of a keyed batch: a chunk's records, read and conformed as for any chunk, sent to the
+buckets of their keys instead of a processor (``partition_chunk``; ``attempt_partition`` records
+the attempt in the chunk's ledger row, as ``attempt_chunk`` does).
+
+Each bucket that gets records from the chunk gets one Parquet part,
+``{batch}/shuffle/bucket-{b:05d}/chunk-{c:05d}.parquet``, written atomically: the records in
+input order, every column as conformed, plus three columns at the end (whatever their names,
+``PROVENANCE`` unless the data has such a column): the chunk, the record's index in it and
+its line, so that a bucket's rejected records name their chunk, record and line as a chunk's
+do. The same chunk writes the same parts, so a re-run replaces them and never leaves a mix.
+Records that did not parse are the chunk's own rejects (``rejected/chunk-NNNNN.parquet``), as
+in a batch of one stage. The summary's ``shuffled`` says how many records went to each bucket
+(``records_out`` is their sum): the buckets check they read exactly those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from batch_pipeline.core.common.errors import ConfigError
+from batch_pipeline.core.common.models import BatchSpec, BucketPlan, Chunk, ChunkSummary
+from batch_pipeline.core.ledger import Ledger, chunk_fingerprint
+from batch_pipeline.core.planning import bucket_of, planned_buckets
+from batch_pipeline.core.processing.attempts import record_attempt
+from batch_pipeline.core.processing.run import (
+    PeakRss,
+    read_conformed,
+    rejected_table,
+    rejection_reasons,
+)
+from batch_pipeline.core.stores.storage import Storage
+
+PROVENANCE = ("_shuffle_chunk", "_shuffle_record", "_shuffle_line")
+
+
+def partition_chunk(
+    storage: Storage,
+    spec: BatchSpec,
+    chunk: Chunk,
+    buckets: BucketPlan | None = None,
+    schema: pa.Schema | None = None,
+) -> ChunkSummary:
+    """Send one chunk's records to their buckets: read, conform, hash the key, write a part per
+    bucket that gets records, and the chunk's parse rejects. ``buckets``: by default the plan's
+    (``plan.json``); ``schema`` as for ``run_chunk``. Idempotent."""
+    buckets = buckets or planned_buckets(storage, spec)
+    if buckets is None:
+        raise ConfigError(
+            f"{chunk.describe()}: batch {spec.batch_id}'s plan has no buckets, so its processor "
+            f"{spec.processor!r} is not keyed, or plan.json is not this batch's: plan it again"
+        )
+    started = time.perf_counter()
+    with PeakRss() as memory:
+        data = read_conformed(storage, spec, chunk, schema)
+        table = data.table
+        n = table.num_rows
+        if buckets.key_column in table.column_names:
+            ids = bucket_of(table.column(buckets.key_column), buckets.count)
+        else:  # no key in this chunk (a file of a set without it): null keys, bucket 0
+            ids = np.zeros(n, dtype=np.int64)
+        records = np.arange(n) if data.records is None else np.asarray(data.records)
+        table = _with_provenance(table, chunk.index, records, data.lines(records))
+        order = np.argsort(ids, kind="stable")  # by bucket, input order within each
+        bounds = np.searchsorted(ids[order], np.arange(buckets.count + 1))
+        shuffled = np.diff(bounds).astype(int).tolist()
+        for bucket, count in enumerate(shuffled):
+            if count:
+                part = table.take(pa.array(order[bounds[bucket] : bounds[bucket + 1]]))
+                storage.write_parquet(part, spec.shuffle_part_uri(bucket, chunk.index))
+        no_rows = np.empty(0, dtype=np.int64)
+        rejected = rejected_table(data, no_rows, pa.array([], type=pa.string()), chunk)
+        rejected_uri = spec.rejected_uri(chunk.index)
+        if rejected.num_rows:
+            storage.write_parquet(rejected, rejected_uri)
+        else:
+            storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+    return ChunkSummary(
+        index=chunk.index,
+        key=chunk.key,
+        count=chunk.chunks_in_plan,
+        records_in=data.records_in,
+        records_out=n,
+        records_rejected=rejected.num_rows,
+        bytes_read=data.bytes_read,
+        seconds=round(time.perf_counter() - started, 6),
+        peak_rss_bytes=memory.peak,
+        valid_uri=None,
+        rejected_uri=rejected_uri if rejected.num_rows else None,
+        rejection_reasons=rejection_reasons(rejected),
+        shuffled=shuffled,
+    )
+
+
+def attempt_partition(
+    storage: Storage,
+    ledger: Ledger,
+    spec: BatchSpec,
+    chunk: Chunk,
+    retry_number: int = 0,
+    sqs_client: Callable[[], Any] | None = None,
+    buckets: BucketPlan | None = None,
+) -> ChunkSummary:
+    """One recorded attempt at ``partition_chunk`` in the chunk's ledger row: success, a retry
+    (``RetryableChunkError``) or a dead letter, as ``attempt_chunk``."""
+    return record_attempt(
+        storage,
+        ledger,
+        spec,
+        chunk,
+        chunk.chunks_in_plan,
+        lambda: partition_chunk(storage, spec, chunk, buckets),
+        chunk_fingerprint(spec, chunk),
+        retry_number,
+        sqs_client,
+    )
+
+
+def _with_provenance(
+    table: pa.Table, chunk: int, records: np.ndarray, lines: np.ndarray | None
+) -> pa.Table:
+    """``table`` with the chunk, record index and line (null: unknown) of each row appended."""
+    n = table.num_rows
+    if lines is None:
+        line = pa.nulls(n, pa.int64())
+    else:  # a negative line is an unknown one (a file set's file whose lines are not known)
+        values = np.asarray(lines, dtype=np.int64)
+        line = pa.array(values, mask=values < 0)
+    columns = [
+        pa.array(np.full(n, chunk, dtype=np.int64)),
+        pa.array(records.astype(np.int64)),
+        line,
+    ]
+    for name, column in zip(_free_names(table.column_names), columns, strict=True):
+        table = table.append_column(name, column)
+    return table
+
+
+def _free_names(names: list[str]) -> list[str]:
+    """``PROVENANCE``, each with a suffix where the data has a column of that name."""
+    used, free = set(names), []
+    for name in PROVENANCE:
+        candidate, suffix = name, 2
+        while candidate in used:
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        used.add(candidate)
+        free.append(candidate)
+    return free

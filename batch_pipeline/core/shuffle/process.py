@@ -1,0 +1,217 @@
+"""Stage 2 of a keyed batch: one bucket's keys through the keyed processor, with their states
+(``run_bucket``, the work of one bucket step).
+
+The bucket's parts are read in chunk order, so its records come in input order, each part
+checked against the records its chunk wrote. The states of its keys are loaded in one bulk
+``load``; each key starts from ``StoredState.start_for(batch_id)``: the state from before this
+batch when the batch already saved one for it (a retry, a resume, a redrive), so that
+processing a bucket again gives the same result and applies nothing twice. The processor must
+account for every record (valid + rejected = records in, each rejected index valid and given
+once) and return states only for the bucket's keys; otherwise the bucket fails with a
+ProcessorError naming it, before anything is written. Valid and rejected records are written
+as a chunk's are (``valid/bucket-NNNNN.parquet``, ``rejected/bucket-NNNNN.parquet`` with
+``_reason``, ``_chunk``, ``_record``, ``_line``, ``_raw``), and only then the new states, in
+one bulk ``save``, each with the state the batch started from as ``before``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batch_pipeline.core.columns import concat_tables
+from batch_pipeline.core.common.errors import ConfigError, ConservationError, ProcessorError
+from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
+from batch_pipeline.core.processing.processors.keyed import (
+    KeyedProcessor,
+    KeyedResult,
+    KeyState,
+    key_text,
+)
+from batch_pipeline.core.processing.run import (
+    REJECT_META,
+    PeakRss,
+    reject_file_names,
+    rejection_reasons,
+)
+from batch_pipeline.core.shuffle.buckets import Bucket
+from batch_pipeline.core.stores.state import StateStore, StoredState
+from batch_pipeline.core.stores.storage import Storage
+
+
+def state_namespace(processor: KeyedProcessor) -> str:
+    """Where a processor's states are kept in a store: one namespace per processor and key
+    column (``running_sum/device``)."""
+    return f"{processor.name}/{processor.key_column()}"
+
+
+def run_bucket(
+    storage: Storage,
+    spec: BatchSpec,
+    bucket: Bucket,
+    processor: KeyedProcessor,
+    state_store: StateStore,
+) -> ChunkSummary:
+    """Process one bucket: read its parts, load its keys' states, run the processor, check it
+    accounted for every record, write valid and rejected records, save the new states.
+    Idempotent within a batch (see the module). Raises ConservationError (a part lost or cut
+    short), ProcessorError (the processor raised or lost records) or ConfigError, naming the
+    bucket."""
+    started = time.perf_counter()
+    with PeakRss() as memory:
+        table, provenance, bytes_read = _read_parts(storage, bucket)
+        n = table.num_rows
+        valid_uri = spec.valid_uri(bucket.index, "bucket")
+        rejected_uri = spec.rejected_uri(bucket.index, "bucket")
+        if n == 0:  # no key hashed here: nothing to process, an empty result
+            storage.write_parquet(pa.table({}), valid_uri)
+            storage.delete(rejected_uri)
+            rejected = _rejected(
+                table, provenance, np.empty(0, np.int64), pa.array([], pa.string())
+            )
+        else:
+            namespace = state_namespace(processor)
+            keys = _keys(table, bucket.key_column)
+            stored = state_store.load(namespace, keys) if keys else {}
+            starts = {key: found.start_for(spec.batch_id) for key, found in stored.items()}
+            given = {key: state for key, state in starts.items() if state is not None}
+            result = _process(processor, bucket, table, given)
+            order = _check(processor, bucket, result, n, set(keys))
+            rejected = _rejected(
+                table, provenance, result.rejected[order], result.reasons.take(order)
+            )
+            storage.write_parquet(result.valid, valid_uri)
+            if rejected.num_rows:
+                storage.write_parquet(rejected, rejected_uri)
+            else:
+                storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+            if result.states:  # only once the bucket's outputs are written
+                state_store.save(
+                    namespace,
+                    {
+                        key: StoredState(
+                            state=state, batch_id=spec.batch_id, before=starts.get(key)
+                        )
+                        for key, state in result.states.items()
+                    },
+                )
+    return ChunkSummary(
+        index=bucket.index,
+        key=bucket.key,
+        count=bucket.buckets_in_plan,
+        records_in=n,
+        records_out=n - rejected.num_rows,
+        records_rejected=rejected.num_rows,
+        bytes_read=bytes_read,
+        seconds=round(time.perf_counter() - started, 6),
+        peak_rss_bytes=memory.peak,
+        valid_uri=valid_uri,
+        rejected_uri=rejected_uri if rejected.num_rows else None,
+        rejection_reasons=rejection_reasons(rejected),
+    )
+
+
+def _read_parts(storage: Storage, bucket: Bucket) -> tuple[pa.Table, pa.Table, int]:
+    """The bucket's records in input order (its data columns) and their provenance (chunk,
+    record, line), and the bytes read. Each part must hold the records its chunk wrote."""
+    tables, read = [], 0
+    for uri, expected in zip(bucket.parts, bucket.records, strict=True):
+        try:
+            with storage.open_input_file(uri) as f:
+                read += f.size()
+                part = pq.read_table(f)
+        except FileNotFoundError as exc:
+            raise ConservationError(
+                f"{bucket.describe()}: its shuffle part {uri} is gone; nothing of this bucket "
+                "was written: run the batch again (its chunk is shuffled again)"
+            ) from exc
+        if part.num_rows != expected:
+            raise ConservationError(
+                f"{bucket.describe()}: {uri} holds {part.num_rows:,} records, its chunk wrote "
+                f"{expected:,}; nothing of this bucket was written"
+            )
+        tables.append(part)
+    if not tables:
+        empty = pa.table({name: pa.array([], pa.int64()) for name in ("c", "r", "l")})
+        return pa.table({}), empty, 0
+    data = concat_tables([t.select(range(t.num_columns - 3)) for t in tables])
+    provenance = pa.concat_tables(
+        [t.select(range(t.num_columns - 3, t.num_columns)).rename_columns(["c", "r", "l"])
+         for t in tables]
+    )  # fmt: skip
+    return data, provenance, read
+
+
+def _keys(table: pa.Table, column: str) -> list[str]:
+    """The distinct keys of the bucket, as text (what states are stored under), nulls left out."""
+    if column not in table.column_names:
+        return []
+    return pc.unique(key_text(table.column(column))).drop_null().to_pylist()
+
+
+def _process(
+    processor: KeyedProcessor, bucket: Bucket, table: pa.Table, states: dict[str, KeyState]
+) -> KeyedResult:
+    try:
+        return processor.process_keys(table, states)
+    except ConfigError as exc:  # the config does not fit this bucket's data: no retry
+        raise ConfigError(f"{bucket.describe()}: {exc}") from exc
+    except Exception as exc:
+        raise ProcessorError(
+            f"processor {processor.name!r} failed on {bucket.describe()}: {exc}"
+        ) from exc
+
+
+def _check(
+    processor: KeyedProcessor, bucket: Bucket, result: KeyedResult, n: int, keys: set[str]
+) -> np.ndarray:
+    """Raise ProcessorError naming the bucket unless the result accounts for each of the ``n``
+    records once and has states only of the bucket's keys; returns the order that sorts the
+    rejected indices."""
+    rejected = np.asarray(result.rejected)
+    problem = None
+    if rejected.size and not np.issubdtype(rejected.dtype, np.integer):
+        problem = f"rejected indices of type {rejected.dtype}, not integers"
+    elif len(result.reasons) != rejected.size:
+        problem = f"{rejected.size} rejected record(s) with {len(result.reasons)} reason(s)"
+    elif rejected.size and (rejected.min() < 0 or rejected.max() >= n):
+        problem = f"a rejected index outside 0..{n - 1}"
+    elif np.unique(rejected).size != rejected.size:
+        problem = "a record rejected twice"
+    elif result.valid.num_rows + rejected.size != n:
+        problem = f"{n} in, {result.valid.num_rows} valid + {rejected.size} rejected"
+    elif result.valid.num_rows and not result.valid.num_columns:
+        problem = f"{result.valid.num_rows} valid record(s) with no column, which Parquet drops"
+    elif unknown := sorted(set(result.states) - keys):
+        problem = f"states for {len(unknown)} key(s) not in the bucket, such as {unknown[0]!r}"
+    if problem:
+        raise ProcessorError(
+            f"processor {processor.name!r} lost or invented records on {bucket.describe()}: "
+            f"{problem}; nothing of this bucket was written"
+        )
+    return np.argsort(rejected, kind="stable")
+
+
+def _rejected(
+    table: pa.Table, provenance: pa.Table, rows: np.ndarray, reasons: pa.Array
+) -> pa.Table:
+    """Rejected records as a chunk's rejected file has them: their fields (renamed where named
+    like ours, ``reject_file_names``), then ``_reason``, ``_chunk``, ``_record``, ``_line``,
+    ``_raw``, in input order."""
+    take = pa.array(rows, type=pa.int64())
+    taken = table.rename_columns(reject_file_names(table.column_names)).take(take)
+    where = provenance.take(take)
+    extra = {
+        "_reason": reasons.cast(pa.string()),
+        "_chunk": where.column("c"),
+        "_record": where.column("r"),
+        "_line": where.column("l"),
+        "_raw": pa.nulls(len(rows), pa.string()),
+    }
+    for name in REJECT_META:
+        taken = taken.append_column(name, extra[name])
+    return taken
