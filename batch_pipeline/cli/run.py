@@ -224,6 +224,9 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     from batch_pipeline.settings import s3_settings
 
     spec = prepare_batch(Storage(s3_settings), **prepare_kwargs(config))
+    from batch_pipeline.ops.initialize import check_job_support
+
+    check_job_support(spec)
     check_output(args.output, spec.output)
     open_ledger_checked(args.ledger)
     return spec
