@@ -16,6 +16,7 @@ from batch_pipeline.resources import (
     IntermediatesIOManager,
     LedgerResource,
     SQSResource,
+    StateStoreResource,
     StorageResource,
 )
 from batch_pipeline.settings import WatchSettings
@@ -40,6 +41,7 @@ defs = Definitions(
         "storage": StorageResource(),
         "sqs": SQSResource(),
         "ledger": LedgerResource(),
+        "state_store": StateStoreResource(),
         "io_manager": IntermediatesIOManager(),
     },
 )

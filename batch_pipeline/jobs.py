@@ -10,7 +10,9 @@ from batch_pipeline.ops import (
     deliver,
     initialize,
     load_batch,
+    plan_buckets,
     plan_chunks,
+    process_bucket,
     process_chunk,
     process_heavy_chunk,
 )
@@ -19,9 +21,13 @@ from batch_pipeline.ops.leases import release_lease_on_failure
 
 def _stages(spec) -> None:
     chunks, heavy_chunks = plan_chunks(spec)
-    summaries = chunks.map(lambda chunk: process_chunk(spec, chunk))
-    heavy = heavy_chunks.map(lambda chunk: process_heavy_chunk(spec, chunk))
-    result = aggregate(spec, summaries.collect(), heavy.collect())
+    summaries = chunks.map(lambda chunk: process_chunk(spec, chunk)).collect()
+    heavy = heavy_chunks.map(lambda chunk: process_heavy_chunk(spec, chunk)).collect()
+    # The keyed stage: buckets of whole keys, once every chunk was shuffled; no bucket (and no
+    # process_bucket step) for a processor without a key.
+    buckets = plan_buckets(spec, summaries, heavy)
+    bucket_summaries = buckets.map(lambda bucket: process_bucket(spec, bucket)).collect()
+    result = aggregate(spec, summaries, heavy, bucket_summaries)
     deliver(spec, result)
 
 

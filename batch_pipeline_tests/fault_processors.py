@@ -14,6 +14,9 @@ patched.
   happens once (the next attempt succeeds). With ``times`` (and a ``counter`` file), only the
   first ``times`` matching attempts fail. Other chunks keep every record.
 - ``fault_slow``: sleeps ``seconds`` per chunk, then keeps every record.
+- ``fault_kalman``: ``kalman`` (the same options) that sleeps ``seconds`` per bucket and, while
+  the file ``marker`` exists, fails (a ValueError from the processor) on a bucket holding the
+  key ``fail_key``.
 - ``fault_pause``: on the chunk holding ``column == value``, creates ``ready`` and waits (at
   most ``timeout`` seconds) until ``go`` exists; every record is kept.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Literal
 
 import pyarrow as pa
@@ -34,6 +38,8 @@ from batch_pipeline.core.processing.processors.base import (
     ProcessResult,
     register,
 )
+from batch_pipeline.core.processing.processors.kalman import Kalman, KalmanOptions
+from batch_pipeline.core.processing.processors.keyed import KeyedResult, KeyState, key_text
 
 FaultKind = Literal["transient", "permanent", "timeout", "memory"]
 
@@ -137,3 +143,26 @@ class Pause(Processor):
 for _processor in (FailWhen, Slow, Pause):
     if _processor.name not in REGISTRY:  # imported again under another name: keep the first
         register(_processor)
+
+
+class FaultKalmanOptions(KalmanOptions):
+    seconds: float = 0.0
+    fail_key: str | None = None
+    marker: str | None = None
+
+
+@register
+class FaultKalman(Kalman):
+    name = "fault_kalman"
+    Options = FaultKalmanOptions
+
+    def process_keys(self, table: pa.Table, states: Mapping[str, KeyState]) -> KeyedResult:
+        options = self.options
+        assert isinstance(options, FaultKalmanOptions)
+        time.sleep(options.seconds)
+        armed = options.marker is None or os.path.exists(options.marker)
+        if options.fail_key is not None and armed:
+            keys = key_text(table.column(options.key)).to_pylist()
+            if options.fail_key in keys:
+                raise ValueError(f"fault_kalman fails on key {options.fail_key!r}")
+        return super().process_keys(table, states)

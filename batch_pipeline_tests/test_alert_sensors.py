@@ -45,7 +45,12 @@ from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDelive
 from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.jobs import batch_job, redrive_job
-from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+from batch_pipeline.resources import (
+    LedgerResource,
+    SQSResource,
+    StateStoreResource,
+    StorageResource,
+)
 from batch_pipeline_tests.core.automation.test_alerts import WebhookReceiver
 from batch_pipeline_tests.core.ledger.test_ledger import make_plan, make_spec, summary_for
 from batch_pipeline_tests.fault_helpers import FAULTS_MODULE, csv_input
@@ -63,7 +68,12 @@ def test_sensors_load_with_the_jobs_and_resources() -> None:
     defs = Definitions(
         jobs=[batch_job, redrive_job],
         sensors=ALERT_SENSORS,
-        resources={"ledger": LedgerResource(), "storage": StorageResource(), "sqs": SQSResource()},
+        resources={
+            "ledger": LedgerResource(),
+            "storage": StorageResource(),
+            "sqs": SQSResource(),
+            "state_store": StateStoreResource(),
+        },
     )
     Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()

@@ -272,15 +272,3 @@ def test_a_worker_without_queues_is_refused_before_celery_starts(home: Path, cap
     assert "give at least one queue" in message
     message = refused(capsys, home, "worker", "--concurrency", "0")
     assert "concurrency of at least 1" in message
-
-
-def test_a_keyed_processor_is_refused_by_the_job_until_its_stage_is_built(
-    tmp_path: Path, home: Path, capsys
-) -> None:
-    source = tmp_path / "measurements.csv"
-    source.write_text("user_id,ts,weight\nu1,2026-01-01T00:00:00,70\n")
-    options = '{"key": "user_id", "time": "ts", "value": "weight"}'
-    message = refused(
-        capsys, home, "run", str(source), "--processor", "kalman", "--processor-options", options
-    )
-    assert "processor 'kalman' is keyed" in message and "run_batch" in message

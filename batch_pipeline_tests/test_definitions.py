@@ -18,13 +18,16 @@ def test_definitions_load_with_batch_job():
 
 
 def test_batch_job_has_the_five_stages():
-    """Processing is two ops: process_heavy_chunk takes the chunks over heavy_records."""
+    """Processing is two ops: process_heavy_chunk takes the chunks over heavy_records; a keyed
+    processor's second stage is plan_buckets and process_bucket."""
     job = get_batch_job()
     assert {node.name for node in job.nodes} == {
         "initialize",
         "plan_chunks",
         "process_chunk",
         "process_heavy_chunk",
+        "plan_buckets",
+        "process_bucket",
         "aggregate",
         "deliver",
     }
@@ -32,7 +35,7 @@ def test_batch_job_has_the_five_stages():
 
 def test_batch_job_resources_are_bound():
     job = get_batch_job()
-    assert {"storage", "sqs", "ledger"} <= set(job.resource_defs)
+    assert {"storage", "sqs", "ledger", "state_store"} <= set(job.resource_defs)
 
 
 def test_redrive_job_shares_the_stages_after_loading_the_batch():
@@ -42,6 +45,8 @@ def test_redrive_job_shares_the_stages_after_loading_the_batch():
         "plan_chunks",
         "process_heavy_chunk",
         "process_chunk",
+        "plan_buckets",
+        "process_bucket",
         "aggregate",
         "deliver",
     }

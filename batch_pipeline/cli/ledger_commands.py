@@ -19,23 +19,25 @@ from batch_pipeline.core.common.naming import check_batch_id
 
 
 @contextmanager
-def ledger_environment(url: str | None) -> Iterator[None]:
-    """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` of this process while the run lasts
-    (steps in subprocesses inherit it); the previous value afterwards."""
-    from batch_pipeline.settings import LEDGER_URL_ENV
+def ledger_environment(url: str | None, state_store: str | None = None) -> Iterator[None]:
+    """``--ledger URL`` as ``BATCH_PIPELINE_LEDGER_URL`` (and ``--state-store URL`` as
+    ``BATCH_PIPELINE_STATE_STORE_URL``) of this process while the run lasts (steps in
+    subprocesses inherit them): URLs that may hold a password never go into run config. The
+    previous values afterwards."""
+    from batch_pipeline.settings import LEDGER_URL_ENV, STATE_STORE_URL_ENV
 
-    if not url:
-        yield
-        return
-    before = os.environ.get(LEDGER_URL_ENV)
-    os.environ[LEDGER_URL_ENV] = url
+    given = {LEDGER_URL_ENV: url, STATE_STORE_URL_ENV: state_store}
+    before = {name: os.environ.get(name) for name, value in given.items() if value}
+    for name in before:
+        os.environ[name] = str(given[name])
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(LEDGER_URL_ENV, None)
-        else:
-            os.environ[LEDGER_URL_ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def open_ledger_checked(url: str | None) -> Any:

@@ -224,12 +224,20 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     from batch_pipeline.settings import s3_settings
 
     spec = prepare_batch(Storage(s3_settings), **prepare_kwargs(config))
-    from batch_pipeline.ops.initialize import check_job_support
-
-    check_job_support(spec)
     check_output(args.output, spec.output)
     open_ledger_checked(args.ledger)
+    check_state_store(spec, args.state_store)
     return spec
+
+
+def check_state_store(spec: Any, url: str | None) -> None:
+    """A keyed batch's state store opens (its table made if missing), else the error that says
+    why, before Dagster starts."""
+    from batch_pipeline.core.shuffle.stage import is_keyed
+    from batch_pipeline.resources import StateStoreResource
+
+    if is_keyed(spec):
+        StateStoreResource(url=url).open(spec.retry).close()
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -237,7 +245,7 @@ def run_command(args: argparse.Namespace) -> int:
     spec = check_run(args, run_config["ops"]["initialize"]["config"])
     from batch_pipeline.definitions import get_batch_job
 
-    with ledger_environment(args.ledger):
+    with ledger_environment(args.ledger, args.state_store):
         return execute(get_batch_job, run_config, args, spec.batch_id)
 
 
@@ -247,13 +255,15 @@ def redrive_command(args: argparse.Namespace) -> int:
     ledger = ledger_with_batch(args)
     args.ledger = ledger.url  # the run uses the ledger the batch was found in
     batch = ledger.batch(args.batch_id)
-    states = ledger.chunk_states(args.batch_id)
+    # A keyed batch's buckets fail and are dead-lettered like its chunks.
+    states = ledger.chunk_states(args.batch_id) + ledger.buckets.chunk_states(args.batch_id)
     failed = [s for s in states if s.status in (FAILED, DEAD_LETTERED)]
     progress = ledger.progress(args.batch_id)
     finished = batch.status in (BatchStatus.SUCCEEDED, BatchStatus.COMPLETED_FORCED)
     if not failed and finished and progress.messages_sent >= progress.messages:
         echo(
-            f"batch {args.batch_id}: nothing to redrive: no chunk failed or was dead-lettered "
+            f"batch {args.batch_id}: nothing to redrive: no chunk (or bucket) failed or was "
+            "dead-lettered "
             f"({batch.status}, {progress.succeeded} of {progress.total} chunk(s) succeeded, "
             f"{progress.messages_sent} of {progress.messages} message(s) sent)"
         )
@@ -264,5 +274,5 @@ def redrive_command(args: argparse.Namespace) -> int:
         "ops": {"load_batch": {"config": {"batch_id": args.batch_id}}},
         **execution_config(args),
     }
-    with ledger_environment(args.ledger):
+    with ledger_environment(args.ledger, args.state_store):
         return execute(get_redrive_job, run_config, args, args.batch_id)

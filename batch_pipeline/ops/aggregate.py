@@ -15,6 +15,7 @@ from batch_pipeline.core.aggregation import aggregate as aggregate_results
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger import BatchStatus
+from batch_pipeline.core.shuffle.stage import is_keyed
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import result_metadata
@@ -28,15 +29,16 @@ BATCH_RESULTS_ASSET = "batch_results"
 @op(
     out=Out(BatchResult),
     retry_policy=RETRY_POLICY,
-    description="From the ledger: check records in = out + rejected for every chunk and the "
-    "run, apply the tolerated failures, write manifest.json, materialize the source file's "
-    "partition of batch_results (observe it when the batch failed).",
+    description="From the ledger: check records in = out + rejected for every chunk (and "
+    "bucket) and the run, apply the tolerated failures, write manifest.json, materialize the "
+    "source file's partition of batch_results (observe it when the batch failed).",
 )
 def aggregate(
     context: OpExecutionContext,
     spec: BatchSpec,
     summaries: list[ChunkSummary],
     heavy_summaries: list[ChunkSummary],
+    bucket_summaries: list[ChunkSummary],
     storage: StorageResource,
     ledger: LedgerResource,
 ) -> Iterator[AssetMaterialization | AssetObservation | Output[BatchResult]]:
@@ -54,6 +56,7 @@ def aggregate(
                 states,
                 run_id=context.run_id,
                 forced=forced,
+                buckets=book.buckets.chunk_states(spec.batch_id) if is_keyed(spec) else None,
             )
             book.set_batch_status(
                 spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
@@ -65,7 +68,7 @@ def aggregate(
             states,
             book.progress(spec.batch_id, since=since),
             since,
-            len(summaries) + len(heavy_summaries),
+            len(summaries) + len(heavy_summaries) + len(bucket_summaries),
         )
         partition = partition_key(spec.source.uri)
         if result.status == BatchStatus.FAILED:

@@ -6,7 +6,6 @@ import psutil
 from dagster import MetadataValue, OpExecutionContext, op
 
 from batch_pipeline.config import BatchConfig, RedriveConfig
-from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.common.models import BatchSpec
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.initialize.prepare import prepare_batch, prepare_redrive
@@ -18,22 +17,6 @@ from batch_pipeline.core.tuning import (
 )
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.resources import LedgerResource, StorageResource
-
-
-def check_job_support(spec: BatchSpec) -> None:
-    """Refuse what ``batch_job`` cannot run yet: a keyed processor (its second stage runs in
-    ``core.pipeline.local_run.run_batch`` only, until the job's bucket steps are built)."""
-    from batch_pipeline.core.processing.processors import get_processor
-    from batch_pipeline.core.processing.processors.keyed import KeyedProcessor
-
-    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
-    if isinstance(processor, KeyedProcessor):
-        raise ConfigError(
-            f"processor {spec.processor!r} is keyed: batch_job and redrive_job do not run the "
-            "keyed stage yet (it runs in Python through "
-            "batch_pipeline.core.pipeline.local_run.run_batch with a state store; see the "
-            "README's Keyed processing)"
-        )
 
 
 @op(
@@ -48,7 +31,6 @@ def initialize(
 ) -> BatchSpec:
     with core_failures(f"initializing {config.source} failed"):
         spec = prepare_batch(storage.get_storage(), **config.prepare_kwargs())
-        check_job_support(spec)
         decision = None
         if config.chunking.auto:
             size = config.chunking.chunk_records  # the cold start, and a floor it lowers
@@ -114,7 +96,6 @@ def load_batch(
             return prepare_batch(store, **BatchConfig(**stored).prepare_kwargs())
 
         spec = prepare_redrive(store, ledger.get_ledger(), config.batch_id, prepare)
-        check_job_support(spec)
         _report(context, spec)
         return spec
 

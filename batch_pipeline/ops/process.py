@@ -6,6 +6,8 @@ from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger import ChunkStatus
 from batch_pipeline.core.processing.attempts import attempt_chunk
+from batch_pipeline.core.shuffle.partition import attempt_partition
+from batch_pipeline.core.shuffle.stage import is_keyed
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
@@ -28,7 +30,8 @@ HEAVY_TAGS: dict[str, Any] = {
 _DESCRIPTION = (
     "Read one chunk's slice straight from storage, run the processor on it, write its valid "
     "and rejected records; idempotent. Transient failures are retried with backoff; a chunk "
-    "that keeps failing is dead-lettered and the run carries on."
+    "that keeps failing is dead-lettered and the run carries on. With a keyed processor, the "
+    "chunk's records go to their keys' buckets instead (stage 1 of the shuffle)."
 )
 
 
@@ -43,7 +46,9 @@ def _process(
     with core_failures(f"{chunk.describe()} failed", spec.retry.max_retries):
         book = ledger.get_ledger()
         with keep_lease(context, book, spec.batch_id):
-            summary = attempt_chunk(
+            # A keyed batch's chunks send their records to buckets (stage 1 of the shuffle).
+            attempt = attempt_partition if is_keyed(spec) else attempt_chunk
+            summary = attempt(
                 storage.get_storage(),
                 book,
                 spec,

@@ -41,6 +41,12 @@ from batch_pipeline.core.stores.state import StateStore
 from batch_pipeline.core.stores.storage import Storage
 
 
+def is_keyed(spec: BatchSpec) -> bool:
+    """Whether the batch's processor is keyed (its batch has a second stage of buckets)."""
+    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
+    return isinstance(processor, KeyedProcessor)
+
+
 def keyed_processor(spec: BatchSpec, processor: Processor | None = None) -> KeyedProcessor:
     """The batch's processor, which must be keyed (else ConfigError)."""
     processor = processor or get_processor(
