@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from batch_pipeline.cli import main
 from batch_pipeline.core.ledger import SUCCEEDED, open_ledger
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.processing.processors.keyed import KeyedProcessor
@@ -202,6 +203,13 @@ def test_a_failing_key_fails_only_its_bucket_and_a_redrive_completes_the_batch(
     failed = [b for b in buckets if b.status != SUCCEEDED]
     assert len(failed) == 1 and len(buckets) > 1
     assert "fault_kalman fails on key 'u7'" in (failed[0].error_message or "")
+    code = main(["dead-letters", "one-bad-key", "--json"])
+    listed = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and "0 dead-lettered chunk(s) and 1 bucket(s)" in listed[-2]
+    assert [row["bucket"] for row in json.loads(listed[-1])] == [failed[0].chunk]
+    assert main(["status", "one-bad-key", "--no-watch"]) == 0
+    shown = capsys.readouterr().out
+    assert f"{len(buckets) - 1} of {len(buckets)} succeeded, 0 failed, 1 dead-lettered" in shown
     store = open_state_store(store_url)
     try:
         users = [f"u{i}" for i in range(30)]

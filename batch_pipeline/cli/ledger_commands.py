@@ -118,24 +118,32 @@ def complete_command(args: argparse.Namespace) -> int:
 
 def dead_letters_command(args: argparse.Namespace) -> int:
     ledger = ledger_with_batch(args)
-    letters = ledger.dead_letters(args.batch_id)
+    # A keyed batch's buckets are dead-lettered as its chunks are ("bucket" rows).
+    letters = [("chunk", s) for s in ledger.dead_letters(args.batch_id)] + [
+        ("bucket", s) for s in ledger.buckets.dead_letters(args.batch_id)
+    ]
     rows = [
         {
-            "chunk": s.chunk,
+            unit: s.chunk,
             "attempts": s.attempts,
             "category": s.error_category,
             "error": s.error_message,
             "dead_letter": s.dead_letter,
         }
-        for s in letters
+        for unit, s in letters
     ]
-    for row in rows:
+    for (unit, state), row in zip(letters, rows, strict=True):
         echo(
-            f"chunk_{row['chunk']:05d}: {row['category']} after {row['attempts']} attempt(s): "
+            f"{unit}_{state.chunk:05d}: {row['category']} after {row['attempts']} attempt(s): "
             f"{row['error'] or ''}"
         )
         echo(f"    {row['dead_letter']}")
-    echo(f"{len(rows)} dead-lettered chunk(s) in batch {args.batch_id}")
+    buckets = sum(unit == "bucket" for unit, _ in letters)
+    echo(
+        f"{len(rows) - buckets} dead-lettered chunk(s)"
+        + (f" and {buckets} bucket(s)" if buckets else "")
+        + f" in batch {args.batch_id}"
+    )
     if args.json:
         print(json.dumps(rows))
     return 0
@@ -153,7 +161,22 @@ def _status_summary(ledger: Any, batch: Any, progress: Any) -> dict[str, Any]:
     from batch_pipeline.core.ledger import BatchStatus
 
     live = progress.status == BatchStatus.RUNNING and not progress.finished
+    buckets = ledger.buckets.progress(progress.batch_id)
+    keyed = (
+        {  # a keyed batch's second stage: its buckets and the records they kept or rejected
+            "buckets": buckets.total,
+            "buckets_succeeded": buckets.succeeded,
+            "buckets_failed": buckets.failed,
+            "buckets_dead_lettered": buckets.dead_lettered,
+            "buckets_unfinished": buckets.pending + buckets.running,
+            "bucket_records_out": buckets.records_out,
+            "bucket_records_rejected": buckets.records_rejected,
+        }
+        if buckets.total
+        else {}
+    )
     return {
+        **keyed,
         "batch_id": progress.batch_id,
         "status": progress.status,
         "finished": progress.finished,
@@ -193,6 +216,14 @@ def _print_status(summary: dict[str, Any]) -> None:
         f"  records:  {summary['records_in']:,} in = {summary['records_out']:,} out + "
         f"{summary['records_rejected']:,} rejected (succeeded chunks)"
     )
+    if "buckets" in summary:
+        echo(
+            f"  buckets:  {summary['buckets_succeeded']:,} of {summary['buckets']:,} succeeded, "
+            f"{summary['buckets_failed']:,} failed, {summary['buckets_dead_lettered']:,} "
+            f"dead-lettered, {summary['buckets_unfinished']:,} unfinished; "
+            f"{summary['bucket_records_out']:,} records out + "
+            f"{summary['bucket_records_rejected']:,} rejected"
+        )
     echo(f"  rate:     {summary['records_per_second']:,} records/s")
     echo(f"  delivery: {summary['messages_sent']:,} of {summary['messages']:,} message(s) sent")
     if summary["first_started_at"]:
