@@ -115,19 +115,7 @@ def check_shuffle(
 def bucket_results(stage: KeyedStage) -> dict[str, Any]:
     """The manifest's ``results.buckets``: succeeded, failed and pending buckets."""
     return {
-        "succeeded": [
-            {
-                "bucket": s.index,
-                "key": s.key,
-                "valid": s.valid_uri,
-                "rejected": s.rejected_uri,
-                "records_in": s.records_in,
-                "records_out": s.records_out,
-                "records_rejected": s.records_rejected,
-                "seconds": s.seconds,
-            }
-            for s in stage.summaries
-        ],
+        "succeeded": [s.manifest_entry("bucket") for s in stage.summaries],
         "failed": [failed_entry(s, "bucket") for s in stage.failed],
         "pending": [
             {"bucket": s.chunk, "status": s.status, "attempts": s.attempts} for s in stage.pending

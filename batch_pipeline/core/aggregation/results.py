@@ -259,19 +259,7 @@ def build_manifest(
         },
         "rejection_reasons": result.rejection_reasons,
         "results": {
-            "succeeded": [
-                {
-                    "chunk": s.index,
-                    "key": s.key,
-                    "valid": s.valid_uri,
-                    "rejected": s.rejected_uri,
-                    "records_in": s.records_in,
-                    "records_out": s.records_out,
-                    "records_rejected": s.records_rejected,
-                    "seconds": s.seconds,
-                }
-                for s in summaries
-            ],
+            "succeeded": [s.manifest_entry() for s in summaries],
             "failed": result.failed_chunks,
             "pending": [
                 {"chunk": s.chunk, "status": s.status, "attempts": s.attempts}

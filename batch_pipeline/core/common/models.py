@@ -351,6 +351,19 @@ class ChunkSummary:
     def balanced(self) -> bool:
         return self.records_in == self.records_out + self.records_rejected
 
+    def manifest_entry(self, unit: str = "chunk") -> dict[str, Any]:
+        """This succeeded chunk (or bucket: ``unit``) in the manifest's results."""
+        return {
+            unit: self.index,
+            "key": self.key,
+            "valid": self.valid_uri,
+            "rejected": self.rejected_uri,
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "records_rejected": self.records_rejected,
+            "seconds": self.seconds,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -99,10 +99,7 @@ def run_chunk(
         rejected = rejected_table(data, result.rejected, result.reasons, chunk)
         valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
         storage.write_parquet(result.valid, valid_uri)
-        if rejected.num_rows:
-            storage.write_parquet(rejected, rejected_uri)
-        else:
-            storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+        write_rejected(storage, rejected, rejected_uri)
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
@@ -117,6 +114,16 @@ def run_chunk(
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
     )
+
+
+def write_rejected(storage: Storage, rejected: pa.Table, uri: str) -> str | None:
+    """The rejected records at ``uri`` (its URI), or no file there when there are none (a
+    re-run with no rejects must not keep an earlier run's)."""
+    if rejected.num_rows:
+        storage.write_parquet(rejected, uri)
+        return uri
+    storage.delete(uri)
+    return None
 
 
 def read_conformed(

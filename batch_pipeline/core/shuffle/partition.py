@@ -32,6 +32,7 @@ from batch_pipeline.core.processing.run import (
     read_conformed,
     rejected_table,
     rejection_reasons,
+    write_rejected,
 )
 from batch_pipeline.core.stores.storage import Storage
 
@@ -74,11 +75,7 @@ def partition_chunk(
                 storage.write_parquet(part, spec.shuffle_part_uri(bucket, chunk.index))
         no_rows = np.empty(0, dtype=np.int64)
         rejected = rejected_table(data, no_rows, pa.array([], type=pa.string()), chunk)
-        rejected_uri = spec.rejected_uri(chunk.index)
-        if rejected.num_rows:
-            storage.write_parquet(rejected, rejected_uri)
-        else:
-            storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+        rejected_uri = write_rejected(storage, rejected, spec.rejected_uri(chunk.index))
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
@@ -90,7 +87,7 @@ def partition_chunk(
         seconds=round(time.perf_counter() - started, 6),
         peak_rss_bytes=memory.peak,
         valid_uri=None,
-        rejected_uri=rejected_uri if rejected.num_rows else None,
+        rejected_uri=rejected_uri,
         rejection_reasons=rejection_reasons(rejected),
         shuffled=shuffled,
     )

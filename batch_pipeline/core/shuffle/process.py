@@ -37,6 +37,7 @@ from batch_pipeline.core.processing.run import (
     PeakRss,
     reject_file_names,
     rejection_reasons,
+    write_rejected,
 )
 from batch_pipeline.core.shuffle.buckets import Bucket
 from batch_pipeline.core.stores.state import StateStore, StoredState
@@ -85,10 +86,7 @@ def run_bucket(
                 table, provenance, result.rejected[order], result.reasons.take(order)
             )
             storage.write_parquet(result.valid, valid_uri)
-            if rejected.num_rows:
-                storage.write_parquet(rejected, rejected_uri)
-            else:
-                storage.delete(rejected_uri)  # a re-run with no rejects must not keep old ones
+            write_rejected(storage, rejected, rejected_uri)
             if result.states:  # only once the bucket's outputs are written
                 state_store.save(
                     namespace,
