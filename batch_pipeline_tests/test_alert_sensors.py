@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from dagster import (
 from batch_pipeline.automation.alerts import (
     ALERT_SENSORS,
     BATCH_ID_TAG,
+    batch_dead_bucket_alert,
     batch_dead_letter_alert,
     batch_run_failure_alert,
     decode_cursor,
@@ -42,6 +44,7 @@ from batch_pipeline.automation.requests import BATCH_ID_TAG as UPLOAD_BATCH_ID_T
 from batch_pipeline.cli.parser import build_parser
 from batch_pipeline.cli.run_config import run_config_from_args
 from batch_pipeline.core.automation.alerts import ALERT_WEBHOOK_ENV, AlertDeliveryError
+from batch_pipeline.core.common.models import BucketPlan
 from batch_pipeline.core.ledger import Ledger
 from batch_pipeline.definitions import get_batch_job, get_redrive_job
 from batch_pipeline.jobs import batch_job, redrive_job
@@ -80,6 +83,7 @@ def test_sensors_load_with_the_jobs_and_resources() -> None:
     assert {s.name for s in repo.sensor_defs} == {
         "batch_run_failure_alert",
         "batch_dead_letter_alert",
+        "batch_dead_bucket_alert",
     }
     assert batch_dead_letter_alert.minimum_interval_seconds == 60
     for sensor_def in ALERT_SENSORS:
@@ -265,11 +269,13 @@ def test_webhook_failure_fails_the_evaluation_and_notes_it_on_the_run(
 # Dead letters ----------------------------------------------------------------------------------
 
 
-def tick(own_ledger: str, cursor: str | None) -> SensorResult:
+def tick(
+    own_ledger: str, cursor: str | None, sensor: Any = batch_dead_letter_alert
+) -> SensorResult:
     context = build_sensor_context(
         cursor=cursor, resources={"ledger": LedgerResource(url=own_ledger)}
     )
-    result = batch_dead_letter_alert(context)
+    result = sensor(context)
     assert isinstance(result, SensorResult)
     assert result.run_requests == []
     return result
@@ -366,7 +372,7 @@ def test_first_tick_on_an_empty_ledger_misses_nothing_after_it(
     own_ledger: str, ledger: Ledger, webhook: WebhookReceiver
 ) -> None:
     first = tick(own_ledger, None)
-    assert skip(first).startswith("first tick: no dead letters in the ledger at sqlite:///")
+    assert skip(first).startswith("first tick: no dead-lettered chunks in the ledger at sqlite:///")
     assert skip(tick(own_ledger, first.cursor)).startswith(
         "no new dead letters since the sensor started at "
     )
@@ -414,3 +420,30 @@ def test_unsent_dead_letter_alerts_are_not_skipped(
 def test_unreadable_cursor_is_refused_clearly(own_ledger: str) -> None:
     with pytest.raises(ValueError, match=r"unreadable cursor .*reset the sensor's cursor"):
         tick(own_ledger, "not json")
+
+
+def test_dead_lettered_buckets_have_their_own_sensor_and_cursor(
+    own_ledger: str, ledger: Ledger, webhook: WebhookReceiver
+) -> None:
+    buckets = BucketPlan(count=3, key_column="user_id", scheme="fnv1a64", reason="test")
+    ledger.register_batch(make_spec("keyed"), replace(make_plan(2), buckets=buckets))
+    first = tick(own_ledger, None, batch_dead_bucket_alert)
+    assert skip(first).startswith("first tick: no dead-lettered buckets in the ledger")
+    chunks_first = tick(own_ledger, None)
+
+    time.sleep(0.002)
+    ledger.buckets.mark_dead_lettered(
+        "keyed", 1, "processor", "fault on key 'u7'", "s3://o/keyed/dead_letters/bucket-00001.json"
+    )
+    alerted = tick(own_ledger, first.cursor, batch_dead_bucket_alert)
+    assert skip(alerted) == "alerted 1 new dead letter(s) in 1 batch(es): keyed (1 bucket(s))"
+    (body,) = webhook.bodies
+    assert body["summary"].startswith("1 bucket(s) dead-lettered (bucket 1; processor)")
+    assert [c["bucket"] for c in body["chunks"]] == [1]
+    assert body["links"] == ["s3://o/keyed/dead_letters/bucket-00001.json"]
+    # The chunks' sensor does not see bucket rows; the bucket's alert is not sent twice.
+    assert skip(tick(own_ledger, chunks_first.cursor)).startswith("no new dead letters")
+    assert skip(tick(own_ledger, alerted.cursor, batch_dead_bucket_alert)).startswith(
+        "no new dead letters since bucket 1 of batch keyed"
+    )
+    assert len(webhook.bodies) == 1

@@ -19,11 +19,13 @@ unset. Both start STOPPED: turn them on in the UI (Automation > Sensors).
   after some batches were sent it stops before the first unsent batch's first dead letter, logs
   an error and says so in the tick's skip reason; the next tick sends the rest (alerts are sent
   at least once).
+- ``batch_dead_bucket_alert`` does the same for a keyed batch's buckets (``bp_buckets``), with a
+  cursor of its own.
 """
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +35,7 @@ from dagster import (
     DagsterRun,
     DefaultSensorStatus,
     RunFailureSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -48,7 +51,7 @@ from batch_pipeline.core.automation.alerts import (
     send_alert,
 )
 from batch_pipeline.core.common.text import shown
-from batch_pipeline.core.ledger import ChunkState, Ledger
+from batch_pipeline.core.ledger import ChunkState, Ledger, LedgerQueries
 from batch_pipeline.jobs import batch_job, redrive_job
 from batch_pipeline.ops.failures import step_error_text
 from batch_pipeline.resources import LedgerResource
@@ -184,19 +187,19 @@ def decode_cursor(cursor: str) -> tuple[Position | None, float]:
         ) from exc
 
 
-def _describe(after: Position | None, started_at: float) -> str:
+def _describe(after: Position | None, started_at: float, unit: str = "chunk") -> str:
     if after is None:
         return f"the sensor started at {_iso(started_at)}"
-    at, batch_id, chunk = after
-    return f"chunk {chunk} of batch {batch_id} (dead-lettered at {_iso(at)})"
+    at, batch_id, index = after
+    return f"{unit} {index} of batch {batch_id} (dead-lettered at {_iso(at)})"
 
 
-def _newest_dead_letter(book: Ledger) -> tuple[Position | None, int]:
+def _newest_dead_letter(rows: LedgerQueries) -> tuple[Position | None, int]:
     """The position of the newest dead letter in the ledger and how many there are."""
     newest: Position | None = None
     count = 0
     while True:
-        page = book.dead_letters_since(newest, DEAD_LETTER_PAGE)
+        page = rows.dead_letters_since(newest, DEAD_LETTER_PAGE)
         if not page:
             return newest, count
         count += len(page)
@@ -213,86 +216,104 @@ def _by_batch(letters: Sequence[ChunkState]) -> dict[str, list[int]]:
     return groups
 
 
-@sensor(
-    name="batch_dead_letter_alert",
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Every minute, alert on chunks dead-lettered since the last tick: one alert per "
-    "batch with the chunks, error categories and messages, dead letter URIs and the batch's "
-    "counts, to the webhook in BATCH_PIPELINE_ALERT_WEBHOOK or the log. Starts from the newest "
-    "dead letter present when first turned on; never moves its cursor past an unsent alert.",
-)
-def batch_dead_letter_alert(
-    context: SensorEvaluationContext, ledger: LedgerResource
-) -> SensorResult:
-    book = ledger.get_ledger()
-    if not context.cursor:
-        started_at = time.time()
-        newest, count = _newest_dead_letter(book)
-        if newest is None:
-            reason = (
-                f"first tick: no dead letters in the ledger at {book.safe_url} yet; alerting on "
-                "new ones from now on"
-            )
-        else:
-            reason = (
-                f"first tick: starting from now; the {count} dead letter(s) already in the ledger "
-                f"are not alerted (newest: {_describe(newest, started_at)}; see batch-pipeline "
-                "dead-letters BATCH_ID)"
-            )
-        return SensorResult(
-            skip_reason=SkipReason(shown(reason)), cursor=encode_cursor(newest, started_at)
-        )
+def _dead_letter_sensor(
+    name: str, unit: str, rows_of: Callable[[Ledger], LedgerQueries]
+) -> SensorDefinition:
+    """The sensor alerting on ``unit``s (chunks; a keyed batch's buckets) dead-lettered since
+    its cursor, in the ledger rows ``rows_of(ledger)`` (see the module docstring)."""
 
-    after, started_at = decode_cursor(context.cursor)
-    letters = book.dead_letters_since(after, DEAD_LETTER_PAGE)
-    if not letters:
-        return SensorResult(
-            skip_reason=SkipReason(
-                shown(f"no new dead letters since {_describe(after, started_at)}")
-            ),
-            cursor=context.cursor,
-        )
-
-    url = alert_webhook_url()
-    sent: list[str] = []
-    for batch_id, indices in _by_batch(letters).items():
-        rows = [letters[i] for i in indices]
-        alert = dead_letter_alert(batch_id, rows, book.progress(batch_id), book.batch(batch_id))
-        try:
-            send_alert(alert, url, context.log)
-        except AlertDeliveryError as exc:
-            if not sent:
-                raise  # the tick fails; its cursor stays where it was
-            first_unsent = indices[0]  # > 0: an earlier batch's first dead letter comes before
-            kept = _position(letters[first_unsent - 1])
-            context.log.error(
-                shown(
-                    f"alerted batch(es) {', '.join(sent)}, then: {exc}. The cursor stops before "
-                    f"batch {batch_id}'s dead letters; the next tick sends the rest."
+    @sensor(
+        name=name,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=f"Every minute, alert on {unit}s dead-lettered since the last tick: one alert "
+        f"per batch with the {unit}s, error categories and messages, dead letter URIs and the "
+        "batch's counts, to the webhook in BATCH_PIPELINE_ALERT_WEBHOOK or the log. Starts "
+        "from the newest dead letter present when first turned on; never moves its cursor past "
+        "an unsent alert.",
+    )
+    def dead_letter_sensor(
+        context: SensorEvaluationContext, ledger: LedgerResource
+    ) -> SensorResult:
+        book = ledger.get_ledger()
+        rows = rows_of(book)
+        if not context.cursor:
+            started_at = time.time()
+            newest, count = _newest_dead_letter(rows)
+            if newest is None:
+                reason = (
+                    f"first tick: no dead-lettered {unit}s in the ledger at {book.safe_url} yet; "
+                    "alerting on new ones from now on"
                 )
+            else:
+                reason = (
+                    f"first tick: starting from now; the {count} dead letter(s) already in the "
+                    f"ledger are not alerted (newest: {_describe(newest, started_at, unit)}; see "
+                    "batch-pipeline dead-letters BATCH_ID)"
+                )
+            return SensorResult(
+                skip_reason=SkipReason(shown(reason)), cursor=encode_cursor(newest, started_at)
             )
+
+        after, started_at = decode_cursor(context.cursor)
+        letters = rows.dead_letters_since(after, DEAD_LETTER_PAGE)
+        if not letters:
             return SensorResult(
                 skip_reason=SkipReason(
-                    shown(
-                        f"sent {len(sent)} alert(s) (batch {', '.join(sent)}), then FAILED: {exc}; "
-                        f"the dead letters from batch {batch_id}'s first new one on are read again "
-                        "at the next tick"
-                    )
+                    shown(f"no new dead letters since {_describe(after, started_at, unit)}")
                 ),
-                cursor=encode_cursor(kept, started_at),
+                cursor=context.cursor,
             )
-        sent.append(f"{batch_id} ({len(rows)} chunk(s))")
-    more = " (more are waiting: next tick)" if len(letters) == DEAD_LETTER_PAGE else ""
-    return SensorResult(
-        skip_reason=SkipReason(
-            shown(
-                f"alerted {len(letters)} new dead letter(s) in {len(sent)} batch(es): "
-                f"{', '.join(sent)}{more}"
+
+        url = alert_webhook_url()
+        sent: list[str] = []
+        for batch_id, indices in _by_batch(letters).items():
+            found = [letters[i] for i in indices]
+            alert = dead_letter_alert(
+                batch_id, found, rows.progress(batch_id), book.batch(batch_id), unit
             )
-        ),
-        cursor=encode_cursor(_position(letters[-1]), started_at),
-    )
+            try:
+                send_alert(alert, url, context.log)
+            except AlertDeliveryError as exc:
+                if not sent:
+                    raise  # the tick fails; its cursor stays where it was
+                first_unsent = indices[0]  # > 0: an earlier batch's first dead letter is before
+                kept = _position(letters[first_unsent - 1])
+                context.log.error(
+                    shown(
+                        f"alerted batch(es) {', '.join(sent)}, then: {exc}. The cursor stops "
+                        f"before batch {batch_id}'s dead letters; the next tick sends the rest."
+                    )
+                )
+                return SensorResult(
+                    skip_reason=SkipReason(
+                        shown(
+                            f"sent {len(sent)} alert(s) (batch {', '.join(sent)}), then FAILED: "
+                            f"{exc}; the dead letters from batch {batch_id}'s first new one on "
+                            "are read again at the next tick"
+                        )
+                    ),
+                    cursor=encode_cursor(kept, started_at),
+                )
+            sent.append(f"{batch_id} ({len(found)} {unit}(s))")
+        more = " (more are waiting: next tick)" if len(letters) == DEAD_LETTER_PAGE else ""
+        return SensorResult(
+            skip_reason=SkipReason(
+                shown(
+                    f"alerted {len(letters)} new dead letter(s) in {len(sent)} batch(es): "
+                    f"{', '.join(sent)}{more}"
+                )
+            ),
+            cursor=encode_cursor(_position(letters[-1]), started_at),
+        )
+
+    return dead_letter_sensor
 
 
-ALERT_SENSORS = [batch_run_failure_alert, batch_dead_letter_alert]
+batch_dead_letter_alert = _dead_letter_sensor("batch_dead_letter_alert", "chunk", lambda b: b)
+batch_dead_bucket_alert = _dead_letter_sensor(
+    "batch_dead_bucket_alert", "bucket", lambda b: b.buckets
+)
+
+
+ALERT_SENSORS = [batch_run_failure_alert, batch_dead_letter_alert, batch_dead_bucket_alert]

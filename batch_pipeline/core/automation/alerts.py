@@ -151,34 +151,38 @@ def dead_letter_alert(
     letters: Sequence[ChunkState],
     progress: Progress | None = None,
     batch: BatchState | None = None,
+    unit: str = "chunk",
 ) -> Alert:
-    """An alert about ``letters``, new dead-lettered chunks of one batch."""
+    """An alert about ``letters``, new dead-lettered chunks of one batch (or buckets of a keyed
+    batch: ``unit``; ``progress`` then counts its buckets)."""
     ordered = sorted(letters, key=lambda s: s.chunk)
     named = ", ".join(str(s.chunk) for s in ordered[:MAX_LISTED])
     more = f" and {len(ordered) - MAX_LISTED} more" if len(ordered) > MAX_LISTED else ""
     categories = sorted({s.error_category or "unknown" for s in ordered})
     reasons = [
-        f"chunk {s.chunk}: {s.error_category or 'unknown'}: {_one_line(s.error_message or '', 300)}"
+        f"{unit} {s.chunk}: {s.error_category or 'unknown'}: "
+        f"{_one_line(s.error_message or '', 300)}"
         for s in ordered[:MAX_LISTED]
     ]
     return Alert(
         kind="dead_letter",
         batch_id=batch_id,
         summary=(
-            f"{len(ordered)} chunk(s) dead-lettered (chunk {named}{more}; {', '.join(categories)})"
+            f"{len(ordered)} {unit}(s) dead-lettered ({unit} {named}{more}; "
+            f"{', '.join(categories)})"
         ),
         counts=counts_from_progress(progress) if progress is not None else {},
         reason="; ".join(reasons) + (f"; and {len(ordered) - MAX_LISTED} more" if more else ""),
         run_id=batch.run_id if batch else None,
         source=batch.source_uri if batch else None,
         links=[s.dead_letter for s in ordered if s.dead_letter],
-        chunks=[{**_chunk_entry(s), "dead_lettered_at": _iso(s.updated_at)} for s in ordered],
+        chunks=[{**_chunk_entry(s, unit), "dead_lettered_at": _iso(s.updated_at)} for s in ordered],
     )
 
 
-def _chunk_entry(state: ChunkState) -> dict[str, Any]:
+def _chunk_entry(state: ChunkState, unit: str = "chunk") -> dict[str, Any]:
     return {
-        "chunk": state.chunk,
+        unit: state.chunk,
         "attempts": state.attempts,
         "category": state.error_category,
         "error": state.error_message,
