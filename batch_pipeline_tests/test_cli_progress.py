@@ -119,3 +119,21 @@ def test_no_progress_turns_it_off_on_a_terminal(tmp_path: Path) -> None:
         os.close(terminal)
     assert done.returncode == 0
     assert b"chunks:" not in received
+
+
+def test_a_keyed_batch_counts_its_buckets_as_steps_of_the_bar() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from batch_pipeline.cli.terminal import _draw, progress_bar
+
+    out = io.StringIO()
+    bar = progress_bar(file=out, enabled=True)
+    chunks = SimpleNamespace(total=4, done=4)
+    _draw(bar, chunks, SimpleNamespace(total=0, done=0))  # one stage: chunks only
+    assert (bar.total, bar.n, bar.desc) == (4, 4, "chunks")
+    _draw(bar, chunks, SimpleNamespace(total=6, done=2))  # shuffled; 2 of 6 buckets done
+    assert (bar.total, bar.n, bar.desc) == (10, 6, "chunks+buckets")
+    _draw(bar, chunks, SimpleNamespace(total=6, done=6))
+    bar.close()
+    assert "chunks+buckets: 100%" in out.getvalue() and "10/10" in out.getvalue()

@@ -30,12 +30,24 @@ def progress_bar(file: Any = None, enabled: bool | None = None) -> Any:
     return tqdm(total=0, unit="chunk", desc="chunks", file=file or sys.stderr, disable=disable)
 
 
-def _draw(bar: Any, progress: Any) -> None:
-    """Move ``bar`` to the ledger's chunks done / total."""
-    if bar.total != progress.total:
-        bar.total = progress.total
+def _draw(bar: Any, progress: Any, buckets: Any = None) -> None:
+    """Move ``bar`` to the ledger's chunks done / total; a keyed batch's buckets (``buckets``,
+    their progress) count as steps too, so the bar reaches its end when the buckets are done,
+    not when the shuffle is."""
+    total, done = progress.total, progress.done
+    if buckets is not None and buckets.total:
+        total, done = total + buckets.total, done + buckets.done
+        if bar.desc != "chunks+buckets":
+            bar.set_description_str("chunks+buckets", refresh=False)
+    if bar.total != total:
+        bar.total = total
         bar.refresh()
-    bar.update(progress.done - bar.n)
+    bar.update(done - bar.n)
+
+
+def _progress(ledger: Any, batch_id: str) -> tuple[Any, Any]:
+    """The batch's chunk progress and its buckets' (no rows: a batch of one stage)."""
+    return ledger.progress(batch_id), ledger.buckets.progress(batch_id)
 
 
 class RunProgress(threading.Thread):
@@ -73,7 +85,7 @@ class RunProgress(threading.Thread):
             while True:
                 stopping = self.done.is_set()
                 with contextlib.suppress(Exception):  # not worth failing for: next poll
-                    _draw(bar, ledger.progress(self.batch_id))
+                    _draw(bar, *_progress(ledger, self.batch_id))
                 if stopping:
                     return
                 self.done.wait(self.interval)
@@ -99,9 +111,10 @@ class BatchFollower:
         bar = self.make_bar()
         try:
             while True:
-                progress = self.ledger.progress(self.batch_id)
-                _draw(bar, progress)
-                if progress.finished or progress.status != BatchStatus.RUNNING:
+                progress, buckets = _progress(self.ledger, self.batch_id)
+                _draw(bar, progress, buckets)
+                finished = progress.finished and (not buckets.total or buckets.finished)
+                if finished or progress.status != BatchStatus.RUNNING:
                     return progress
                 time.sleep(self.interval)
         finally:
