@@ -82,7 +82,7 @@ bench-small-files: install
 	$(BIN)/python -m benchmarks.small_files
 
 # Seed 002's figures for the keyed stage: kalman per user with its state in SQLite, Postgres
-# and DynamoDB (a moto server), then the whole keyed job on 10M measurements (about 4 minutes).
+# and DynamoDB (a moto server), then the whole keyed job on 10M measurements (about 3 minutes).
 bench-keyed: install
 	$(BIN)/python -m benchmarks.keyed_state
 

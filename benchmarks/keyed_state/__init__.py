@@ -36,7 +36,7 @@ written, and rejected = the outliers. The job's input goes to a temporary folder
 
 Run it from the repository root::
 
-    .venv/bin/python -m benchmarks.keyed_state               # both parts (~4 min)
+    .venv/bin/python -m benchmarks.keyed_state               # both parts (~3 min)
     .venv/bin/python -m benchmarks.keyed_state --smoke       # core, 10 over 5, SQLite only
     .venv/bin/python -m benchmarks.keyed_state --only job --records 1m
 
