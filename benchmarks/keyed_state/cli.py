@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     if args.job_users > args.records or min(args.core_repeats, args.chunks, args.repeats) < 1:
         parser.error("--job-users <= --records; --core-repeats, --chunks, --repeats >= 1")
+    if not any(u <= n for n in args.sizes for u in args.users):
+        parser.error("--sizes and --users give no batch: every count of users exceeds the sizes")
     apply_common_args(parser, args, KINDS, TIMEOUT)
     return args
 
