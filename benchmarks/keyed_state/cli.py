@@ -96,11 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         return args
     defaults: dict[str, Any] = {"stores": ",".join(STORES), "sizes": ",".join(map(str, SIZES))}
     defaults |= {"users": ",".join(map(str, USERS)), "core_repeats": CORE_REPEATS}
-    for name, value in (SMOKE if args.smoke else defaults).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    for name, value in defaults.items():  # what --smoke does not set
-        if getattr(args, name) is None:
+    for name, value in (defaults | SMOKE if args.smoke else defaults).items():
+        if getattr(args, name) is None:  # what the command line gave wins
             setattr(args, name, value)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if not args.stores or set(args.stores) - set(STORES):
