@@ -8,7 +8,8 @@ DEMO_HOME := $(CURDIR)/.dagster_home
 DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
-.PHONY: install test test-fast lint browser demo ui bench bench-60m bench-small-files bench-executor clean
+.PHONY: install test test-fast lint browser demo ui bench bench-60m bench-small-files bench-executor \
+	bench-keyed clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +80,11 @@ bench-60m: install
 # 2,000 small files: a batch_job run per file against one file-set run over the folder.
 bench-small-files: install
 	$(BIN)/python -m benchmarks.small_files
+
+# Seed 002's figures for the keyed stage: kalman per user with its state in SQLite, Postgres
+# and DynamoDB (a moto server), then the whole keyed job on 10M measurements (about 3 minutes).
+bench-keyed: install
+	$(BIN)/python -m benchmarks.keyed_state
 
 # The cost of one mapped step under each executor (10-15 minutes).
 bench-executor: install

@@ -1,8 +1,10 @@
 """The benchmarks run end to end at their smallest size and count every record right.
 
-``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke`` and
-``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out, each in a subprocess (its own
-process group, ended on timeout), inputs and outputs in the test's temporary folder.
+``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke``,
+``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out and
+``python -m benchmarks.keyed_state --smoke`` (its core part, 10 measurements over 5 users, on
+SQLite only), each in a subprocess (its own process group, ended on timeout), inputs and outputs
+in the test's temporary folder.
 No timing is asserted, but for the small-files one: one file-set run beats a run per file by far
 more than a shared machine's noise.
 """
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "benchmarks.throughput"
 SMALL_FILES_SCRIPT = "benchmarks.small_files"
 EXECUTOR_SCRIPT = "benchmarks.executor_overhead"
+KEYED_SCRIPT = "benchmarks.keyed_state"
 KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
 TIMEOUT = 180
 
@@ -215,3 +218,59 @@ def test_executor_overhead_smoke(tmp_path: Path) -> None:
         assert entry["all_ok"] and len(entry["wall_2"]) == 2 and len(entry["wall_5"]) == 1
         assert "per_step_seconds" in entry and "fixed_seconds" in entry
     assert "| in_process |" in result.stdout and "| forkserver |" in result.stdout
+
+
+def test_keyed_state_smoke(tmp_path: Path) -> None:
+    result, out = _run_smoke(tmp_path, KEYED_SCRIPT)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["failures"] == []
+    settings = report["settings"]
+    assert settings["kinds"] == ["core"] and settings["stores"] == ["sqlite"]
+    assert (settings["sizes"], settings["users"], settings["core_repeats"]) == ([10], [5], 2)
+    assert report["job"] is None and set(report["core"]) == {"sqlite"}
+    assert len(report["load_average"]["start"]) == 3
+
+    entry = report["core"]["sqlite"]
+    m = entry["measurement"]
+    assert m["status"] == "ok", (m["errors"], m["stderr_tail"])
+    assert m["peak_rss_bytes"] > 0 and m["data"]["store"].startswith("sqlite:///")
+    (combo,) = m["data"]["combos"]
+    assert (combo["records"], combo["users"]) == (10, 5)
+    for batch, found in (("first", 0), ("second", 5)):
+        runs = combo["runs"][batch]
+        assert len(runs) == 3  # one left out, two timed
+        for run in runs:
+            assert run["status"] == "succeeded"
+            assert run["records_in"] == 10
+            assert run["records_out"] + run["records_rejected"] == run["records_in"]
+            assert run["records_rejected"] == run["expected_rejected"] >= 1  # the outliers
+            assert (run["chunks"], run["buckets"], run["buckets_succeeded"]) == (1, 1, 1)
+            assert (run["loads"], run["saves"], run["operations"]) == (1, 1, 2)
+            assert run["keys_found"] == found and run["keys_saved"] == 5
+            assert 0 < run["bucket_seconds"] < run["run_seconds"]
+    rows = entry["rows"]
+    assert [(r["records"], r["users"], r["batch"]) for r in rows] == [
+        (10, 5, "first"),
+        (10, 5, "second"),
+    ]
+    for row in rows:
+        assert row["repetitions_timed"] == 2 and row["latency_target_seconds"] == 0.2
+        assert row["bucket_seconds"] > 0 and row["operations_per_100"] == 20.0
+        assert row["bucket_met"] in (True, False) and row["operations_met"] is False
+    goals = {g["goal"] for g in report["targets"]}
+    assert goals == {
+        "sqlite_bucket_latency",
+        "sqlite_run_latency",
+        "sqlite_operations",
+        "sqlite_peak_memory",
+    }
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert "| 10 | 5 | first |" in result.stdout and "### Seed 002's targets" in result.stdout
+
+    # A miscount fails the benchmark: the driver's check finds it.
+    from benchmarks.keyed_state.report import problems
+
+    run = combo["runs"]["first"][0]
+    assert problems(run) == []
+    assert problems(run | {"records_out": run["records_out"] - 1}) != []
