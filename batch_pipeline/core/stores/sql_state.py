@@ -7,7 +7,8 @@ advisory lock, so that processes opening one store at once do not race). ``state
 
 ``load`` reads in one read transaction, with ``IN`` lists of up to ``SQL_KEYS_PER_STATEMENT``
 keys per statement; ``save`` upserts (``INSERT ... ON CONFLICT (namespace, key) DO UPDATE``, the
-dialect's own insert on both) in statements of as many rows, all in one write transaction (on
+dialect's own insert on both, compiled once and executed with as many rows at a time), all in
+one write transaction (on
 SQLite ``BEGIN IMMEDIATE``): all or nothing. Rows are written in key order, so that two
 processes saving overlapping keys on Postgres wait for each other rather than deadlock.
 ``operations`` counts the statements ``load`` and ``save`` execute.
@@ -79,6 +80,7 @@ class SqlStateStore:
             raise self._error("cannot be opened", exc) from None
         self._writer = self.engine.execution_options(**{WRITE: True})
         self._postgres = self.engine.dialect.name == "postgresql"
+        self._upsert_statement: Any = None
         try:
             with self._database("cannot be opened") as engine, engine.begin() as conn:
                 if self._postgres:
@@ -127,21 +129,28 @@ class SqlStateStore:
         with self._database("could not save states") as _, self._writer.begin() as conn:
             for start in range(0, len(rows), SQL_KEYS_PER_STATEMENT):
                 self.operations += 1
-                conn.execute(self._upsert(rows[start : start + SQL_KEYS_PER_STATEMENT]))
+                conn.execute(self._upsert, rows[start : start + SQL_KEYS_PER_STATEMENT])
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> Any:
-        insert = postgresql.insert if self._postgres else sqlite.insert
-        statement = insert(self.table).values(rows)
-        return statement.on_conflict_do_update(
-            index_elements=[self.table.c.namespace, self.table.c.key],
-            set_={
-                name: statement.excluded[name]
-                for name in ("state", "batch_id", "before", "updated_at")
-            },
-        )
+    @property
+    def _upsert(self) -> Any:
+        """One upsert statement with bound values, executed with many rows at once (the
+        driver's executemany; SQLAlchemy's "insertmanyvalues" batches it on Postgres): compiled
+        once, where a statement with the rows as literal VALUES was compiled anew for every
+        500 rows and took most of a save's time."""
+        if self._upsert_statement is None:
+            insert = postgresql.insert if self._postgres else sqlite.insert
+            statement = insert(self.table)
+            self._upsert_statement = statement.on_conflict_do_update(
+                index_elements=[self.table.c.namespace, self.table.c.key],
+                set_={
+                    name: statement.excluded[name]
+                    for name in ("state", "batch_id", "before", "updated_at")
+                },
+            )
+        return self._upsert_statement
 
     @contextmanager
     def _database(self, doing: str) -> Iterator[sa.Engine]:
