@@ -263,7 +263,9 @@ def _pack(
     where = f"{unit} {state.chunk} ({summary.valid_uri})"
     keys: pa.Array | None = None
     groups = None
-    if settings.key_column is not None:
+    # A chunk or bucket without records has no message to key (a keyed batch's empty bucket
+    # has no column at all).
+    if settings.key_column is not None and table.num_rows:
         if settings.key_column not in table.column_names:
             raise DeliveryError(
                 f"{where}: the delivery key column {shown(settings.key_column)} is not one of "

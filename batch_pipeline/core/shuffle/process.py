@@ -8,10 +8,13 @@ batch when the batch already saved one for it (a retry, a resume, a redrive), so
 processing a bucket again gives the same result and applies nothing twice. The processor must
 account for every record (valid + rejected = records in, each rejected index valid and given
 once) and return states only for the bucket's keys; otherwise the bucket fails with a
-ProcessorError naming it, before anything is written. Valid and rejected records are written
-as a chunk's are (``valid/bucket-NNNNN.parquet``, ``rejected/bucket-NNNNN.parquet`` with
-``_reason``, ``_chunk``, ``_record``, ``_line``, ``_raw``), and only then the new states, in
-one bulk ``save``, each with the state the batch started from as ``before``.
+ProcessorError naming it, before anything is written. Records whose key no state store keeps
+(longer than ``MAX_KEY_BYTES`` in UTF-8, or holding a NUL) are rejected with the reason before
+the processor runs, rather than failing the bucket's every key in every retry. Valid and
+rejected records are written as a chunk's are (``valid/bucket-NNNNN.parquet``,
+``rejected/bucket-NNNNN.parquet`` with ``_reason``, ``_chunk``, ``_record``, ``_line``,
+``_raw``), and only then the new states, in one bulk ``save``, each with the state the batch
+started from as ``before``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from batch_pipeline.core.processing.run import (
     write_rejected,
 )
 from batch_pipeline.core.shuffle.buckets import Bucket
-from batch_pipeline.core.stores.state import StateStore, StoredState
+from batch_pipeline.core.stores.state import MAX_KEY_BYTES, StateStore, StoredState
 from batch_pipeline.core.stores.storage import Storage
 
 
@@ -76,15 +79,21 @@ def run_bucket(
             )
         else:
             namespace = state_namespace(processor)
-            keys = _keys(table, bucket.key_column)
+            # Records whose key no store keeps are rejected here; the processor sees the rest.
+            kept, unkept, unkept_reasons = _storable_keys(table, bucket.key_column)
+            work = table if not unkept.size else table.take(pa.array(kept))
+            keys = _keys(work, bucket.key_column)
             stored = state_store.load(namespace, keys) if keys else {}
             starts = {key: found.start_for(spec.batch_id) for key, found in stored.items()}
             given = {key: state for key, state in starts.items() if state is not None}
-            result = _process(processor, bucket, table, given)
-            order = _check(processor, bucket, result, n, set(keys))
-            rejected = _rejected(
-                table, provenance, result.rejected[order], result.reasons.take(order)
+            result = _process(processor, bucket, work, given)
+            order = _check(processor, bucket, result, work.num_rows, set(keys))
+            rows = np.concatenate([kept[np.asarray(result.rejected)[order]], unkept])
+            reasons = pa.concat_arrays(
+                [result.reasons.take(order).cast(pa.string()), unkept_reasons]
             )
+            by_row = np.argsort(rows, kind="stable")
+            rejected = _rejected(table, provenance, rows[by_row], reasons.take(by_row))
             storage.write_parquet(result.valid, valid_uri)
             write_rejected(storage, rejected, rejected_uri)
             if result.states:  # only once the bucket's outputs are written
@@ -149,6 +158,27 @@ def _keys(table: pa.Table, column: str) -> list[str]:
     if column not in table.column_names:
         return []
     return pc.unique(key_text(table.column(column))).drop_null().to_pylist()
+
+
+def _storable_keys(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """The rows whose key a state store can keep (or that have none), the rows whose key it
+    cannot (longer than ``MAX_KEY_BYTES`` in UTF-8, or holding a NUL), and their reasons."""
+    n = table.num_rows
+    if column not in table.column_names:
+        return np.arange(n), np.empty(0, np.int64), pa.array([], pa.string())
+    keys = key_text(table.column(column))
+    sizes = pc.fill_null(pc.binary_length(keys), 0).to_numpy(zero_copy_only=False)
+    nul = pc.fill_null(pc.match_substring(keys, "\0"), False).to_numpy(zero_copy_only=False)
+    bad = (sizes > MAX_KEY_BYTES) | nul
+    unkept = np.flatnonzero(bad)
+    reasons = [
+        f"{column}: key holds a NUL, which a state store cannot keep"
+        if nul[i]
+        else f"{column}: key of {int(sizes[i]):,} bytes in UTF-8, more than the "
+        f"{MAX_KEY_BYTES:,} a state store keeps"
+        for i in unkept.tolist()
+    ]
+    return np.flatnonzero(~bad), unkept, pa.array(reasons, pa.string())
 
 
 def _process(

@@ -482,8 +482,15 @@ def test_check_columns_names_missing_and_clashing_columns() -> None:
     assert problems[0].startswith("time column 'ts' is missing")
     assert problems[1].startswith("value column 'weight' is missing")
     assert "'smoothed'" in problems[2]
-    with pytest.raises(ConfigError, match="'weight' is missing"):
-        processor.process_keys(pa.table({"user_id": ["a"], "ts": [day(0)]}), {})
+    # A bucket may hold only records of a file set's file that lacks a column: rejected as
+    # missing it (a single file without it is refused before any work, by check_columns).
+    result = processor.process_keys(pa.table({"user_id": ["a", "b"], "ts": [day(0)] * 2}), {})
+    assert result.valid.num_rows == 0 and result.rejected.tolist() == [0, 1]
+    assert result.reasons.to_pylist() == ["weight: missing"] * 2 and result.states == {}
+    with pytest.raises(ConfigError, match="'smoothed' is in the source"):
+        processor.process_keys(
+            pa.table({"user_id": ["a"], "ts": [day(0)], "weight": [1.0], "smoothed": [1.0]}), {}
+        )
 
 
 def test_it_runs_only_in_the_keyed_stage() -> None:

@@ -14,8 +14,9 @@ outlier and leaves the state as it was; else ``K = P'/S``, ``x += K*y``, ``P = (
 (``measurement_noise``) the variance of a measurement, ``gate`` in standard deviations.
 
 Rejected, each with every problem it has (joined with '; '): a missing key (null or blank
-text); a missing value or one that is not a finite number (ints, floats, decimals and numeric
-text are numbers; NaN, inf and booleans are not); a missing time or one that is not a time
+text; also, as a missing time or value, a file set's file without that column); a missing
+value or one that is not a finite number (ints, floats, decimals and numeric text are
+numbers; NaN, inf and booleans are not); a missing time or one that is not a time
 (Arrow timestamps of any unit, dates, ISO 8601 text read as ``validate`` reads it; naive times
 are UTC; times are compared to the microsecond); a measurement older than the key's last
 applied one (``ts: older than the key's state``; an equal time is applied with ``dt = 0``);
@@ -95,32 +96,31 @@ class Kalman(KeyedProcessor):
         return self.options.key
 
     def check_columns(self, columns: Sequence[str]) -> list[str]:
-        present = set(columns)
         o = self.options
         problems = [
             f"{role} column {name!r} is missing (columns: {', '.join(columns)})"
             for role, name in (("key", o.key), ("time", o.time), ("value", o.value))
-            if name not in present
+            if name not in columns
         ]
-        taken = [name for name in OUTPUT_COLUMNS if name in present]
-        if taken:
-            problems.append(
-                f"column {', '.join(repr(c) for c in taken)} is in the source, and kalman "
-                f"writes its own {', '.join(OUTPUT_COLUMNS)}"
-            )
-        return problems
+        return problems + _clashes(columns)
 
     def process_keys(self, table: pa.Table, states: Mapping[str, KeyState]) -> KeyedResult:
-        problems = self.check_columns(table.column_names)
+        problems = _clashes(table.column_names)
         if problems:
             raise ConfigError("; ".join(problems))
         o = self.options
-        keys = key_text(table.column(o.key))
+        # A single file without one of the columns is refused before any work; a file of a
+        # set may lack one: its records have no such value, and are rejected as missing it.
+        key_column, time_column, value_column = (
+            table.column(name) if name in table.column_names else pa.nulls(table.num_rows)
+            for name in (o.key, o.time, o.value)
+        )
+        keys = key_text(key_column)
         key_missing = ~_np(pc.is_valid(keys))
         if pa.types.is_string(keys.type) and len(keys):
             key_missing |= _np(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(keys)), 0))
-        times, time_missing, time_bad = _times(table.column(o.time))
-        values, value_missing, value_bad = _values(table.column(o.value))
+        times, time_missing, time_bad = _times(time_column)
+        values, value_missing, value_bad = _values(value_column)
         unusable = key_missing | time_missing | time_bad | value_missing | value_bad
 
         order = key_order(keys, times)
@@ -158,13 +158,24 @@ class Kalman(KeyedProcessor):
         checks: list[tuple[np.ndarray, str | np.ndarray]] = [
             (key_missing, f"{o.key}: missing"),
             (time_missing, f"{o.time}: missing"),
-            (time_bad, _got(table.column(o.time), time_bad, rejected, o.time, "a timestamp")),
+            (time_bad, _got(time_column, time_bad, rejected, o.time, "a timestamp")),
             (value_missing, f"{o.value}: missing"),
-            (value_bad, _got(table.column(o.value), value_bad, rejected, o.value, "a number")),
+            (value_bad, _got(value_column, value_bad, rejected, o.value, "a number")),
             (late, f"{o.time}: older than the key's state"),
             (outlier, f"{o.value}: outlier (|innovation| > gate * sigma)"),
         ]
         return KeyedResult(valid, rejected, joined_reasons(checks, rejected), run.states)
+
+
+def _clashes(columns: Sequence[str]) -> list[str]:
+    """The problem of input columns named like the ones kalman adds (none: [])."""
+    taken = [name for name in OUTPUT_COLUMNS if name in columns]
+    if not taken:
+        return []
+    return [
+        f"column {', '.join(repr(c) for c in taken)} is in the source, and kalman writes its "
+        f"own {', '.join(OUTPUT_COLUMNS)}"
+    ]
 
 
 class _Run:
