@@ -41,8 +41,8 @@ from batch_pipeline_tests.fault_helpers import (
 )
 
 OPTIONS = {"key": "user_id", "time": "ts", "value": "weight", "gate": 4}
-NAMESPACE = "kalman/user_id"
-FAULT_NAMESPACE = "fault_kalman/user_id"  # a processor's states are its own
+NAMESPACE = "kalman/user_id/weight"
+FAULT_NAMESPACE = "fault_kalman/user_id/weight"  # a processor's states are its own
 MODULES = "batch_pipeline_tests.fault_processors"
 
 

@@ -45,7 +45,9 @@ def run_args(source: Path, output: Path, batch_id: str, store: str, *extra: str)
             "--state-store", store, "--max-retries", "0", *extra]  # fmt: skip
 
 
-def states(url: str, users: Sequence[str], namespace: str = "kalman/user_id") -> dict[str, Any]:
+def states(
+    url: str, users: Sequence[str], namespace: str = "kalman/user_id/weight"
+) -> dict[str, Any]:
     """Each key's (state, batch id, state before that batch) in the store at ``url``."""
     store = open_state_store(url)
     try:
@@ -268,13 +270,6 @@ def test_a_chunk_not_shuffled_fails_the_batch_whatever_the_tolerance_and_a_redri
 # Found and left: each is a strict xfail ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="states are namespaced {processor}/{key column} only: kalman over another value "
-    "column of the same users continues the first column's states. Fix: a KeyedProcessor hook "
-    "state_namespace() (default {name}/{key}) that kalman overrides with its value column "
-    "({name}/{key}/{value}), used by shuffle.process.state_namespace; README to match",
-)
 def test_kalman_over_another_value_column_does_not_continue_the_first_columns_states(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -350,8 +345,9 @@ def test_a_redrive_with_another_state_store_is_refused(
     monkeypatch.setenv("BATCH_PIPELINE_STATE_STORE_URL", other)  # the redrive's default store
     code, _, shown = run_cli(capsys, "redrive", "stores")
     users = [f"u{i}" for i in range(10)]
-    assert states(other, users, "fault_kalman/user_id") == {}, "states saved in another store"
-    assert code != 0 or len(states(first, users, "fault_kalman/user_id")) == 10
+    namespace = "fault_kalman/user_id/weight"
+    assert states(other, users, namespace) == {}, "states saved in another store"
+    assert code != 0 or len(states(first, users, namespace)) == 10
 
 
 class _Interleaved(MemoryStore):

@@ -48,9 +48,9 @@ from batch_pipeline.core.stores.storage import Storage
 
 
 def state_namespace(processor: KeyedProcessor) -> str:
-    """Where a processor's states are kept in a store: one namespace per processor and key
-    column (``running_sum/device``)."""
-    return f"{processor.name}/{processor.key_column()}"
+    """Where a processor's states are kept in a store (``KeyedProcessor.state_namespace``:
+    ``running_sum/device``, ``kalman/user_id/weight``)."""
+    return processor.state_namespace()
 
 
 def run_bucket(

@@ -95,6 +95,10 @@ class Kalman(KeyedProcessor):
     def key_column(self) -> str:
         return self.options.key
 
+    def state_namespace(self) -> str:
+        """``{name}/{key}/{value}``: each measured column of a key has its own level."""
+        return f"{self.name}/{self.options.key}/{self.options.value}"
+
     def check_columns(self, columns: Sequence[str]) -> list[str]:
         o = self.options
         problems = [

@@ -47,6 +47,13 @@ class KeyedProcessor(Processor):
     def key_column(self) -> str:
         """The column whose value makes a record's key."""
 
+    def state_namespace(self) -> str:
+        """Where its states are kept in a store, apart from other processors' and other
+        settings' states of the same keys: ``{name}/{key column}`` unless a processor says
+        more (``kalman`` adds its value column: weights and heights of one user are two
+        states)."""
+        return f"{self.name}/{self.key_column()}"
+
     def process(self, table: pa.Table) -> ProcessResult:
         raise ConfigError(
             f"processor {self.name!r} is keyed: it runs in the keyed stage (one bucket of "
