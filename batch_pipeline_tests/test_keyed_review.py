@@ -290,13 +290,6 @@ def test_kalman_over_another_value_column_does_not_continue_the_first_columns_st
     assert summary["records_out"] == 2, summary["rejection_reasons"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CLI summary of a partial keyed batch says '400 in = 281 out + 0 rejected' and "
-    "lists no failed bucket (failed_chunks only). Fix: the failed bucket entries carry the "
-    "records the chunks sent them (records_in, from the row's descriptor), the summary JSON "
-    "and text list failed_buckets, and the records line adds '+ N in failed bucket(s)'",
-)
 def test_a_partial_keyed_batch_accounts_for_the_records_of_its_failed_bucket(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -126,6 +126,7 @@ def summarize_run(result: Any) -> dict[str, Any]:
             "manifest_uri": spec.manifest_uri if manifest else None,
             "rejection_reasons": manifest.get("rejection_reasons", {}),
             "failed_chunks": manifest.get("results", {}).get("failed", []),
+            "failed_buckets": manifest.get("results", {}).get("buckets", {}).get("failed", []),
         }
     summary: dict[str, Any] = {
         "batch_id": spec.batch_id if spec else None,
@@ -141,6 +142,7 @@ def summarize_run(result: Any) -> dict[str, Any]:
         "output": spec.output if spec else None,
         "rejection_reasons": totals.get("rejection_reasons", {}),
         "failed_chunks": totals.get("failed_chunks", []),
+        "failed_buckets": totals.get("failed_buckets", []),
         "delivered_messages": delivered.messages if delivered else None,
         "delivered_to": delivered.target if delivered else None,
         "warnings": list(spec.warnings) if spec else [],
@@ -158,9 +160,12 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     for warning in summary["warnings"]:
         echo(f"  warning: {warning}")
     if summary["records_in"] is not None:
+        held = sum(b.get("records_in", 0) for b in summary["failed_buckets"])
         echo(
             f"  records: {summary['records_in']:,} in = {summary['records_out']:,} out + "
-            f"{summary['records_rejected']:,} rejected, {summary['chunks']} chunk(s)"
+            f"{summary['records_rejected']:,} rejected"
+            + (f" + {held:,} in failed bucket(s)" if summary["failed_buckets"] else "")
+            + f", {summary['chunks']} chunk(s)"
         )
         for reason, count in list(summary["rejection_reasons"].items())[:5]:
             echo(f"    {count:>9,}  {reason}")
@@ -170,10 +175,16 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
             f"  chunk_{failed['chunk']:05d} {failed['status']}: {failed['category']}: "
             f"{failed['error'] or ''} ({failed['dead_letter']})"
         )
-    more = len(summary["failed_chunks"]) - shown_chunks
+    for failed in summary["failed_buckets"][:shown_chunks]:
+        echo(
+            f"  bucket_{failed['bucket']:05d} {failed['status']}: {failed['category']}: "
+            f"{failed['error'] or ''} ({failed['dead_letter']}); "
+            f"{failed.get('records_in', 0):,} records held for a redrive"
+        )
+    more = max(len(summary["failed_chunks"]), len(summary["failed_buckets"])) - shown_chunks
     if more > 0:
         echo(
-            f"  ... and {more} more failed chunk(s): "
+            f"  ... and {more} more failed chunk(s) or bucket(s): "
             f"batch-pipeline dead-letters {summary['batch_id']}"
         )
     if summary["output"]:

@@ -13,6 +13,7 @@ record of its keys.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +125,10 @@ def bucket_results(stage: KeyedStage) -> dict[str, Any]:
 
 
 def failed_entry(state: ChunkState, unit: str = "chunk") -> dict[str, Any]:
-    """A failed chunk (or bucket) as the result and the manifest list it."""
-    return {
+    """A failed chunk (or bucket) as the result and the manifest list it. A bucket's entry
+    says how many records the chunks sent it (``records_in``): they are in the batch's records
+    in, and neither out nor rejected until a redrive processes them."""
+    entry = {
         unit: state.chunk,
         "status": state.status,
         "attempts": state.attempts,
@@ -133,3 +136,6 @@ def failed_entry(state: ChunkState, unit: str = "chunk") -> dict[str, Any]:
         "error": state.error_message,
         "dead_letter": state.dead_letter,
     }
+    if unit == "bucket" and state.descriptor:
+        entry["records_in"] = sum(json.loads(state.descriptor).get("records", []))
+    return entry
