@@ -310,15 +310,6 @@ def test_a_partial_keyed_batch_accounts_for_the_records_of_its_failed_bucket(
     assert summary["records_in"] == summary["records_out"] + summary["records_rejected"] + lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nothing records which state store a keyed batch's buckets used: a redrive (or a "
-    "resume) with another --state-store, or none (the environment's default), runs the failed "
-    "bucket from empty states there and reports success, the batch's states split over two "
-    "stores. Fix: keep the store's description in each bucket's summary (ChunkSummary) and "
-    "have plan_buckets/attempt_bucket refuse a store other than the one the batch's succeeded "
-    "buckets used (unless forced)",
-)
 def test_a_redrive_with_another_state_store_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,6 +332,7 @@ def test_a_redrive_with_another_state_store_is_refused(
     namespace = "fault_kalman/user_id/weight"
     assert states(other, users, namespace) == {}, "states saved in another store"
     assert code != 0 or len(states(first, users, namespace)) == 10
+    assert code == 1 and f"--state-store sqlite:///{tmp_path / 'first.db'}" in shown, shown
 
 
 class _Interleaved(MemoryStore):

@@ -346,6 +346,8 @@ class ChunkSummary:
     # A keyed batch's chunk (stage 1): the records it sent to each bucket, by bucket index
     # (``records_out`` is their sum; the chunk has no valid file). Empty for any other.
     shuffled: list[int] = field(default_factory=list)
+    # A keyed batch's bucket: the state store its states went to (its URL without password).
+    state_store: str | None = None
 
     @property
     def balanced(self) -> bool:

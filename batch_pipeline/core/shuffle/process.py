@@ -119,6 +119,7 @@ def run_bucket(
         valid_uri=valid_uri,
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
+        state_store=state_store.description,
     )
 
 

@@ -96,6 +96,28 @@ def plan_buckets(
     return todo, why
 
 
+def check_same_store(
+    ledger: Ledger, spec: BatchSpec, bucket: Bucket, state_store: StateStore
+) -> None:
+    """Refuse (ConfigError) to process a bucket with another state store than the one the
+    batch's succeeded buckets saved their states in: a resume or a redrive with another
+    ``--state-store`` (or the environment's default instead) would start the bucket's keys
+    from no state and split the batch's states over two stores. ``force`` starts the batch
+    over (every bucket again), so any store will do."""
+    if spec.mode == "force":
+        return
+    for row in ledger.buckets.chunk_states(spec.batch_id):
+        summary = row.chunk_summary() if row.status == SUCCEEDED else None
+        used = summary.state_store if summary is not None else None
+        if used is not None and used != state_store.description:
+            raise ConfigError(
+                f"{bucket.describe()}: batch {spec.batch_id}'s other buckets saved their "
+                f"states in {used}, and this run's state store is {state_store.description}: "
+                f"run it with --state-store {used} (or that store as the state_store "
+                "resource), or with --force to process every bucket again in this store"
+            )
+
+
 def attempt_bucket(
     storage: Storage,
     ledger: Ledger,
@@ -110,6 +132,7 @@ def attempt_bucket(
     (``RetryableChunkError`` with the delay) or a dead letter. ``retry_number`` retries were
     made before this attempt."""
     keyed = keyed_processor(spec, processor)
+    check_same_store(ledger, spec, bucket, state_store)
     return record_attempt(
         storage,
         ledger.buckets,
