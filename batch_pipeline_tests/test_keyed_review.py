@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch_pipeline.core.common.models import RetrySettings
 from batch_pipeline.core.ledger import BatchStatus, Ledger
 from batch_pipeline.core.planning import bucket_of
 from batch_pipeline.core.stores.state import StoredState
@@ -356,32 +357,27 @@ class _Interleaved(MemoryStore):
             super().save(namespace, states)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two batches of the same keys at once (two uploads, two sensor runs: the lease is "
-    "per batch) each load the keys' states, and the later save overwrites the other's: its "
-    "measurements vanish from the states while both runs succeed. Fix: a conditional save "
-    "(the stored batch_id/state as loaded; SQL: UPDATE ... WHERE batch_id = loaded, "
-    "DynamoDB: ConditionExpression) failing the bucket as transient, so its retry reloads",
-)
 def test_two_batches_of_the_same_keys_at_once_lose_no_state(tmp_path: Path) -> None:
+    """Batch two runs whole while batch one's bucket holds its keys' states (between its load
+    and its save). Was: both succeeded and batch one's save overwrote batch two's states. Now
+    batch two's bucket waits on the states' lease, runs out of retries and is dead-lettered
+    (loudly); redriven after batch one, every measurement of both is in the states once."""
     first, second = records(300, keys=5, seed=1), records(200, keys=5, seed=2, start=300)
     one = write_jsonl(tmp_path / "one.jsonl", first)
     two = write_jsonl(tmp_path / "two.jsonl", second)
     storage, store = Storage(), _Interleaved()
-    spec_one = keyed_spec(storage, one, tmp_path / "out", max_buckets=1)
-    spec_two = keyed_spec(storage, two, tmp_path / "out", max_buckets=1)
+    quick = RetrySettings(max_retries=2, base_delay_seconds=0.01, max_delay_seconds=0.02)
+    spec_one = keyed_spec(storage, one, tmp_path / "out", max_buckets=1, retry=quick)
+    spec_two = keyed_spec(storage, two, tmp_path / "out", max_buckets=1, retry=quick)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")  # one deployment's ledger
     runs: dict[str, Any] = {}
-    store.meanwhile = lambda: runs.__setitem__(
-        "two", run_keyed(storage, spec_two, store, Ledger("sqlite://"))
-    )
-    try:
-        runs["one"] = run_keyed(storage, spec_one, store, Ledger("sqlite://"))
-    except Exception as exc:  # refusing loudly is fine too
-        runs["one"] = exc
-    succeeded = [
-        r for r in runs.values() if not isinstance(r, Exception)
-        and r.result.status == BatchStatus.SUCCEEDED
-    ]  # fmt: skip
-    if len(succeeded) == 2:
-        assert store.states() == reference(first + second)[1]
+    store.meanwhile = lambda: runs.__setitem__("two", run_keyed(storage, spec_two, store, ledger))
+    runs["one"] = run_keyed(storage, spec_one, store, ledger)
+    assert runs["one"].result.status == BatchStatus.SUCCEEDED
+    assert runs["two"].result.status == BatchStatus.FAILED
+    (bucket,) = ledger.buckets.chunk_states(spec_two.batch_id)
+    assert "are being updated by batch" in (bucket.error_message or "")
+    assert store.states() == reference(first)[1]  # nothing of batch two applied, nor lost
+    again = run_keyed(storage, spec_two, store, ledger)  # the redrive: batch one is done
+    assert again.result.status == BatchStatus.SUCCEEDED
+    assert store.states() == reference(first + second)[1]

@@ -15,7 +15,7 @@ from batch_pipeline.core.aggregation import aggregate as aggregate_results
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger import BatchStatus
-from batch_pipeline.core.shuffle.stage import is_keyed
+from batch_pipeline.core.shuffle.stage import is_keyed, release_states
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import result_metadata
@@ -61,6 +61,7 @@ def aggregate(
             book.set_batch_status(
                 spec.batch_id, result.status, reason=result.failure, run_id=context.run_id
             )
+            release_states(book, spec)  # a keyed batch's buckets are done with their states
         since = run_start_time(context)
         metadata = result_metadata(
             spec,

@@ -22,6 +22,7 @@ from batch_pipeline.resources import (
     StateStoreResource,
     StorageResource,
 )
+from batch_pipeline.settings import lease_settings
 
 
 @op(
@@ -83,6 +84,7 @@ def process_bucket(
                     states,
                     retry_number=context.retry_number,
                     sqs_client=sqs.get_client,
+                    lease=lease_settings(),
                 )
         finally:
             states.close()

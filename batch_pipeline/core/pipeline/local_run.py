@@ -32,6 +32,7 @@ from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.processing.processors import get_processor
 from batch_pipeline.core.processing.processors.keyed import KeyedProcessor
 from batch_pipeline.core.shuffle import attempt_bucket, attempt_partition, plan_buckets
+from batch_pipeline.core.shuffle.stage import release_states
 from batch_pipeline.core.stores.state import StateStore
 from batch_pipeline.core.stores.storage import Storage
 
@@ -100,9 +101,10 @@ def run_batch(
                 for bucket in plan_buckets(storage, ledger, spec, plan)[0]:
                     work = partial(
                         attempt_bucket, storage, ledger, spec, bucket, state_store,
-                        sqs_client=sqs, processor=processor,
+                        sqs_client=sqs, processor=processor, lease=settings,
                     )  # fmt: skip
                     _retrying(keeper, work)
+                release_states(ledger, spec)  # the buckets are done
                 buckets = ledger.buckets.chunk_states(spec.batch_id)
             keeper.check()
             batch = ledger.batch(spec.batch_id)

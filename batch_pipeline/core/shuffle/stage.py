@@ -20,13 +20,21 @@ transient failure to retry (``RetryableChunkError``) or a dead letter
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from batch_pipeline.core.common.errors import ConfigError
+from batch_pipeline.core.common.errors import BatchBusyError, ConfigError, StateStoreError
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary, Plan
-from batch_pipeline.core.ledger import COMPLETED_FORCED, SUCCEEDED, Ledger
+from batch_pipeline.core.ledger import (
+    COMPLETED_FORCED,
+    SUCCEEDED,
+    LeaseKeeper,
+    LeaseSettings,
+    Ledger,
+)
 from batch_pipeline.core.processing.attempts import record_attempt
 from batch_pipeline.core.processing.processors import Processor, get_processor
 from batch_pipeline.core.processing.processors.keyed import KeyedProcessor
@@ -36,7 +44,7 @@ from batch_pipeline.core.shuffle.buckets import (
     bucket_fingerprint,
     buckets_from_chunks,
 )
-from batch_pipeline.core.shuffle.process import run_bucket
+from batch_pipeline.core.shuffle.process import run_bucket, state_namespace
 from batch_pipeline.core.stores.state import StateStore
 from batch_pipeline.core.stores.storage import Storage
 
@@ -127,20 +135,66 @@ def attempt_bucket(
     retry_number: int = 0,
     sqs_client: Callable[[], Any] | None = None,
     processor: Processor | None = None,
+    lease: LeaseSettings | None = None,
 ) -> ChunkSummary:
     """One recorded attempt at ``run_bucket`` in the bucket's ledger row: success, a retry
     (``RetryableChunkError`` with the delay) or a dead letter. ``retry_number`` retries were
     made before this attempt."""
     keyed = keyed_processor(spec, processor)
     check_same_store(ledger, spec, bucket, state_store)
+
+    def run() -> ChunkSummary:
+        with holding_states(ledger, spec, keyed, lease or LeaseSettings()):
+            return run_bucket(storage, spec, bucket, keyed, state_store)
+
     return record_attempt(
         storage,
         ledger.buckets,
         spec,
         bucket,
         bucket.buckets_in_plan,
-        lambda: run_bucket(storage, spec, bucket, keyed, state_store),
+        run,
         bucket_fingerprint(spec, bucket),
         retry_number,
         sqs_client,
     )
+
+
+def states_lease(processor: KeyedProcessor) -> str:
+    """The ledger lease (``bp_leases``) of a processor's states: ``state:`` and a digest of its
+    namespace (a lease's name has at most 255 characters; a namespace may have as many)."""
+    digest = hashlib.sha256(state_namespace(processor).encode()).hexdigest()[:40]
+    return f"state:{digest}"
+
+
+@contextmanager
+def holding_states(
+    ledger: Ledger, spec: BatchSpec, processor: KeyedProcessor, lease: LeaseSettings
+) -> Iterator[None]:
+    """Hold the lease of the processor's states for the batch while a bucket loads, processes
+    and saves them (renewed by a heartbeat; shared by the batch's buckets, which have keys of
+    their own). Another batch of the same states (two files of the same users at once) would
+    load what this one is about to replace and overwrite it: its buckets wait, as a transient
+    failure retried with backoff, until this batch's aggregation gives the lease back (or it
+    expires after a run died). A bucket whose retries run out is dead-lettered, to redrive."""
+    name = states_lease(processor)
+    try:
+        ledger.acquire_lease(name, spec.batch_id, lease.ttl_seconds)
+    except BatchBusyError:
+        current = ledger.lease(name)
+        holder = current.holder if current is not None else "another batch"
+        raise StateStoreError(
+            f"the states of {state_namespace(processor)!r} are being updated by batch "
+            f"{holder}'s buckets; batch {spec.batch_id}'s wait for them (retried with backoff; "
+            "redrive it if its retries run out)",
+            permanent=False,
+        ) from None
+    with LeaseKeeper(ledger, name, spec.batch_id, lease):
+        yield
+
+
+def release_states(ledger: Ledger, spec: BatchSpec) -> None:
+    """The batch's buckets are done (aggregation): give the lease of its states back."""
+    processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
+    if isinstance(processor, KeyedProcessor):
+        ledger.release_lease(states_lease(processor), spec.batch_id)
