@@ -221,7 +221,11 @@ class Batch(Section):
         "'records.item' for {\"records\": [...]}.",
     )
     excel_sheets = Setting(None, "Worksheets to read; default: every worksheet.")
-    processor = Setting("passthrough", "Processor: passthrough or validate.")
+    processor = Setting(
+        "passthrough",
+        "Processor: passthrough, validate, kalman (keyed: see the README's Keyed processing), or "
+        "one of processor_modules.",
+    )
     processor_options = Setting(
         {},
         "Options of the processor (validate: {columns: {name: {type, required, min, max, "
