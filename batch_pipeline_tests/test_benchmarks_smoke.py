@@ -107,7 +107,8 @@ def test_throughput_smoke(tmp_path: Path) -> None:
         assert data["records_rejected"] == rejected
         assert data["records_out"] == records - rejected
         assert data["chunks"] >= 1 and data["chunks_succeeded"] == data["chunks"]
-        assert data["steps"] == data["chunks"] + 4  # initialize, plan, chunks, aggregate, deliver
+        # initialize, plan_chunks, the chunks, plan_buckets (no bucket: no key), aggregate, deliver
+        assert data["steps"] == data["chunks"] + 5
         assert data["chunk_peak_rss_max_bytes"] > 0
         derived = entry["derived"][kind]
         assert 0 <= derived["orchestration_share"] < 1
