@@ -202,7 +202,9 @@ def test_redrive_of_a_batch_with_nothing_failed_starts_no_run(
     code = main(["redrive", "done-1"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert out.startswith("batch done-1: nothing to redrive: no chunk failed or was dead-lettered")
+    assert out.startswith(
+        "batch done-1: nothing to redrive: no chunk (or bucket) failed or was dead-lettered"
+    )
     assert runs_in(home) == 1  # no redrive run
 
 

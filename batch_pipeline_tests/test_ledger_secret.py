@@ -165,7 +165,12 @@ def test_a_password_set_with_envvar_in_definitions_is_fine(
     from dagster import Definitions, EnvVar
 
     from batch_pipeline.jobs import batch_job
-    from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+    from batch_pipeline.resources import (
+        LedgerResource,
+        SQSResource,
+        StateStoreResource,
+        StorageResource,
+    )
 
     url = postgres_url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
     monkeypatch.setenv("BATCH_PIPELINE_LEDGER_URL", url)
@@ -175,6 +180,7 @@ def test_a_password_set_with_envvar_in_definitions_is_fine(
             "storage": StorageResource(),
             "sqs": SQSResource(),
             "ledger": LedgerResource(url=EnvVar("BATCH_PIPELINE_LEDGER_URL")),
+            "state_store": StateStoreResource(),
         },
     )
     config = {"source": str(small_csv(tmp_path)), "output": str(tmp_path / "out"),
