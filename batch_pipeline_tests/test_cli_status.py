@@ -255,10 +255,14 @@ def test_ctrl_c_while_watching_exits_130_without_a_traceback(
     terminal, stdout = pty.openpty()
     try:
         with stderr_path.open("w") as stderr:
+            # Ctrl-C as a terminal delivers it: SIGINT at its default disposition, also when
+            # pytest itself runs in the background (a shell starts background jobs with SIGINT
+            # ignored, an ignored signal stays ignored across exec, and Python then keeps it so).
             process = subprocess.Popen(
                 [sys.executable, "-m", "batch_pipeline.cli", "status", "forever-1",
                  "--interval", "0.05"],
                 stdout=stdout, stderr=stderr, env=env,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )  # fmt: skip
         try:
             deadline = time.monotonic() + 60
