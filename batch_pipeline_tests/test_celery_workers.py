@@ -26,7 +26,12 @@ from typing import Any
 import pytest
 
 from batch_pipeline_tests import ui_harness as h
-from batch_pipeline_tests.test_production_instance import DEPLOY_YAML, _pg_admin, instance_env
+from batch_pipeline_tests.test_production_instance import (  # noqa: F401  (a fixture)
+    DEPLOY_YAML,
+    _pg_admin,
+    env_instance,
+    instance_env,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 pytest.importorskip("dagster_celery", reason="dagster-celery is not installed: pip install .[dev]")
@@ -112,16 +117,6 @@ def env(
         "BATCH_PIPELINE_CELERY_BACKEND": broker if broker.startswith("redis") else "rpc://",
         "BATCH_PIPELINE_LEDGER_URL": own_ledger,
     }
-
-
-@pytest.fixture
-def instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from dagster import DagsterInstance
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with DagsterInstance.get() as opened:
-        yield opened
 
 
 class Workers:

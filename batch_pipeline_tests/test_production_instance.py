@@ -108,8 +108,8 @@ def env(dagster_db: str, log_bucket: str, moto_server: str, dirs: dict[str, Path
     }
 
 
-@pytest.fixture
-def instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+@pytest.fixture(name="instance")
+def env_instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """This test process's view of the servers' instance (their database)."""
     from dagster import DagsterInstance
 
@@ -183,6 +183,17 @@ def manifest_of(output: Path, batch_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------
+
+
+def wait_for_chunks(servers: Any, ledger: Any, batch_id: str, done: int) -> None:
+    """Until ``done`` chunks of the batch succeeded (the servers checked alive meanwhile)."""
+
+    def enough() -> bool:
+        servers.check_alive()
+        progress = ledger.progress(batch_id)
+        return progress.total > 0 and progress.succeeded >= done
+
+    h.wait_until(enough, 180, f"{done} chunks done", 0.5, servers.diagnostics)
 
 
 def test_production_yaml_loads_on_postgres_with_queue_monitoring_retries_and_s3_logs(
@@ -266,12 +277,7 @@ def test_a_killed_run_is_failed_then_retried_and_resumes_through_the_ledger(
     run_id = submit(servers, config, batch_id)
     ledger = open_ledger(env["BATCH_PIPELINE_LEDGER_URL"])
 
-    def some_chunks_done() -> bool:
-        servers.check_alive()
-        progress = ledger.progress(batch_id)
-        return progress.total > 0 and progress.succeeded >= 2
-
-    h.wait_until(some_chunks_done, 180, "2 chunks done", 0.5, servers.diagnostics)
+    wait_for_chunks(servers, ledger, batch_id, 2)
     pid = h.wait_until(lambda: _worker_pid(instance, run_id), 30, "the run worker's pid")
     os.kill(pid, signal.SIGKILL)
 
@@ -335,12 +341,7 @@ def test_run_monitoring_fails_a_run_whose_worker_and_code_server_died(
     run_id = submit(servers, config, batch_id, **{"dagster/max_runtime": str(max_runtime)})
     ledger = open_ledger(env["BATCH_PIPELINE_LEDGER_URL"])
 
-    def some_chunks_done() -> bool:
-        servers.check_alive()
-        progress = ledger.progress(batch_id)
-        return progress.total > 0 and progress.succeeded >= 2
-
-    h.wait_until(some_chunks_done, 180, "2 chunks done", 0.5, servers.diagnostics)
+    wait_for_chunks(servers, ledger, batch_id, 2)
     worker = h.wait_until(lambda: _worker_pid(instance, run_id), 30, "the run worker's pid")
     daemon = psutil.Process(servers.processes["daemon"].pid)
     code_servers = [p for p in daemon.children(recursive=True) if "grpc" in " ".join(p.cmdline())]

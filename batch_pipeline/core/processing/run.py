@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -76,14 +78,8 @@ def run_chunk(
     started = time.perf_counter()
     with PeakRss() as memory:
         data = read_conformed(storage, spec, chunk, schema)
-        try:
+        with processor_errors(processor, chunk.describe()):
             result = processor.process(data.table)
-        except ConfigError as exc:  # the config does not fit this chunk's data: no retry
-            raise ConfigError(f"{chunk.describe()}: {exc}") from exc
-        except Exception as exc:
-            raise ProcessorError(
-                f"processor {processor.name!r} failed on {chunk.describe()}: {exc}"
-            ) from exc
         if result.valid.num_rows + len(result.rejected) != data.table.num_rows:
             raise ProcessorError(
                 f"processor {processor.name!r} lost records on {chunk.describe()}: "
@@ -114,6 +110,19 @@ def run_chunk(
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
     )
+
+
+@contextmanager
+def processor_errors(processor: Processor, where: str) -> Iterator[None]:
+    """What a processor raises on a chunk or bucket (``where``), named: a ConfigError (the
+    config does not fit this data: never retried) stays one; anything else is a
+    ProcessorError."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except Exception as exc:
+        raise ProcessorError(f"processor {processor.name!r} failed on {where}: {exc}") from exc
 
 
 def write_rejected(storage: Storage, rejected: pa.Table, uri: str) -> str | None:

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.columns import concat_tables
-from batch_pipeline.core.common.errors import ConfigError, ConservationError, ProcessorError
+from batch_pipeline.core.common.errors import ConservationError, ProcessorError
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.processing.processors.keyed import (
     KeyedProcessor,
@@ -38,6 +38,7 @@ from batch_pipeline.core.processing.processors.keyed import (
 from batch_pipeline.core.processing.run import (
     REJECT_META,
     PeakRss,
+    processor_errors,
     reject_file_names,
     rejection_reasons,
     write_rejected,
@@ -185,14 +186,8 @@ def _storable_keys(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray
 def _process(
     processor: KeyedProcessor, bucket: Bucket, table: pa.Table, states: dict[str, KeyState]
 ) -> KeyedResult:
-    try:
+    with processor_errors(processor, bucket.describe()):
         return processor.process_keys(table, states)
-    except ConfigError as exc:  # the config does not fit this bucket's data: no retry
-        raise ConfigError(f"{bucket.describe()}: {exc}") from exc
-    except Exception as exc:
-        raise ProcessorError(
-            f"processor {processor.name!r} failed on {bucket.describe()}: {exc}"
-        ) from exc
 
 
 def _check(
