@@ -18,6 +18,8 @@ import hashlib
 import importlib.util
 import os
 import re
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -96,7 +98,7 @@ def make_engine(url: str) -> sa.Engine:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             if path and path != ":memory:":
-                cursor.execute("PRAGMA journal_mode=WAL")
+                set_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
@@ -110,6 +112,23 @@ def make_engine(url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(engine_url(url), pool_pre_ping=True)
+
+
+def set_wal(cursor: Any, wait_seconds: float = 60.0, pause: float = 0.05) -> None:
+    """``PRAGMA journal_mode=WAL`` on a new connection, tried again while it finds the database
+    locked. Two processes opening a new ledger file at once both hold a shared lock and both
+    want the exclusive one to switch it to WAL: SQLite answers one of them "database is locked"
+    at once, without its busy timeout (a deadlock it refuses to wait on). Once the other has
+    switched, the pragma only reads the mode."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
 
 
 def lock_key(name: str) -> int:

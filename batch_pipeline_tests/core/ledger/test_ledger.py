@@ -995,3 +995,40 @@ def test_set_members_take_long_uris_and_follow_a_reused_batch_id(ledger: Ledger)
     ledger.set_batch_status("nightly-set", SUCCEEDED)
     found = ledger.processed_members(uris, frozenset({SUCCEEDED}))
     assert set(found) == {"s3://bucket/drop/b.csv", "s3://bucket/drop/c.csv"}
+
+
+class _LockedThenFine:
+    """A SQLite cursor whose first ``locked`` executions fail as SQLite's deadlock answer does
+    (at once, "database is locked"), then succeed; ``other`` errors are raised as they are."""
+
+    def __init__(self, locked: int, other: Exception | None = None) -> None:
+        self.locked, self.other, self.calls = locked, other, 0
+
+    def execute(self, sql: str) -> None:
+        import sqlite3
+
+        self.calls += 1
+        if self.other is not None:
+            raise self.other
+        if self.calls <= self.locked:
+            raise sqlite3.OperationalError("database is locked")
+
+
+def test_switching_a_new_ledger_to_wal_waits_out_another_process_doing_the_same() -> None:
+    """Two processes opening a new ledger file at once (two CLI runs) both switch it to WAL;
+    SQLite answers one "database is locked" without its busy timeout. That one tries again
+    instead of failing the run ("the ledger cannot be opened")."""
+    import sqlite3
+
+    from batch_pipeline.core.ledger.engine import set_wal
+
+    cursor = _LockedThenFine(locked=3)
+    set_wal(cursor, pause=0.001)
+    assert cursor.calls == 4
+    stuck = _LockedThenFine(locked=10**6)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        set_wal(stuck, wait_seconds=0.05, pause=0.001)  # a lock that lasts is still an error
+    damaged = _LockedThenFine(0, sqlite3.OperationalError("file is not a database"))
+    with pytest.raises(sqlite3.OperationalError, match="not a database"):
+        set_wal(damaged)
+    assert damaged.calls == 1  # anything else at once
