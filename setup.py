@@ -21,6 +21,10 @@ setup(
         "tqdm>=4.66",
         "sqlalchemy>=2.0",
         "confluent-kafka>=2.5",
+        # The leads processor: phone numbers parsed and written in E.164.
+        "phonenumbers>=8.13",
+        # The leads processor's optional LLM standardizer (an OpenAI-compatible endpoint).
+        "requests>=2.31",
     ],
     extras_require={
         "postgres": ["dagster-postgres>=0.29.0", "psycopg2-binary>=2.9"],
