@@ -11,6 +11,8 @@ themselves.
   ``batch_state.db`` in ``$DAGSTER_HOME``, else in ``~/.batch_pipeline``).
 - **Leases**: ``lease_settings`` (``BATCH_PIPELINE_LEASE_TTL_SECONDS``, 60, and
   ``BATCH_PIPELINE_LEASE_HEARTBEAT_SECONDS``, 10 or a third of the TTL if shorter).
+- **Processors' secrets**: ``processor_secrets``, the variables a processor's options name (the
+  ``leads`` LLM standardizer's API key, ``BATCH_PIPELINE_LLM_API_KEY`` by default).
 - **Alerts**: ``alert_webhook_url`` (``BATCH_PIPELINE_ALERT_WEBHOOK``).
 - **AWS**: ``s3_settings`` fills in the S3 endpoint (``AWS_ENDPOINT_URL_S3``, else
   ``AWS_ENDPOINT_URL``; pyarrow reads neither) and the region (``resolve_region``: ``AWS_REGION``,
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -132,6 +134,13 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 def alert_webhook_url(env: Mapping[str, str] | None = None) -> str | None:
     """``BATCH_PIPELINE_ALERT_WEBHOOK``, or None when unset or blank. Read when called."""
     return _environment(env).get(ALERT_WEBHOOK_ENV, "").strip() or None
+
+
+def processor_secrets(names: Iterable[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The values of the environment variables a processor names for its secrets (the
+    ``leads`` processor's LLM API key: ``llm.api_key_env``), those that are set."""
+    environment = _environment(env)
+    return {name: environment[name] for name in names if environment.get(name)}
 
 
 def celery_broker(env: Mapping[str, str] | None = None) -> str:

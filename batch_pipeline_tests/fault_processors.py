@@ -17,6 +17,7 @@ patched.
 - ``fault_kalman``: ``kalman`` (the same options) that sleeps ``seconds`` per bucket and, while
   the file ``marker`` exists, fails (a ValueError from the processor) on a bucket holding the
   key ``fail_key``.
+- ``fault_leads``: ``leads`` (the same options) that sleeps ``seconds`` per bucket.
 - ``fault_pause``: on the chunk holding ``column == value``, creates ``ready`` and waits (at
   most ``timeout`` seconds) until ``go`` exists; every record is kept.
 """
@@ -39,7 +40,13 @@ from batch_pipeline.core.processing.processors.base import (
     register,
 )
 from batch_pipeline.core.processing.processors.kalman import Kalman, KalmanOptions
-from batch_pipeline.core.processing.processors.keyed import KeyedResult, KeyState, key_text
+from batch_pipeline.core.processing.processors.keyed import (
+    KeyedContext,
+    KeyedResult,
+    KeyState,
+    key_text,
+)
+from batch_pipeline.core.processing.processors.leads.processor import Leads, LeadsOptions
 
 FaultKind = Literal["transient", "permanent", "timeout", "memory"]
 
@@ -166,3 +173,23 @@ class FaultKalman(Kalman):
             if options.fail_key in keys:
                 raise ValueError(f"fault_kalman fails on key {options.fail_key!r}")
         return super().process_keys(table, states)
+
+
+class FaultLeadsOptions(LeadsOptions):
+    seconds: float = 0.0
+
+
+@register
+class FaultLeads(Leads):
+    """``leads`` (the same options) that sleeps ``seconds`` per bucket before its upsert."""
+
+    name = "fault_leads"
+    Options = FaultLeadsOptions
+
+    def process_bucket(
+        self, table: pa.Table, states: Mapping[str, KeyState], context: KeyedContext
+    ) -> KeyedResult:
+        options = self.options
+        assert isinstance(options, FaultLeadsOptions)
+        time.sleep(options.seconds)
+        return super().process_bucket(table, states, context)

@@ -73,11 +73,14 @@ def _add_execution_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-store",
+        "--lead-store",
+        dest="state_store",
         metavar="URL",
-        help="where keyed processors (kalman) keep each key's state: sqlite:///PATH, "
-        "postgresql+psycopg2://USER@HOST/DB or dynamodb://TABLE (default: "
-        "BATCH_PIPELINE_STATE_STORE_URL, else SQLite beside the default ledger); handed to the "
-        "run through the environment, never stored in the run's config",
+        help="where keyed processors keep each key's state (kalman), or the leads processor "
+        "its leads (table leads): sqlite:///PATH, postgresql+psycopg2://USER@HOST/DB or "
+        "dynamodb://TABLE (default: BATCH_PIPELINE_STATE_STORE_URL, else SQLite beside the "
+        "default ledger); handed to the run through the environment, never stored in the "
+        "run's config",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     parser.add_argument(

@@ -125,6 +125,7 @@ def summarize_run(result: Any) -> dict[str, Any]:
             "status": manifest.get("status"),
             "manifest_uri": spec.manifest_uri if manifest else None,
             "rejection_reasons": manifest.get("rejection_reasons", {}),
+            "counts": manifest.get("counts", {}),
             "failed_chunks": manifest.get("results", {}).get("failed", []),
             "failed_buckets": manifest.get("results", {}).get("buckets", {}).get("failed", []),
         }
@@ -141,6 +142,7 @@ def summarize_run(result: Any) -> dict[str, Any]:
         "manifest": totals.get("manifest_uri"),
         "output": spec.output if spec else None,
         "rejection_reasons": totals.get("rejection_reasons", {}),
+        "counts": totals.get("counts", {}),
         "failed_chunks": totals.get("failed_chunks", []),
         "failed_buckets": totals.get("failed_buckets", []),
         "delivered_messages": delivered.messages if delivered else None,
@@ -169,6 +171,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
         )
         for reason, count in list(summary["rejection_reasons"].items())[:5]:
             echo(f"    {count:>9,}  {reason}")
+    if summary.get("counts"):
+        echo("  " + ", ".join(f"{name} {count:,}" for name, count in summary["counts"].items()))
     shown_chunks = 10
     for failed in summary["failed_chunks"][:shown_chunks]:  # each with its whole reason
         echo(
@@ -244,11 +248,11 @@ def check_run(args: argparse.Namespace, config: dict[str, Any]) -> Any:
 def check_state_store(spec: Any, url: str | None) -> None:
     """A keyed batch's state store opens (its table made if missing), else the error that says
     why, before Dagster starts."""
-    from batch_pipeline.core.shuffle.stage import is_keyed
+    from batch_pipeline.core.shuffle.stage import is_keyed, keyed_processor
     from batch_pipeline.resources import StateStoreResource
 
     if is_keyed(spec):
-        StateStoreResource(url=url).open(spec.retry).close()
+        StateStoreResource(url=url).open(spec.retry, keyed_processor(spec).store_kind).close()
 
 
 def run_command(args: argparse.Namespace) -> int:

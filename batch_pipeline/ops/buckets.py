@@ -11,7 +11,7 @@ from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger import ChunkStatus
 from batch_pipeline.core.planning import plan_or_reuse
 from batch_pipeline.core.shuffle.buckets import Bucket
-from batch_pipeline.core.shuffle.stage import attempt_bucket, is_keyed
+from batch_pipeline.core.shuffle.stage import attempt_bucket, is_keyed, keyed_processor
 from batch_pipeline.core.shuffle.stage import plan_buckets as select_buckets
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
@@ -73,7 +73,7 @@ def process_bucket(
 ) -> ChunkSummary:
     with core_failures(f"{bucket.describe()} failed", spec.retry.max_retries):
         book = ledger.get_ledger()
-        states = state_store.open(spec.retry)
+        states = state_store.open(spec.retry, keyed_processor(spec).store_kind)
         try:
             with keep_lease(context, book, spec.batch_id):
                 summary = attempt_bucket(

@@ -67,6 +67,7 @@ def chunk_metadata(summary: ChunkSummary) -> dict[str, Any]:
         "chunk_peak_rss_bytes": summary.peak_rss_bytes,
         "chunk_valid": MetadataValue.path(summary.valid_uri or ""),
         "chunk_rejection_reasons": MetadataValue.json(summary.rejection_reasons),
+        **({"chunk_counts": MetadataValue.json(summary.counts)} if summary.counts else {}),
     }
 
 
@@ -107,7 +108,10 @@ def result_metadata(
         TableRecord({"reason": reason, "records": count})
         for reason, count in list(result.rejection_reasons.items())[:MAX_TABLE_ROWS]
     ]
-    return {
+    # The processor's own totals, each a number of its own (leads_inserted...), never in the
+    # place of one of ours.
+    counts = {name: int(count) for name, count in result.counts.items()}
+    return counts | {
         "batch_id": spec.batch_id,
         "source": spec.source.uri,
         "status": str(result.status),

@@ -7,11 +7,12 @@ from batch_pipeline.core.common.text import shown
 from batch_pipeline.core.ledger import ChunkStatus
 from batch_pipeline.core.processing.attempts import attempt_chunk
 from batch_pipeline.core.shuffle.partition import attempt_partition
-from batch_pipeline.core.shuffle.stage import is_keyed
+from batch_pipeline.core.shuffle.stage import is_keyed, keyed_processor
 from batch_pipeline.ops.failures import RETRY_POLICY, core_failures
 from batch_pipeline.ops.leases import keep_lease
 from batch_pipeline.ops.metadata import chunk_metadata, progress_metadata
 from batch_pipeline.resources import LedgerResource, SQSResource, StorageResource
+from batch_pipeline.settings import processor_secrets
 
 HEAVY_QUEUE = "heavy"
 # Where heavy chunks run: the celery queue that only big workers serve, and on Kubernetes
@@ -47,15 +48,25 @@ def _process(
         book = ledger.get_ledger()
         with keep_lease(context, book, spec.batch_id):
             # A keyed batch's chunks send their records to buckets (stage 1 of the shuffle).
-            attempt = attempt_partition if is_keyed(spec) else attempt_chunk
-            summary = attempt(
-                storage.get_storage(),
-                book,
-                spec,
-                chunk,
-                retry_number=context.retry_number,
-                sqs_client=sqs.get_client,
-            )
+            if is_keyed(spec):
+                summary = attempt_partition(
+                    storage.get_storage(),
+                    book,
+                    spec,
+                    chunk,
+                    retry_number=context.retry_number,
+                    sqs_client=sqs.get_client,
+                    secrets=processor_secrets(keyed_processor(spec).secret_names()),
+                )
+            else:
+                summary = attempt_chunk(
+                    storage.get_storage(),
+                    book,
+                    spec,
+                    chunk,
+                    retry_number=context.retry_number,
+                    sqs_client=sqs.get_client,
+                )
         since = run_start_time(context)
         progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
         if summary.status != ChunkStatus.SUCCEEDED:

@@ -13,7 +13,9 @@ from batch_pipeline.settings import STATE_STORE_URL_ENV, default_state_store_url
 
 
 class StateStoreResource(ResourceWithBoto3Configuration):
-    """The per-key state of keyed processors (``kalman``): see ``core.stores.state``.
+    """The per-key state of keyed processors (``kalman``): see ``core.stores.state``; for the
+    ``leads`` processor, the lead store (table ``leads`` of the same database, or the DynamoDB
+    table the URL names): see ``core.stores.leads``.
 
     Unset, ``url`` is ``BATCH_PIPELINE_STATE_STORE_URL``, else SQLite beside the default ledger
     (``batch_state.db`` in ``$DAGSTER_HOME``; ``settings.default_state_store_url``). Forms:
@@ -44,10 +46,12 @@ class StateStoreResource(ResourceWithBoto3Configuration):
     def store_url(self) -> str:
         return self.url or default_state_store_url()
 
-    def open(self, retry: RetrySettings | None = None) -> StateStore:
-        """The store (close it when done); DynamoDB's unprocessed keys paced by ``retry``."""
+    def open(self, retry: RetrySettings | None = None, kind: str = "state") -> StateStore:
+        """The store (close it when done) of ``kind``: ``state``, or ``leads`` for the
+        ``leads`` processor (its ``leads`` table in the same database; ``core.stores.leads``);
+        DynamoDB's unprocessed keys paced by ``retry``."""
         url = self.store_url()
         client = boto3_client(self, "dynamodb") if url.lower().startswith("dynamodb://") else None
         if retry is None:
-            return open_state_store(url, dynamodb_client=client)
-        return open_state_store(url, dynamodb_client=client, retry=retry)
+            return open_state_store(url, dynamodb_client=client, kind=kind)
+        return open_state_store(url, dynamodb_client=client, retry=retry, kind=kind)

@@ -76,6 +76,9 @@ class BatchResult:
     buckets_failed: int = 0
     buckets_pending: int = 0
     failed_buckets: list[dict[str, Any]] = field(default_factory=list)
+    # The processor's own totals over the batch's succeeded chunks and buckets
+    # (``ChunkSummary.counts``: the leads processor's ``leads_inserted``...).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,8 +135,10 @@ def aggregate(
         len(unit_failed) + len(unit_pending), unit_total, spec.failures, unit
     )
     reasons: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
     for s in summaries + (stage.summaries if stage else []):
         reasons.update(s.rejection_reasons)
+        counts.update(s.counts)
     unfinished = failed or pending or unit_failed or unit_pending
     status = (
         BatchStatus.FAILED
@@ -163,6 +168,7 @@ def aggregate(
         rejection_reasons=dict(reasons.most_common()),
         failed_chunks=[failed_entry(s) for s in failed],
         failure=failure,
+        counts=dict(sorted(counts.items())),
     )
     if stage is not None:
         result.buckets, result.buckets_succeeded = len(stage.states), len(stage.summaries)
@@ -258,6 +264,7 @@ def build_manifest(
             "processing_seconds": result.processing_seconds,
         },
         "rejection_reasons": result.rejection_reasons,
+        "counts": result.counts,
         "results": {
             "succeeded": [s.manifest_entry() for s in summaries],
             "failed": result.failed_chunks,

@@ -348,6 +348,8 @@ class ChunkSummary:
     shuffled: list[int] = field(default_factory=list)
     # A keyed batch's bucket: the state store its states went to (its URL without password).
     state_store: str | None = None
+    # The processor's own named totals (``ProcessResult.counts``: ``leads_inserted``...).
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:

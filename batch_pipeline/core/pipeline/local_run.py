@@ -55,6 +55,7 @@ def run_batch(
     lease: LeaseSettings | None = None,
     kafka_security: Mapping[str, str] | None = None,
     state_store: StateStore | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> LocalRun:
     """Every stage in order, in this process (tests, benchmarks, debugging). Uses an in-memory
     ledger unless one is given. Delivery happens unless the batch failed. Holds the batch's
@@ -62,7 +63,7 @@ def run_batch(
     10 s), with a heartbeat, and gives it back at the end; another run of the batch meanwhile
     is refused (BatchBusyError). ``kafka_security``: a Kafka target's SASL/TLS settings.
     ``state_store``: where a keyed processor's states are (ConfigError when the processor is
-    keyed and there is none)."""
+    keyed and there is none); ``secrets``: the values of its ``secret_names``."""
     processor = get_processor(spec.processor, spec.processor_options, spec.processor_modules)
     keyed = isinstance(processor, KeyedProcessor)
     if keyed and state_store is None:
@@ -86,7 +87,7 @@ def run_batch(
                 if keyed:
                     work = partial(
                         attempt_partition, storage, ledger, spec, chunk, sqs_client=sqs,
-                        buckets=plan.buckets,
+                        buckets=plan.buckets, secrets=secrets,
                     )  # fmt: skip
                 else:
                     work = partial(

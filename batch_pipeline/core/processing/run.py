@@ -109,6 +109,7 @@ def run_chunk(
         valid_uri=valid_uri,
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
+        counts=dict(result.counts),
     )
 
 

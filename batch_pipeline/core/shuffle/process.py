@@ -27,9 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batch_pipeline.core.columns import concat_tables
-from batch_pipeline.core.common.errors import ConservationError, ProcessorError
+from batch_pipeline.core.common.errors import ConfigError, ConservationError, ProcessorError
 from batch_pipeline.core.common.models import BatchSpec, ChunkSummary
 from batch_pipeline.core.processing.processors.keyed import (
+    KeyedContext,
     KeyedProcessor,
     KeyedResult,
     KeyState,
@@ -60,12 +61,23 @@ def run_bucket(
     bucket: Bucket,
     processor: KeyedProcessor,
     state_store: StateStore,
+    batch_time: float | None = None,
 ) -> ChunkSummary:
     """Process one bucket: read its parts, load its keys' states, run the processor, check it
     accounted for every record, write valid and rejected records, save the new states.
-    Idempotent within a batch (see the module). Raises ConservationError (a part lost or cut
-    short), ProcessorError (the processor raised or lost records) or ConfigError, naming the
-    bucket."""
+    Idempotent within a batch (see the module). ``batch_time``: when the batch was first
+    registered (``KeyedContext``; by default now). Raises ConservationError (a part lost or
+    cut short), ProcessorError (the processor raised or lost records) or ConfigError (among
+    others, a store of another kind than the processor's), naming the bucket."""
+    kind = getattr(state_store, "kind", "state")
+    if kind != processor.store_kind:
+        raise ConfigError(
+            f"{bucket.describe()}: processor {processor.name!r} keeps its keys in a "
+            f"{processor.store_kind} store, and {state_store.description} was opened as a "
+            f"{kind} store"
+        )
+    context = KeyedContext(spec.batch_id, spec.source.uri, batch_time or time.time())
+    counts: dict[str, int] = {}
     started = time.perf_counter()
     with PeakRss() as memory:
         table, provenance, bytes_read = _read_parts(storage, bucket)
@@ -87,7 +99,8 @@ def run_bucket(
             stored = state_store.load(namespace, keys) if keys else {}
             starts = {key: found.start_for(spec.batch_id) for key, found in stored.items()}
             given = {key: state for key, state in starts.items() if state is not None}
-            result = _process(processor, bucket, work, given)
+            result = _process(processor, bucket, work, given, context)
+            counts = dict(result.counts)
             order = _check(processor, bucket, result, work.num_rows, set(keys))
             rows = np.concatenate([kept[np.asarray(result.rejected)[order]], unkept])
             reasons = pa.concat_arrays(
@@ -121,6 +134,7 @@ def run_bucket(
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
         state_store=state_store.description,
+        counts=counts,
     )
 
 
@@ -184,10 +198,14 @@ def _storable_keys(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _process(
-    processor: KeyedProcessor, bucket: Bucket, table: pa.Table, states: dict[str, KeyState]
+    processor: KeyedProcessor,
+    bucket: Bucket,
+    table: pa.Table,
+    states: dict[str, KeyState],
+    context: KeyedContext,
 ) -> KeyedResult:
     with processor_errors(processor, bucket.describe()):
-        return processor.process_keys(table, states)
+        return processor.process_bucket(table, states, context)
 
 
 def _check(

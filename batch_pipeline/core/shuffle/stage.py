@@ -143,9 +143,12 @@ def attempt_bucket(
     keyed = keyed_processor(spec, processor)
     check_same_store(ledger, spec, bucket, state_store)
 
+    registered = ledger.batch(spec.batch_id)
+    batch_time = registered.created_at if registered is not None else None
+
     def run() -> ChunkSummary:
         with holding_states(ledger, spec, keyed, lease or LeaseSettings()):
-            return run_bucket(storage, spec, bucket, keyed, state_store)
+            return run_bucket(storage, spec, bucket, keyed, state_store, batch_time)
 
     return record_attempt(
         storage,

@@ -43,14 +43,19 @@ from batch_pipeline.core.stores.state import (
 GET_KEYS_PER_CALL = 100  # BatchGetItem's limit
 PUTS_PER_CALL = 25  # BatchWriteItem's limit
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit (names and values, in UTF-8)
-KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
 TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 ACTIVE_WAIT_SECONDS = 300.0
 DEFAULT_RETRY = RetrySettings()  # frozen: one shared default
 
 
 class DynamoDBStateStore:
-    """Keys' states in DynamoDB table ``table`` through ``client`` (a boto3 DynamoDB client)."""
+    """Keys' states in DynamoDB table ``table`` through ``client`` (a boto3 DynamoDB client).
+
+    A subclass keeps them in items of its own (``leads.DynamoDBLeadStore``) by giving its own
+    ``key_attribute``, ``_hash_key``, ``_attributes`` and ``_stored``."""
+
+    kind = "state"
+    key_attribute = "pk"
 
     def __init__(
         self,
@@ -74,26 +79,23 @@ class DynamoDBStateStore:
         self._ensure_table()
 
     def load(self, namespace: str, keys: Sequence[str]) -> dict[str, StoredState]:
-        prefix = check_namespace(namespace) + NAMESPACE_SEPARATOR
-        wanted = sorted({prefix + check_key(key, self.description) for key in keys})
+        check_namespace(namespace)
+        by_hash = {self._hash_key(namespace, check_key(k, self.description)): k for k in keys}
+        wanted = sorted(by_hash)
+        name = self.key_attribute
         found: dict[str, StoredState] = {}
         for start in range(0, len(wanted), GET_KEYS_PER_CALL):
-            keys_of_call = [{"pk": {"S": pk}} for pk in wanted[start : start + GET_KEYS_PER_CALL]]
+            keys_of_call = [{name: {"S": pk}} for pk in wanted[start : start + GET_KEYS_PER_CALL]]
             for response in self._until_processed("BatchGetItem", keys_of_call):
                 for item in response.get("Responses", {}).get(self.table, []):
-                    before = item.get("before", {}).get("S")
-                    found[item["pk"]["S"][len(prefix) :]] = StoredState(
-                        parse_state(item["state"]["S"]) or {},
-                        item["batch_id"]["S"],
-                        parse_state(before),
-                    )
+                    found[by_hash[item[name]["S"]]] = self._stored(item)
         return found
 
     def save(self, namespace: str, states: Mapping[str, StoredState]) -> None:
-        prefix = check_namespace(namespace) + NAMESPACE_SEPARATOR
-        now = f"{time.time():.3f}"
+        check_namespace(namespace)
+        now = time.time()
         puts = [
-            {"PutRequest": {"Item": self._item(prefix, key, stored, now)}}
+            {"PutRequest": {"Item": self._item(namespace, key, stored, now)}}
             for key, stored in sorted(states.items())
         ]  # every item checked before the first call
         for start in range(0, len(puts), PUTS_PER_CALL):
@@ -103,17 +105,33 @@ class DynamoDBStateStore:
     def close(self) -> None:
         """Nothing to release: the client is the caller's."""
 
-    def _item(self, prefix: str, key: str, stored: StoredState, now: str) -> dict[str, Any]:
-        check_key(key, self.description)
+    # The layout of a state store's items; a subclass's items have their own.
+    def _hash_key(self, namespace: str, key: str) -> str:
+        return namespace + NAMESPACE_SEPARATOR + key
+
+    def _attributes(self, key: str, stored: StoredState, now: float) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "pk": {"S": prefix + key},
             "state": {"S": state_text(stored.state, key, self.description)},
             "batch_id": {"S": stored.batch_id},
-            "updated_at": {"N": now},
+            "updated_at": {"N": f"{now:.3f}"},
         }
         before = state_text(stored.before, key, self.description)
         if before is not None:
             item["before"] = {"S": before}
+        return item
+
+    def _stored(self, item: dict[str, Any]) -> StoredState:
+        before = item.get("before", {}).get("S")
+        return StoredState(
+            parse_state(item["state"]["S"]) or {}, item["batch_id"]["S"], parse_state(before)
+        )
+
+    def _item(self, namespace: str, key: str, stored: StoredState, now: float) -> dict[str, Any]:
+        check_key(key, self.description)
+        item = {
+            self.key_attribute: {"S": self._hash_key(namespace, key)},
+            **self._attributes(key, stored, now),
+        }
         size = sum(
             len(name.encode()) + len(next(iter(value.values())).encode())
             for name, value in item.items()
@@ -182,18 +200,22 @@ class DynamoDBStateStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._error("cannot be opened", exc) from exc
         key_types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-        if table["KeySchema"] != KEY_SCHEMA or key_types.get("pk") != "S":
+        name = self.key_attribute
+        if table["KeySchema"] != self._key_schema() or key_types.get(name) != "S":
             raise StateStoreError(
-                f"{self.description}: the table's key is {table['KeySchema']}, not a state "
-                "store's (one string hash key, pk): give a table of its own"
+                f"{self.description}: the table's key is {table['KeySchema']}, not a {self.kind} "
+                f"store's (one string hash key, {name}): give a table of its own"
             )
+
+    def _key_schema(self) -> list[dict[str, str]]:
+        return [{"AttributeName": self.key_attribute, "KeyType": "HASH"}]
 
     def _create_table(self) -> dict[str, Any]:
         try:
             created = self.client.create_table(
                 TableName=self.table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=KEY_SCHEMA,
+                AttributeDefinitions=[{"AttributeName": self.key_attribute, "AttributeType": "S"}],
+                KeySchema=self._key_schema(),
                 BillingMode="PAY_PER_REQUEST",
             )
             return created["TableDescription"]

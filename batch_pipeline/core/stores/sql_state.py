@@ -65,7 +65,12 @@ def state_table(metadata: sa.MetaData) -> sa.Table:
 
 
 class SqlStateStore:
-    """Keys' states in table ``bp_key_states`` of the SQLite or Postgres database at ``url``."""
+    """Keys' states in table ``bp_key_states`` of the SQLite or Postgres database at ``url``.
+
+    A subclass keeps them in another table (``leads.SqlLeadStore``) by giving its own
+    ``_define``, ``_select``, ``_stored``, ``_row`` and ``_conflict``."""
+
+    kind = "state"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -73,7 +78,7 @@ class SqlStateStore:
         self.operations = 0
         self._password = url_password(url)
         metadata = sa.MetaData()
-        self.table = state_table(metadata)
+        self.table = self._define(metadata)
         try:
             self.engine = make_engine(url)
         except Exception as exc:  # a URL SQLAlchemy cannot use, a folder it cannot make
@@ -84,7 +89,9 @@ class SqlStateStore:
         try:
             with self._database("cannot be opened") as engine, engine.begin() as conn:
                 if self._postgres:
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(TABLE))))
+                    conn.execute(
+                        sa.select(sa.func.pg_advisory_xact_lock(lock_key(self.table.name)))
+                    )
                 metadata.create_all(conn, checkfirst=True)
         except StateStoreError:
             self.engine.dispose()
@@ -96,32 +103,47 @@ class SqlStateStore:
         found: dict[str, StoredState] = {}
         if not wanted:
             return found
-        t = self.table
         with self._database("could not load states") as engine, engine.begin() as conn:
             for start in range(0, len(wanted), SQL_KEYS_PER_STATEMENT):
                 part = wanted[start : start + SQL_KEYS_PER_STATEMENT]
-                query = sa.select(t.c.key, t.c.state, t.c.batch_id, t.c.before).where(
-                    t.c.namespace == namespace, t.c.key.in_(part)
-                )
                 self.operations += 1
-                for key, state, batch_id, before in conn.execute(query):
-                    found[key] = StoredState(
-                        parse_state(state) or {}, batch_id, parse_state(before)
-                    )
+                for row in conn.execute(self._select(namespace, part)):
+                    key, stored = self._stored(row)
+                    found[key] = stored
         return found
+
+    # The layout of ``bp_key_states``; a subclass's table has its own.
+    def _define(self, metadata: sa.MetaData) -> sa.Table:
+        return state_table(metadata)
+
+    def _select(self, namespace: str, keys: list[str]) -> sa.Select[Any]:
+        t = self.table
+        return sa.select(t.c.key, t.c.state, t.c.batch_id, t.c.before).where(
+            t.c.namespace == namespace, t.c.key.in_(keys)
+        )
+
+    def _stored(self, row: Any) -> tuple[str, StoredState]:
+        key, state, batch_id, before = row
+        return key, StoredState(parse_state(state) or {}, batch_id, parse_state(before))
+
+    def _row(self, namespace: str, key: str, stored: StoredState, now: float) -> dict[str, Any]:
+        return {
+            "namespace": namespace,
+            "key": key,
+            "state": state_text(stored.state, key, self.description),
+            "batch_id": stored.batch_id,
+            "before": state_text(stored.before, key, self.description),
+            "updated_at": now,
+        }
+
+    def _conflict(self) -> list[sa.Column[Any]]:
+        return [self.table.c.namespace, self.table.c.key]
 
     def save(self, namespace: str, states: Mapping[str, StoredState]) -> None:
         check_namespace(namespace)
         now = time.time()
         rows = [
-            {
-                "namespace": namespace,
-                "key": check_key(key, self.description),
-                "state": state_text(stored.state, key, self.description),
-                "batch_id": stored.batch_id,
-                "before": state_text(stored.before, key, self.description),
-                "updated_at": now,
-            }
+            self._row(namespace, check_key(key, self.description), stored, now)
             for key, stored in sorted(states.items())
         ]
         if not rows:
@@ -143,11 +165,13 @@ class SqlStateStore:
         if self._upsert_statement is None:
             insert = postgresql.insert if self._postgres else sqlite.insert
             statement = insert(self.table)
+            keys = {column.name for column in self._conflict()}
             self._upsert_statement = statement.on_conflict_do_update(
-                index_elements=[self.table.c.namespace, self.table.c.key],
+                index_elements=self._conflict(),
                 set_={
-                    name: statement.excluded[name]
-                    for name in ("state", "batch_id", "before", "updated_at")
+                    column.name: statement.excluded[column.name]
+                    for column in self.table.columns
+                    if column.name not in keys
                 },
             )
         return self._upsert_statement

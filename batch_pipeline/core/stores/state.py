@@ -57,6 +57,7 @@ class StoredState:
 
 class StateStore(Protocol):
     description: str  # the URL without a password
+    kind: str  # "state" (bp_key_states) or "leads" (the lead store): KeyedProcessor.store_kind
     operations: int  # calls made to the database or service, for the benchmark
 
     def load(self, namespace: str, keys: Sequence[str]) -> dict[str, StoredState]:

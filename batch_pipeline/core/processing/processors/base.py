@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,11 +38,13 @@ class ProcessorOptions(BaseModel):
 @dataclass
 class ProcessResult:
     """``valid``: the records kept, in input order. ``rejected``: indices into the input table,
-    ascending, with one reason each."""
+    ascending, with one reason each. ``counts``: named totals of the processor's own (summed
+    over the batch into its summary, manifest and asset metadata)."""
 
     valid: pa.Table
     rejected: np.ndarray
     reasons: pa.Array
+    counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def keep_all(cls, table: pa.Table) -> ProcessResult:

@@ -9,6 +9,20 @@ only it knows how to read its order column, and returns the records kept (in tha
 rejected ones with a reason each, and the new state of every key it applied records to.
 States are JSON-able dicts; the stage loads and saves them in bulk through a state store
 (``core.stores.state``) and makes re-processing a bucket exactly-once.
+
+Two optional hooks, for processors that need more than that (``leads``):
+
+- ``prepare`` runs in stage 1 on each chunk, before its records are sent to their buckets: it
+  may reject records (with reasons) and rewrite the kept ones, for instance to derive the key
+  column that the hash then reads (a normalized e-mail), so that records whose keys are
+  written differently still meet in one bucket. The default keeps every record as it is.
+- ``process_bucket`` is what the bucket step calls, with a ``KeyedContext`` (the batch's id
+  and time); by default it calls ``process_keys``.
+
+``store_kind`` names the store that keeps the states: ``state`` (a state store's
+``bp_key_states``) or ``leads`` (the lead store's ``leads`` table, ``core.stores.leads``).
+Either result may carry ``counts``: named totals (``leads_inserted``...) that the batch sums
+into its summary, manifest and asset metadata.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -38,10 +52,28 @@ class KeyedResult:
     rejected: np.ndarray
     reasons: pa.Array
     states: dict[str, KeyState] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyedContext:
+    """What a keyed processor may know of its batch besides the records: the batch's id, its
+    source (a file, or a file set's prefix or pattern) and, in stage 2, its time: when it was
+    first registered, in seconds since the epoch, the same in every run of the batch (so that
+    a resumed batch writes what a clean run would). None in stage 1."""
+
+    batch_id: str
+    source_uri: str
+    batch_time: float | None = None
+    # The values of the environment variables the processor named (``secret_names``), which
+    # the edge (the op) read: the core reads no environment. Never shown.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class KeyedProcessor(Processor):
     """Base class of processors that run in the keyed stage."""
+
+    store_kind: ClassVar[str] = "state"
 
     @abstractmethod
     def key_column(self) -> str:
@@ -60,10 +92,29 @@ class KeyedProcessor(Processor):
             "whole keys at a time), not on a chunk"
         )
 
-    @abstractmethod
+    def secret_names(self) -> tuple[str, ...]:
+        """Environment variables whose values the processor needs (an API key's), read by the
+        step that runs ``prepare`` and given in ``KeyedContext.secrets``."""
+        return ()
+
+    def prepare(self, table: pa.Table, context: KeyedContext) -> ProcessResult:
+        """Stage 1, on a chunk before the shuffle: the records to send to their buckets (in
+        input order, with the key column) and those rejected, with reasons. Keeps all."""
+        return ProcessResult.keep_all(table)
+
+    def process_bucket(
+        self, table: pa.Table, states: Mapping[str, KeyState], context: KeyedContext
+    ) -> KeyedResult:
+        """Stage 2, what the bucket step calls: ``process_keys`` unless a processor needs the
+        batch's ``context``."""
+        return self.process_keys(table, states)
+
     def process_keys(self, table: pa.Table, states: Mapping[str, KeyState]) -> KeyedResult:
         """Process a bucket: ``table`` holds every record of its keys, in input order;
         ``states`` the state of each key that has one, by the key's text (``key_text``)."""
+        raise NotImplementedError(
+            f"keyed processor {self.name!r} implements neither process_keys nor process_bucket"
+        )
 
 
 def key_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
