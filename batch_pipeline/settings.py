@@ -140,7 +140,8 @@ def processor_secrets(names: Iterable[str], env: Mapping[str, str] | None = None
     """The values of the environment variables a processor names for its secrets (the
     ``leads`` processor's LLM API key: ``llm.api_key_env``), those that are set."""
     environment = _environment(env)
-    return {name: environment[name] for name in names if environment.get(name)}
+    found = {name: environment.get(name, "").strip() for name in names}
+    return {name: value for name, value in found.items() if value}
 
 
 def celery_broker(env: Mapping[str, str] | None = None) -> str:

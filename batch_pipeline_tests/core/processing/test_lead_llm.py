@@ -20,7 +20,6 @@ from batch_pipeline.core.processing.processors.leads.llm import (
     LlmSettings,
     LlmStandardizer,
     LlmStats,
-    api_key_from_env,
 )
 from batch_pipeline_tests.fake_llm import Behaviour, FakeLlm, standardized
 
@@ -328,13 +327,17 @@ def test_the_key_is_never_logged(fake: FakeLlm, caplog: pytest.LogCaptureFixture
 def test_the_key_comes_from_the_named_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    named = settings(DEAD_URL, api_key_env="MY_LLM_KEY")
-    monkeypatch.delenv("MY_LLM_KEY", raising=False)
-    assert api_key_from_env(named) is None
-    monkeypatch.setenv("MY_LLM_KEY", "  ")
-    assert api_key_from_env(named) is None
+    """The step reads it (``settings.processor_secrets``): set and not blank, else absent."""
+    from batch_pipeline.core.processing.processors import get_processor
+    from batch_pipeline.settings import processor_secrets
+
+    llm = {"base_url": DEAD_URL, "model": "m", "api_key_env": "MY_LLM_KEY"}
+    names = get_processor("leads", {"standardizer": "llm", "llm": llm}).secret_names()
+    assert names == ("MY_LLM_KEY",)
+    assert processor_secrets(names, {}) == {}
+    assert processor_secrets(names, {"MY_LLM_KEY": "  "}) == {}
     monkeypatch.setenv("MY_LLM_KEY", KEY)
-    assert api_key_from_env(named) == KEY
+    assert processor_secrets(names) == {"MY_LLM_KEY": KEY}
 
 
 @pytest.mark.parametrize(

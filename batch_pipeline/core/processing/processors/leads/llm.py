@@ -32,7 +32,8 @@ Choices:
   whose e-mail (trimmed, lower-cased) differs from the input's falls back; one that passes gets
   the input's e-mail trimmed and lower-cased (None when blank), so the key stays deterministic
   whatever the model wrote. Other values are trimmed, blank ones become None.
-- The caller reads the key (``api_key_from_env``); it is sent only as ``Authorization: Bearer``,
+- The caller gives the key (the step reads ``api_key_env`` through ``settings.processor_secrets``
+  and the ``leads`` processor passes it on: the core reads no environment); it is sent only as ``Authorization: Bearer``,
   and no message, log line or exception of this module holds it (the HTTP library's texts are
   scrubbed of it too).
 """
@@ -42,7 +43,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -107,12 +107,6 @@ class LlmSettings(BaseModel):
     @property
     def url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
-
-
-def api_key_from_env(settings: LlmSettings) -> str | None:
-    """The key in ``settings.api_key_env``, or None when unset or blank (a local server may
-    need none)."""
-    return os.environ.get(settings.api_key_env, "").strip() or None
 
 
 @dataclass
