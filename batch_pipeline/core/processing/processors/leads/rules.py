@@ -50,9 +50,9 @@ from batch_pipeline.core.processing.processors.leads.tables import (
     INDUSTRIES,
 )
 from batch_pipeline.core.processing.processors.leads.words import (
+    Suffixes,
     company_case,
     name_case,
-    suffix_lookup,
     title_case,
 )
 
@@ -74,7 +74,13 @@ __all__ = [
 ]
 
 Values: TypeAlias = pa.Array | pa.ChunkedArray
-SPACES = r"[\s\v\x{85}\p{Z}]+"  # RE2's \s is ASCII only
+# The white space other than " " (what Python's str.split and Arrow's trim split on; RE2's \s
+# is ASCII only); ODD_SPACE: what a value needs collapsed for.
+WHITE = (
+    r"\t\n\v\f\r\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+    r"\x{205f}\x{3000}"
+)
+ODD_SPACE = f"  |[{WHITE}]"
 EMAIL_LOCAL = r"[\p{L}\p{N}!#$%&'*+/=?^_`{|}~-]+(\.[\p{L}\p{N}!#$%&'*+/=?^_`{|}~-]+)*"
 EMAIL_DOMAIN = r"([\p{L}\p{N}]([\p{L}\p{N}-]*[\p{L}\p{N}])?\.)+(\p{L}{2,}|xn--[a-z0-9-]+)"
 EMAIL = f"^{EMAIL_LOCAL}@{EMAIL_DOMAIN}$"
@@ -107,10 +113,27 @@ def _text(values: Values) -> pa.Array:
     return array_text(encoded.dictionary).take(encoded.indices)
 
 
+def _null_where(texts: pa.Array, mask: pa.Array) -> pa.Array:
+    """``texts`` with null where ``mask`` holds (``mask`` without nulls)."""
+    count = pc.sum(mask).as_py() or 0
+    return pc.replace_with_mask(texts, mask, pa.nulls(count, texts.type)) if count else texts
+
+
+def _trim(texts: pa.Array) -> pa.Array:
+    """Trimmed; empty -> null."""
+    texts = pc.utf8_trim_whitespace(texts)
+    return _null_where(texts, pc.fill_null(pc.equal(texts, ""), False))
+
+
 def _squeeze(texts: pa.Array) -> pa.Array:
-    """Whitespace collapsed and trimmed; empty -> null."""
-    texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, SPACES, " "))
-    return pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
+    """Whitespace collapsed and trimmed; empty -> null. The regex replaces only in the values
+    that need it (two spaces in a row, or a white space other than a space)."""
+    texts = _trim(texts)
+    odd = pc.fill_null(pc.match_substring_regex(texts, ODD_SPACE), False)
+    if pc.any(odd).as_py():
+        fixed = pc.replace_substring_regex(texts.filter(odd), f"[ {WHITE}]+", " ")
+        texts = pc.replace_with_mask(texts, odd, fixed)
+    return texts
 
 
 def _distinct(values: Values) -> tuple[pa.Array, pa.Array]:
@@ -161,7 +184,7 @@ def match_columns(
 def standardize_email(values: Values) -> tuple[pa.Array, pa.Array]:
     """(emails, reasons): lower-cased, null where missing or invalid; a reason where null
     (``email: missing`` or ``email: not an e-mail address (got '...')``), else null."""
-    texts = _squeeze(_text(values))
+    texts = _trim(_text(values))
     emails = pc.utf8_lower(texts)
     valid = pc.and_(
         pc.and_(
@@ -171,19 +194,16 @@ def standardize_email(values: Values) -> tuple[pa.Array, pa.Array]:
         pc.match_substring_regex(emails, f"^[^@]{{1,{EMAIL_LOCAL_MAX}}}@"),
     )
     valid = pc.fill_null(valid, False)
-    long = pc.greater(pc.utf8_length(texts), SHOWN_MAX)
-    shown = pc.if_else(
-        long,
-        pc.binary_join_element_wise(pc.utf8_slice_codeunits(texts, 0, SHOWN_MAX - 3), "...", ""),
-        texts,
-    )
-    wrong = pc.binary_join_element_wise("email: not an e-mail address (got '", shown, "')", "")
-    reasons = pc.if_else(
-        valid,
-        pa.scalar(None, pa.string()),
-        pc.fill_null(wrong, "email: missing"),
-    )
-    return pc.if_else(valid, emails, pa.scalar(None, pa.string())), reasons
+    wrong = pc.invert(valid)
+    shown = texts.filter(wrong)
+    long = pc.greater(pc.utf8_length(shown), SHOWN_MAX)
+    if pc.any(long).as_py():
+        cut = pc.utf8_slice_codeunits(shown, 0, SHOWN_MAX - 3)
+        shown = pc.if_else(long, pc.binary_join_element_wise(cut, "...", ""), shown)
+    why = pc.binary_join_element_wise("email: not an e-mail address (got '", shown, "')", "")
+    why = pc.fill_null(why, "email: missing")
+    reasons = pc.replace_with_mask(pa.nulls(len(texts), pa.string()), wrong, why)
+    return _null_where(emails, wrong), reasons
 
 
 def standardize_phone(values: Values, default_region: str = "US") -> pa.Array:
@@ -203,8 +223,8 @@ def standardize_company(
     values: Values, suffixes: Mapping[str, str] = DEFAULT_COMPANY_SUFFIXES
 ) -> pa.Array:
     """Company names with a uniform legal suffix (see ``words``); missing -> null."""
-    lookup, longest = suffix_lookup(suffixes)
-    return _per_distinct(values, lambda text: company_case(text, lookup, longest))
+    table = Suffixes(suffixes)
+    return _per_distinct(values, lambda text: company_case(text, table))
 
 
 def standardize_title(values: Values, acronyms: Collection[str] = DEFAULT_ACRONYMS) -> pa.Array:
@@ -217,7 +237,7 @@ def _industry_key(texts: pa.Array) -> pa.Array:
     """How an industry is matched: lower-case, ``-``/``_`` as spaces, ``&`` as ``and``."""
     texts = pc.replace_substring_regex(pc.utf8_lower(texts), r"[-_]", " ")
     texts = pc.replace_substring(texts, "&", " and ")
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, SPACES, " "))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, f"[ {WHITE}]+", " "))
 
 
 def standardize_industry(

@@ -91,8 +91,9 @@ DEFAULT_ALIASES: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Legal-form suffix as matched (lower-case; dots and commas are ignored when matching, so
-# "inc" also covers "Inc." and "I.N.C.") -> how it is written.
+# Legal-form suffix as matched (lower-case; dots are ignored and commas read as spaces when
+# matching, so "inc" also covers "Inc." and "I.N.C.", "co ltd" covers "Co., Ltd.") -> how it is
+# written.
 DEFAULT_COMPANY_SUFFIXES: dict[str, str] = {
     "inc": "Inc.",
     "inc.": "Inc.",

@@ -11,12 +11,13 @@ between the first and the last word (``LUDWIG VAN BEETHOVEN`` -> ``Ludwig van Be
 last word is a surname: ``ANNA LE`` -> ``Anna Le``). The suffixes Jr., Sr., II, III and IV are
 written so after the first word, in any case, with or without a dot.
 
-Companies: a trailing legal suffix (the last one to three words, dots and commas ignored, a
-comma before it or not) is written as the table says, after a space and without a comma
-(``acme, inc`` -> ``Acme Inc.``), when a name comes before it. Words written all lower-case
-are capitalized (after ``-``, ``/`` and ``&`` too: ``at&t`` -> ``At&T``), except the small
-words of titles after the first word (``bank of america`` -> ``Bank of America``); other words
-are kept as written (``IBM``, ``eBay``, ``ACME``).
+Companies: a trailing legal suffix (the last word or words, matched ignoring case and dots,
+commas read as spaces, a comma before it or not; the longest suffix of the table first) is
+written as the table says, after a space and without a comma (``acme, inc`` -> ``Acme Inc.``,
+``Foo Co.,Ltd`` -> ``Foo Co., Ltd.``), when a name comes before it (``Inc`` alone is kept).
+Words written all lower-case are capitalized (after ``-``, ``/`` and ``&`` too: ``at&t`` ->
+``At&T``), except the small words of titles after the first word (``bank of america`` -> ``Bank
+of America``); other words are kept as written (``IBM``, ``eBay``, ``ACME``).
 
 Titles: each word (and each part of it around ``-`` and ``/``) that is an acronym of the table,
 matched case-insensitively, is written as the table writes it (``vp`` -> ``VP``, ``saas`` ->
@@ -33,34 +34,8 @@ from collections.abc import Mapping
 _LETTERS = re.compile(r"[^\W\d_]+")
 _NAME_SUFFIX = re.compile(r"([^\W\d_]+)\.?(,?)")
 _PARTICLES = frozenset(
-    [
-        "van",
-        "von",
-        "der",
-        "den",
-        "de",
-        "del",
-        "della",
-        "dei",
-        "degli",
-        "da",
-        "das",
-        "dos",
-        "di",
-        "du",
-        "la",
-        "le",
-        "les",
-        "ten",
-        "ter",
-        "bin",
-        "ibn",
-        "al",
-        "el",
-        "af",
-        "zu",
-        "st",
-    ]
+    {"van", "von", "der", "den", "de", "del", "della", "dei", "degli", "da", "das", "dos", "di"}
+    | {"du", "la", "le", "ten", "ter", "bin", "ibn", "al", "el", "af", "zu"}
 )
 _NAME_SUFFIXES = {"jr": "Jr.", "sr": "Sr.", "ii": "II", "iii": "III", "iv": "IV"}
 SMALL_WORDS = frozenset(["of", "and", "the", "for", "to", "in", "at", "on", "a", "an", "or"])
@@ -103,15 +78,20 @@ def name_case(text: str) -> str:
 
 
 def suffix_key(text: str) -> str:
-    """How a company suffix is matched: lower-case, without dots and commas, single spaces."""
-    return " ".join(text.lower().replace(".", " ").replace(",", " ").split())
+    """How a company suffix is matched: lower-case, without dots, commas as spaces, single
+    spaces (``L.L.C.`` as ``llc``, ``Co.,Ltd.`` as ``co ltd``)."""
+    return " ".join(text.lower().replace(".", "").replace(",", " ").split())
 
 
-def suffix_lookup(suffixes: Mapping[str, str]) -> tuple[dict[str, str], int]:
-    """(matching key -> canonical suffix, the most words a suffix has)."""
-    lookup = {suffix_key(variant): canonical for variant, canonical in suffixes.items()}
-    lookup.pop("", None)
-    return lookup, max((key.count(" ") + 1 for key in lookup), default=0)
+class Suffixes:
+    """A suffix table ready for matching: key -> canonical suffix, the most words a key has,
+    and the last words of the keys (a name whose last word is none of them has no suffix)."""
+
+    def __init__(self, suffixes: Mapping[str, str]) -> None:
+        self.lookup = {suffix_key(variant): canonical for variant, canonical in suffixes.items()}
+        self.lookup.pop("", None)
+        self.longest = max((key.count(" ") + 1 for key in self.lookup), default=0)
+        self.last_words = {key.rsplit(" ", 1)[-1] for key in self.lookup}
 
 
 def _company_word(word: str, index: int) -> str:
@@ -119,24 +99,28 @@ def _company_word(word: str, index: int) -> str:
         return word  # upper, mixed, or no letters: as written
     if index > 0 and word in SMALL_WORDS:
         return word
+    if "-" not in word and "/" not in word and "&" not in word:
+        return word[0].upper() + word[1:]
     return "".join(part[:1].upper() + part[1:] for part in _COMPANY_SPLIT.split(word))
 
 
-def company_case(text: str, lookup: Mapping[str, str], longest: int) -> str:
+def company_case(text: str, suffixes: Suffixes) -> str:
     """A company name with its legal suffix made uniform (see the module docstring)."""
     words = text.split(" ")
     if "," in words[-1].rstrip(","):  # "Acme,Inc." as "Acme, Inc."
         head, _, tail = words[-1].rpartition(",")
         words[-1:] = [head + ",", tail]
     suffix = None
-    for size in range(min(longest, len(words) - 1), 0, -1):
-        canonical = lookup.get(suffix_key(" ".join(words[-size:])))
-        if canonical is not None:
-            suffix, words = canonical, words[:-size]
-            words[-1] = words[-1].rstrip(",")
-            if not words[-1]:
-                words.pop()
-            break
+    last = suffix_key(words[-1]).rpartition(" ")[2]
+    if len(words) > 1 and last in suffixes.last_words:
+        for size in range(min(suffixes.longest, len(words) - 1), 0, -1):
+            canonical = suffixes.lookup.get(suffix_key(" ".join(words[-size:])))
+            if canonical is not None:
+                suffix, words = canonical, words[:-size]
+                words[-1] = words[-1].rstrip(",")
+                if not words[-1]:
+                    words.pop()
+                break
     cased = [_company_word(word, i) for i, word in enumerate(words)]
     if suffix is not None and cased:
         cased.append(suffix)
