@@ -3,9 +3,11 @@ a vectorized fast path for the common North American shape.
 
 The rule is ``phonenumbers``': the text is parsed with the default region (a number without a
 leading ``+`` is read as a number of that region, so ``020 7946 0958`` is London with region
-``GB`` but not with ``US``), and kept when ``is_possible_number`` holds (its length fits the
+``GB`` but not with ``US``), and kept when it is a possible number (its length fits the
 country; ``is_valid_number`` would also check the number ranges, and refuses 555 numbers such
-as 555-123-4567). An extension (``555-123-4567 ext 12``) is dropped: E.164 has no place for
+as 555-123-4567). Unlike ``is_possible_number``, a number possible only as a local number
+(``555-1234`` in the US: seven digits, no area code) is refused, as its E.164 text would be
+wrong. An extension (``555-123-4567 ext 12``) is dropped: E.164 has no place for
 one. Anything else (missing, blank, text phonenumbers cannot read, a number of the wrong
 length) is ``N/A``.
 
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MISSING_PHONE = "N/A"
+POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 FAST_REGIONS = frozenset({"US", "CA"})
 FAST_SEPARATORS = r"[ ().\-]"
 FAST_SHAPE = r"^(\+1|1)?[2-9][0-9]{2}[2-9][0-9]{6}$"
@@ -46,8 +49,8 @@ def phone_slow(text: str | None, region: str) -> str:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return MISSING_PHONE
-    if not phonenumbers.is_possible_number(number):
-        return MISSING_PHONE
+    if phonenumbers.is_possible_number_with_reason(number) != POSSIBLE:
+        return MISSING_PHONE  # also a number possible only locally (555-1234: no area code)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -168,8 +168,8 @@ def match_columns(
     """
     choices: dict[str, tuple[int, int, str]] = {}  # header key -> (alias rank, field rank, field)
     for field_rank, field in enumerate(FIELDS):
-        for rank, alias in enumerate((field, *aliases.get(field, ()))):
-            key = _header_key(alias)
+        keys = dict.fromkeys(_header_key(alias) for alias in (field, *aliases.get(field, ())))
+        for rank, key in enumerate(keys):
             choice = (rank, field_rank, field)
             if key and (key not in choices or choice < choices[key]):
                 choices[key] = choice
