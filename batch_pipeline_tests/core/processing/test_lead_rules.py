@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch_pipeline.core.columns.values import value_text
 from batch_pipeline.core.processing.processors.leads.phones import phone_fast, phone_slow
 from batch_pipeline.core.processing.processors.leads.rules import (
     DEFAULT_ACRONYMS,
@@ -507,6 +508,15 @@ def test_non_string_values_as_their_text() -> None:
     assert standardize_text(pa.nulls(2)).to_pylist() == [None, None]
     assert standardize_name(pa.array([None, None], pa.null())).to_pylist() == [None, None]
     assert standardize_industry(pa.array([1, None])).to_pylist() == ["Other", None]
+
+
+def test_floats_as_value_text() -> None:
+    rng = random.Random(53)
+    floats = [5.0, -0.0, 2.5, 0.1, float("inf"), 1e20, 2.0**53, 2.0**53 + 2, -(2.0**53), 1e-300]
+    floats += [rng.uniform(-1e17, 1e17) for _ in range(200)]
+    floats += [float(rng.randint(-(2**53), 2**53)) for _ in range(200)]
+    expected = [value_text(number) for number in floats]
+    assert standardize_text(pa.array(floats, pa.float64())).to_pylist() == expected
 
 
 @pytest.mark.parametrize("rule", RULES)

@@ -39,7 +39,7 @@ from typing import TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_pipeline.core.columns.values import array_text
+from batch_pipeline.core.columns.values import EXACT_FLOAT_INT, array_text
 from batch_pipeline.core.processing.processors.leads.phones import MISSING_PHONE, phones
 from batch_pipeline.core.processing.processors.leads.tables import (
     DEFAULT_ACRONYMS,
@@ -102,6 +102,8 @@ def _text(values: Values) -> pa.Array:
         return _text(values.dictionary).take(values.indices)
     if pa.types.is_floating(kind):
         values = pc.if_else(pc.is_nan(values), pa.scalar(None, kind), values)
+        if pa.types.is_float64(kind):
+            return _float_text(values)
     if pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
         return array_text(values)  # vectorized casts
     if pa.types.is_large_string(kind) or pa.types.is_string_view(kind) or pa.types.is_null(kind):
@@ -117,6 +119,21 @@ def _null_where(texts: pa.Array, mask: pa.Array) -> pa.Array:
     """``texts`` with null where ``mask`` holds (``mask`` without nulls)."""
     count = pc.sum(mask).as_py() or 0
     return pc.replace_with_mask(texts, mask, pa.nulls(count, texts.type)) if count else texts
+
+
+def _float_text(values: pa.Array) -> pa.Array:
+    """float64s as ``array_text`` writes them: whole numbers within 2**53 by Arrow's casts
+    (``5551234567.0`` as ``5551234567``), the others through Python once per distinct value."""
+    whole = pc.and_(
+        pc.equal(pc.floor(values), values), pc.less_equal(pc.abs(values), EXACT_FLOAT_INT)
+    )
+    whole = pc.fill_null(whole, False)
+    ints = pc.if_else(whole, values, 0.0).cast(pa.int64()).cast(pa.string())
+    rest = pc.and_(pc.invert(whole), pc.is_valid(values))
+    if pc.any(rest).as_py():
+        others = pc.dictionary_encode(values.filter(rest))
+        ints = pc.replace_with_mask(ints, rest, array_text(others.dictionary).take(others.indices))
+    return _null_where(ints, pc.is_null(values))
 
 
 def _trim(texts: pa.Array) -> pa.Array:
