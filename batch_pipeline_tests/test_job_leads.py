@@ -124,7 +124,7 @@ def test_two_files_of_the_same_people_leave_one_merged_row_per_email(
     assert (first["records_in"], first["records_out"], first["records_rejected"]) == (6, 4, 2)
     assert first["counts"] == FIRST_COUNTS
     assert "leads_inserted 3, leads_merged_in_batch 1" in out  # the summary says them
-    assert "leads: email from 'E-mail'" in out  # and which column each field came from
+    assert "leads: name from 'Full Name'; email from 'E-mail'" in out  # the columns taken
     code, second, out = run_cli(capsys, *run_args(xlsx, output, "crm-2", store))
     assert code == 0 and second["batch_status"] == "succeeded", out
     assert (second["records_in"], second["records_out"], second["records_rejected"]) == (4, 4, 0)

@@ -1,8 +1,8 @@
 """Record processors, by name: a chunk's table in, valid records and rejects out.
 
 Importing this package registers the built-in ones (``passthrough``, ``validate``, and the
-keyed ``kalman``). A processor reads and writes no storage: ``processing.run.run_chunk`` runs it
-on one chunk (a keyed one, the keyed stage on one bucket).
+keyed ``kalman`` and ``leads``). A processor reads and writes no storage:
+``processing.run.run_chunk`` runs it on one chunk (a keyed one, the keyed stage on one bucket).
 """
 
 from batch_pipeline.core.processing.processors import (  # noqa: F401  (registration)
@@ -18,6 +18,7 @@ from batch_pipeline.core.processing.processors.base import (
     get_processor,
     register,
 )
+from batch_pipeline.core.processing.processors.leads import processor as _leads  # noqa: F401
 
 __all__ = [
     "REGISTRY",

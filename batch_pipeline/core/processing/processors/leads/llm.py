@@ -32,9 +32,10 @@ Choices:
   whose e-mail (trimmed, lower-cased) differs from the input's falls back; one that passes gets
   the input's e-mail trimmed and lower-cased (None when blank), so the key stays deterministic
   whatever the model wrote. Other values are trimmed, blank ones become None.
-- The caller gives the key (the step reads ``api_key_env`` through ``settings.processor_secrets``
-  and the ``leads`` processor passes it on: the core reads no environment); it is sent only as ``Authorization: Bearer``,
-  and no message, log line or exception of this module holds it (the HTTP library's texts are
+- The caller gives the key (the step reads ``api_key_env`` through
+  ``settings.processor_secrets`` and the ``leads`` processor passes it on: the core reads no
+  environment); it is sent only as ``Authorization: Bearer``, and no message, log line or
+  exception of this module holds it (the HTTP library's texts are
   scrubbed of it too).
 """
 

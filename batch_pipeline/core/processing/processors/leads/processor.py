@@ -225,10 +225,10 @@ class Leads(KeyedProcessor):
         records = [{f: texts[f][i] for f in FIELDS} for i in range(rows.size)]
         key = context.secrets.get(settings.api_key_env)
         answers, stats = LlmStandardizer(settings, key).standardize(records)
-        answered = [i for i, a in enumerate(answers) if a is not None]
+        answered = [(i, a) for i, a in enumerate(answers) if a is not None]
         if answered:
-            at = rows[answered]
-            given = {f: pa.array([answers[i][f] for i in answered], pa.string()) for f in FIELDS}
+            at = rows[[i for i, _ in answered]]
+            given = {f: pa.array([a[f] for _, a in answered], pa.string()) for f in FIELDS}
             mine = self._standardize(given)
             for field in ("name", "company", "title"):
                 mine[field] = rules.standardize_text(given[field])
