@@ -28,6 +28,7 @@ from batch_pipeline.definitions import get_batch_job
 from batch_pipeline.resources import StorageResource
 from batch_pipeline.settings import WatchSettings
 from batch_pipeline_tests.core.ledger.test_ledger import postgres_url  # noqa: F401  (a fixture)
+from batch_pipeline_tests.fake_llm import FakeLlm
 from batch_pipeline_tests.fault_helpers import (
     SHORT_LEASE,
     cli_env,
@@ -334,3 +335,32 @@ def test_kill_9_during_the_upsert_then_run_again_equals_a_clean_run(
     else:
         got = leads_table(store)
     assert got == expected
+
+
+def test_the_llm_standardizer_runs_in_the_job_with_its_key_from_the_environment(
+    tmp_path: Path,
+    own_ledger: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    key = "sk-never-shown-0123456789"
+    monkeypatch.setenv("BATCH_PIPELINE_LLM_API_KEY", key)
+    csv, _ = write_files(tmp_path / "in")
+    store = f"sqlite:///{tmp_path / 'leads.db'}"
+    with FakeLlm(delay=0.01) as fake:
+        options = {"standardizer": "llm", "llm": {"base_url": fake.url, "model": "deepseek-chat",
+                                                  "max_concurrent_calls": 2}}  # fmt: skip
+        args = [*run_args(csv, tmp_path / "out", "crm-llm", store), "--processor-options",
+                json.dumps(options)]  # fmt: skip
+        code, summary, out = run_cli(capsys, *args)
+        assert code == 0, out
+        assert fake.requests >= 1 and set(fake.authorizations) == {f"Bearer {key}"}
+        assert fake.max_concurrent <= 2
+    counts = summary["counts"]
+    assert counts["llm_calls"] >= 2 and counts["llm_fallbacks"] == 0  # 3 chunks of 2 records
+    assert counts["llm_prompt_tokens"] > 0 and counts["leads_inserted"] == 3
+    assert leads_table(store)["mary@corp.io"][:2] == ("Mary O'neil", "+442079460958")
+    manifest = (tmp_path / "out" / "crm-llm" / "manifest.json").read_text()
+    assert key not in manifest and key not in out

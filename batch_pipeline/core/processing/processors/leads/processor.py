@@ -9,15 +9,17 @@ Options (JSON or YAML shape; every one has a default)::
      "llm": {"base_url": "http://127.0.0.1:8080/v1", "model": "deepseek-chat"}}
 
 Stage 1 (``prepare``, each chunk): the fields are taken from the columns ``rules.match_columns``
-finds (a field whose columns are several, as two worksheets spelled differently, takes the
-first non-blank of them per record) and standardized by ``rules``, or by the LLM
-(``standardizer: llm``, ``llm.LlmStandardizer``: the records it does not answer well fall back
-to the rules, and its phones and industries go through the rules' too, so the store stays
-uniform). A record without an e-mail, or with one that is not an address, is rejected with the
-reason. The kept records are ``email`` (trimmed, lower-cased: the key), ``name``, ``phone``
-(E.164, null when none), ``company``, ``title``, ``industry``, ``source`` (from a column, else
-the file's name), then ``_worksheet`` and ``_file`` when there, then the source's other columns
-as they came (``keep_other_columns``); the columns the fields came from are replaced by them.
+finds (a field whose columns are several, as two worksheets spelled differently, takes the first
+non-blank of them per record) and standardized by ``rules``, or by the LLM (``standardizer:
+llm``, ``llm.LlmStandardizer``: the records it does not answer well fall back to the rules, its
+phones and industries go through the rules' too, so the store stays uniform, and a value it
+gives for a field the record left empty is ignored, as is an empty answer for one the record
+has: it rewrites, never invents nor erases). A record without an e-mail, or with one that is not
+an address, is rejected with the reason. The kept records are ``email`` (trimmed, lower-cased:
+the key), ``name``, ``phone`` (E.164, null when none), ``company``, ``title``, ``industry``,
+``source`` (from a column, else the file's name), then ``_worksheet`` and ``_file`` when there,
+then the source's other columns as they came (``keep_other_columns``); the columns the fields
+came from are replaced by them.
 
 Stage 2 (``process_bucket``, each bucket of e-mails): the records of one e-mail merge in input
 order, field by field, a later non-empty value replacing an earlier one; the merged values then
@@ -228,12 +230,20 @@ class Leads(KeyedProcessor):
         answered = [(i, a) for i, a in enumerate(answers) if a is not None]
         if answered:
             at = rows[[i for i, _ in answered]]
-            given = {f: pa.array([a[f] for _, a in answered], pa.string()) for f in FIELDS}
+            # The model may rewrite a value, never invent one for a field the record left empty.
+            given = {
+                f: pa.array(
+                    [a[f] if (texts[f][i] or "").strip() else None for i, a in answered],
+                    pa.string(),
+                )
+                for f in FIELDS
+            }
             mine = self._standardize(given)
             for field in ("name", "company", "title"):
                 mine[field] = rules.standardize_text(given[field])
-            for field in LEAD_FIELDS:
-                values[field] = _put(values[field], at, mine[field])
+            for field in LEAD_FIELDS:  # nor erase one: an empty answer keeps the rules'
+                ours = values[field].take(pa.array(at))
+                values[field] = _put(values[field], at, pc.coalesce(mine[field], ours))
         return stats.as_counts()
 
     # Stage 2 -------------------------------------------------------------------------------
