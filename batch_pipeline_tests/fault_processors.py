@@ -17,7 +17,8 @@ patched.
 - ``fault_kalman``: ``kalman`` (the same options) that sleeps ``seconds`` per bucket and, while
   the file ``marker`` exists, fails (a ValueError from the processor) on a bucket holding the
   key ``fail_key``.
-- ``fault_leads``: ``leads`` (the same options) that sleeps ``seconds`` per bucket.
+- ``fault_leads``: ``leads`` (the same options) that sleeps ``seconds`` per bucket and fails
+  every bucket while the file ``marker`` exists.
 - ``fault_pause``: on the chunk holding ``column == value``, creates ``ready`` and waits (at
   most ``timeout`` seconds) until ``go`` exists; every record is kept.
 """
@@ -177,11 +178,13 @@ class FaultKalman(Kalman):
 
 class FaultLeadsOptions(LeadsOptions):
     seconds: float = 0.0
+    marker: str | None = None  # while this file exists, every bucket fails
 
 
 @register
 class FaultLeads(Leads):
-    """``leads`` (the same options) that sleeps ``seconds`` per bucket before its upsert."""
+    """``leads`` (the same options) that sleeps ``seconds`` per bucket before its upsert, and
+    fails while ``marker`` exists."""
 
     name = "fault_leads"
     Options = FaultLeadsOptions
@@ -192,4 +195,6 @@ class FaultLeads(Leads):
         options = self.options
         assert isinstance(options, FaultLeadsOptions)
         time.sleep(options.seconds)
+        if options.marker is not None and os.path.exists(options.marker):
+            raise ValueError("fault_leads fails while its marker exists")
         return super().process_bucket(table, states, context)

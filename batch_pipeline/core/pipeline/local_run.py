@@ -71,6 +71,14 @@ def run_batch(
             f"processor {processor.name!r} is keyed: batch {spec.batch_id} needs a state store "
             "for its keys' states (run_batch's state_store)"
         )
+    wanted = processor.store_kind if isinstance(processor, KeyedProcessor) else None
+    if wanted is not None and getattr(state_store, "kind", "state") != wanted:
+        raise ConfigError(
+            f"processor {processor.name!r} keeps its keys in a {wanted} store, and "
+            f"{getattr(state_store, 'description', state_store)} is a "
+            f"{getattr(state_store, 'kind', 'state')} store: open it with "
+            f"open_state_store(url, kind={wanted!r})"
+        )
     ledger = ledger or Ledger("sqlite://")
     holder = holder or uuid.uuid4().hex
     settings = lease or LeaseSettings()

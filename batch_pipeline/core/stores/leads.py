@@ -55,14 +55,17 @@ def lead_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+ISO = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
+
+
 def iso_time(seconds: float) -> str:
-    """A time as the lead store keeps it: ISO 8601, UTC, to the second."""
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time as the lead store keeps it: ISO 8601, UTC, to the microsecond."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime(ISO)
 
 
 def _datetime(text: Any, key: str, store: str) -> dt.datetime:
     try:
-        return dt.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return dt.datetime.strptime(str(text), ISO).replace(tzinfo=dt.UTC)
     except ValueError:
         raise StateStoreError(f"{store}: lead {key!r} has the time {text!r}") from None
 
@@ -70,7 +73,7 @@ def _datetime(text: Any, key: str, store: str) -> dt.datetime:
 def _iso(value: dt.datetime) -> str:
     if value.tzinfo is None:  # SQLite keeps no zone: the store writes UTC
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(dt.UTC).strftime(ISO)
 
 
 def _checked(state: KeyState | None, key: str, store: str) -> KeyState:
@@ -142,4 +145,6 @@ class DynamoDBLeadStore(DynamoDBStateStore):
     def _stored(self, item: dict[str, Any]) -> StoredState:
         state: KeyState = {name: item.get(name, {}).get("S") for name in KEPT}
         previous = item.get("previous", {}).get("S")
-        return StoredState(state, item["last_batch"]["S"], parse_state(previous))
+        # An item another program wrote may lack our bookkeeping: a lead of no batch of ours.
+        last = item.get("last_batch", {}).get("S", "")
+        return StoredState(state, last, parse_state(previous))

@@ -185,7 +185,7 @@ def test_the_llm_rewrites_what_it_answers_well_and_the_rules_do_the_rest() -> No
     assert result.rejected.tolist() == [3]
     assert result.counts["llm_calls"] == 1 and result.counts["llm_fallbacks"] == 1
     valid = result.valid.to_pylist()
-    assert valid[0]["company"] == "acme inc"  # the model's answer (the fake keeps it as is)
+    assert valid[0]["company"] == "Acme Inc."  # the model's (as is), with our suffixes
     assert valid[1]["company"] == "Zeta LLC"  # fell back: the rules'
     assert [r["phone"] for r in valid] == ["+15551234567", "+15559876543", None]
     assert [r["industry"] for r in valid] == ["Technology", None, "Finance"]  # mapped

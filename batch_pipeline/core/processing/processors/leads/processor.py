@@ -45,7 +45,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
-from batch_pipeline.core.columns.values import array_text
 from batch_pipeline.core.common.errors import ConfigError
 from batch_pipeline.core.processing.processors.base import (
     ADDED_COLUMNS,
@@ -68,6 +67,7 @@ NO_PHONE = "N/A"
 ACTION = "lead_action"
 FILE = "_source_file"  # between the stages only: the file a record without a source came from
 FIELDS = rules.FIELDS  # name, email, phone, company, title, industry, source
+LLM_FIELDS = ("name", "phone", "company", "title", "industry")  # what the LLM may rewrite
 OUTPUT = ("email", *LEAD_FIELDS)  # the kept records' first columns, in this order
 
 
@@ -125,6 +125,11 @@ class Leads(KeyedProcessor):
     def key_column(self) -> str:
         return "email"
 
+    def state_namespace(self) -> str:
+        """``leads/email`` for every processor of this class (a subclass too): they share the
+        store's one ``leads`` table, so they share its lease."""
+        return "leads/email"
+
     def secret_names(self) -> tuple[str, ...]:
         llm = self.options.llm
         return (llm.api_key_env,) if self.options.standardizer == "llm" and llm else ()
@@ -169,7 +174,11 @@ class Leads(KeyedProcessor):
     # Stage 1 -------------------------------------------------------------------------------
     def prepare(self, table: pa.Table, context: KeyedContext) -> ProcessResult:
         taken = self.columns_taken(table.column_names)
-        raw = {field: _first_present(table, taken.get(field, [])) for field in FIELDS}
+        raw: dict[str, pa.Array] = {}
+        untaken: dict[str, np.ndarray] = {}  # a column's values a record did not take
+        for field in FIELDS:
+            raw[field], beside = _first_present(table, taken.get(field, []))
+            untaken.update(beside)
         emails, reasons = rules.standardize_email(raw["email"])
         bad = _np(pc.is_valid(reasons))
         values = self._standardize(raw)
@@ -178,9 +187,11 @@ class Leads(KeyedProcessor):
         if self.options.standardizer == "llm":
             counts = self._llm(raw, values, ~bad, context)
         kept = pa.array(np.flatnonzero(~bad))
+        # The columns a field replaces: those whose every value a kept record took (a rejected
+        # record keeps every column as it came, in the rejected file).
+        used = set(OUTPUT) | {c for c, rows in untaken.items() if not np.any(rows & ~bad)}
         files = pc.if_else(pc.is_null(values["source"]), _file_names(table, context), None)
         out = pa.table({**{name: values[name] for name in OUTPUT}, FILE: files}).take(kept)
-        used = {c for cs in taken.values() for c in cs} | set(OUTPUT)
         for name in table.column_names:
             if name in ADDED_COLUMNS or (self.options.keep_other_columns and name not in used):
                 out = out.append_column(name, table.column(name).take(kept))
@@ -223,7 +234,7 @@ class Leads(KeyedProcessor):
         rows = np.flatnonzero(usable)
         if not rows.size:
             return {}
-        texts = {f: array_text(raw[f].take(pa.array(rows))).to_pylist() for f in FIELDS}
+        texts = {f: raw[f].take(pa.array(rows)).to_pylist() for f in FIELDS}
         records = [{f: texts[f][i] for f in FIELDS} for i in range(rows.size)]
         key = context.secrets.get(settings.api_key_env)
         answers, stats = LlmStandardizer(settings, key).standardize(records)
@@ -239,9 +250,9 @@ class Leads(KeyedProcessor):
                 for f in FIELDS
             }
             mine = self._standardize(given)
-            for field in ("name", "company", "title"):
+            for field in ("name", "title"):  # the model's casing; its company gets our suffixes
                 mine[field] = rules.standardize_text(given[field])
-            for field in LEAD_FIELDS:  # nor erase one: an empty answer keeps the rules'
+            for field in LLM_FIELDS:  # nor erase one: an empty answer keeps the rules'
                 ours = values[field].take(pa.array(at))
                 values[field] = _put(values[field], at, pc.coalesce(mine[field], ours))
         return stats.as_counts()
@@ -271,19 +282,18 @@ class Leads(KeyedProcessor):
                 lead = {**fields, "first_batch": context.batch_id, "created_at": now}
                 action = "inserted"
             else:
-                lead = dict(start)
-                for field, value in fields.items():
-                    if value is not None:
-                        lead[field] = value
+                lead = _updated(start, fields, context.batch_id, now)
             if _empty(lead.get("source")) is None:  # no source column ever: its file's name
                 lead["source"] = files.get(email)
             if start is not None:
-                changed = any(_empty(lead[f]) != _empty(start.get(f)) for f in LEAD_FIELDS)
+                changed = any(_empty(lead[f]) != _empty(start.get(f)) for f in LEAD_FIELDS) or any(
+                    lead.get(f) != start.get(f) for f in ("first_batch", "created_at")
+                )
                 action = "updated" if changed else "unchanged"
             counts[f"leads_{action}"] += 1
             actions[email] = action
             if action != "unchanged":
-                lead["updated_at"] = now
+                lead["updated_at"] = max(now, str((start or {}).get("updated_at") or now))
                 lead["phone"] = lead.get("phone") or NO_PHONE
                 new_states[email] = lead
         counts["leads_merged_in_batch"] = work.num_rows - len(merged)
@@ -297,32 +307,25 @@ class Leads(KeyedProcessor):
         )
 
 
-def _first_present(table: pa.Table, columns: Sequence[str]) -> pa.Array:
-    """Per record, the first of ``columns`` holding text that is not blank (text as
-    ``array_text`` gives it, except that whole numbers stay numbers for the phone rule)."""
+def _first_present(
+    table: pa.Table, columns: Sequence[str]
+) -> tuple[pa.Array, dict[str, np.ndarray]]:
+    """Per record, the first of ``columns`` holding a value (``rules.field_text``: not blank,
+    not a placeholder); and for each column, the records where it held a value they did not
+    take (a mobile beside a phone): a column without any is one the field replaces, one with
+    some keeps its place in the output, as it came."""
     n = table.num_rows
-    arrays = []
-    for name in columns:
-        column = table.column(name).combine_chunks()
-        if pa.types.is_dictionary(column.type):
-            column = column.dictionary_decode()
-        text = array_text(column) if not _whole_numbers(column) else column
-        arrays.append(text)
-    if not arrays:
-        return pa.nulls(n, pa.string())
-    if len(arrays) == 1:
-        return arrays[0]
-    texts = [pc.cast(a, pa.string()) if not pa.types.is_string(a.type) else a for a in arrays]
-    blanked = [pc.if_else(_blank(t), None, t) for t in texts]
-    return pc.coalesce(*blanked)
-
-
-def _whole_numbers(column: pa.Array) -> bool:
-    return pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-
-
-def _blank(text: pa.Array) -> pa.Array:
-    return pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
+    if not columns:
+        return pa.nulls(n, pa.string()), {}
+    texts = [rules.field_text(table.column(name)) for name in columns]
+    chosen = pc.coalesce(*texts) if len(texts) > 1 else texts[0]
+    untaken = {columns[0]: np.zeros(n, dtype=bool)}
+    taken_before = _np(pc.is_valid(texts[0]))
+    for name, text in zip(columns[1:], texts[1:], strict=True):
+        present = _np(pc.is_valid(text))
+        untaken[name] = present & taken_before
+        taken_before |= present
+    return chosen, untaken
 
 
 def _file_names(table: pa.Table, context: KeyedContext) -> pa.Array:
@@ -349,6 +352,25 @@ def _last_values(table: pa.Table) -> dict[str, dict[str, str | None]]:
     emails = last.column("email").to_pylist()
     columns = {f: last.column(f"{f}_last").to_pylist() for f in LEAD_FIELDS}
     return {email: {f: columns[f][i] for f in LEAD_FIELDS} for i, email in enumerate(emails)}
+
+
+def _updated(
+    start: KeyState, fields: Mapping[str, str | None], batch_id: str, now: str
+) -> KeyState:
+    """The stored lead ``start`` with this batch's merged ``fields``: a value replaces the
+    stored one, an empty value never does. A batch older than the lead's last update (a
+    redrive of a batch that failed before a later one ran) only fills what is empty, and is
+    the lead's first batch if it is older than that too. A lead stored without bookkeeping (an
+    item written by another program) gets this batch's."""
+    lead = dict(start)
+    older = bool(start.get("updated_at")) and now < str(start["updated_at"])
+    for field, value in fields.items():
+        if value is not None and (not older or _empty(lead.get(field)) is None):
+            lead[field] = value
+    created = start.get("created_at")
+    if not lead.get("first_batch") or not created or now < str(created):
+        lead["first_batch"], lead["created_at"] = batch_id, now
+    return lead
 
 
 def _last_files(table: pa.Table) -> dict[str, str]:

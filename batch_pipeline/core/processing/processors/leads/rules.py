@@ -22,12 +22,19 @@ The rules, field by field:
   ``-``, its last label (the top-level domain) two letters or more or ``xn--`` punycode; the
   whole at most 254 characters. Anything else (``John <john@x.com>``, ``mailto:`` included) is
   null with a reason;
-- ``phone``: see ``phones`` (E.164 or ``N/A``, extensions dropped);
+- ``phone``: see ``phones`` (E.164 or ``N/A``, extensions dropped); digits written with a
+  trailing ``.0`` (a spreadsheet's float as text) are read as those digits;
 - ``name``, ``company``, ``title``: see ``words``;
 - ``industry``: one of ``INDUSTRIES``, matched case-insensitively, or a synonym of one
   (``-``/``_`` read as spaces, ``&`` as ``and``: ``Real-Estate``, ``Oil & Gas``); any other
   value is ``Other``;
 - ``source`` (and any plain text): whitespace collapsed, as written.
+
+Before any of these, the processor reads each field's raw values with ``field_text``: text in
+Unicode NFC (an accented letter written as a letter and a combining mark is the same letter, so
+``josé@x.com`` is one e-mail however it was typed), NUL characters removed (no database keeps
+them in text), and a blank value or a placeholder (``PLACEHOLDERS``: ``N/A``, ``n.a.``,
+``#N/A``, ``NA``, ``nan``, ``null``, ``none``, ``nil``, ``-``, ``--``, ``?``, in any case) missing.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ __all__ = [
     "DEFAULT_INDUSTRY_SYNONYMS",
     "FIELDS",
     "INDUSTRIES",
+    "PLACEHOLDERS",
+    "field_text",
     "match_columns",
     "standardize_company",
     "standardize_email",
@@ -113,6 +122,20 @@ def _text(values: Values) -> pa.Array:
     except pa.ArrowNotImplementedError:
         return array_text(values)
     return array_text(encoded.dictionary).take(encoded.indices)
+
+
+PLACEHOLDERS = ("n/a", "n.a.", "#n/a", "na", "nan", "null", "none", "nil", "-", "--", "?")
+
+
+def field_text(values: Values) -> pa.Array:
+    """A field's raw values as text (see the module docstring): NFC, without NUL, trimmed,
+    null where blank or a placeholder."""
+    texts = _text(values)
+    texts = pc.utf8_normalize(texts, "NFC")
+    texts = pc.replace_substring(texts, "\x00", "")
+    texts = _trim(texts)
+    placeholder = pc.is_in(pc.utf8_lower(texts), value_set=pa.array(PLACEHOLDERS, pa.string()))
+    return _null_where(texts, pc.fill_null(placeholder, False))
 
 
 def _null_where(texts: pa.Array, mask: pa.Array) -> pa.Array:
@@ -228,6 +251,9 @@ def standardize_phone(values: Values, default_region: str = "US") -> pa.Array:
     region phonenumbers does not know."""
     encoded = pc.dictionary_encode(_text(values))
     distinct = pc.utf8_trim_whitespace(encoded.dictionary)
+    # Digits written as a spreadsheet's float (``15551234567.0``, from a CSV that pandas
+    # wrote) are those digits.
+    distinct = pc.replace_substring_regex(distinct, r"^(\+?[0-9]{6,})\.0+$", r"\1")
     return pc.fill_null(phones(distinct, default_region).take(encoded.indices), MISSING_PHONE)
 
 

@@ -1,7 +1,7 @@
-"""Hostile review of the ``leads`` processor (issue 15): tests that show real bugs.
+"""What a hostile review of the ``leads`` processor (issue 15) found, kept as regression tests.
 
-Each test says in its docstring what it shows. They are meant to FAIL on the reviewed code
-(commit 9c3665f); a fix makes them pass.
+Each test's docstring says what went wrong before the fix ("Before the fix:"), and its
+asserts what must hold now. They failed on commit 9c3665f.
 """
 
 from __future__ import annotations
@@ -73,11 +73,11 @@ def values_in(rows: list[dict[str, Any]]) -> set[str]:
     return {str(v) for row in rows for v in row.values() if v is not None}
 
 
-# 1. HIGH: a second column of the same field is dropped from the output ---------------------------
+# 1. HIGH: a second column of the same field is dropped from the output
 
 
 def test_a_second_alias_column_of_a_field_is_silently_dropped(tmp_path: Path) -> None:
-    """SHOWS: when a source has two columns of one field (``Phone`` and ``Mobile``, ``Email``
+    """Before the fix: when a source has two columns of one field (``Phone`` and ``Mobile``, ``Email``
     and ``Work Email``), ``prepare`` coalesces them (first non-blank) and then removes BOTH
     source columns from the output (``used`` in ``Leads.prepare``): the second column's value
     is in no valid record, no rejected record and not in the lead store. Records in = out +
@@ -99,11 +99,11 @@ def test_a_second_alias_column_of_a_field_is_silently_dropped(tmp_path: Path) ->
     assert "bob.work@corp.com" in kept, rows
 
 
-# 2. HIGH: numeric phone columns coalesced through Arrow's float->string cast ---------------------
+# 2. HIGH: numeric phone columns coalesced through Arrow's float->string cast
 
 
 def test_two_phone_columns_one_of_them_float_lose_the_phone(tmp_path: Path) -> None:
-    """SHOWS: ``_first_present`` with two columns of a field casts a float64 column with
+    """Before the fix: ``_first_present`` with two columns of a field casts a float64 column with
     ``pc.cast(..., pa.string())``, which writes 15551234567.0 as ``1.5551234567e+10`` (and
     442079460958.0 as ``4.42079460958e+11``): the phone rule cannot read it and the lead gets
     ``N/A``. With one column the same float goes through ``rules._float_text`` and is read
@@ -123,7 +123,7 @@ def test_two_phone_columns_one_of_them_float_lose_the_phone(tmp_path: Path) -> N
 
 
 def test_a_nan_in_the_first_phone_column_hides_the_second(tmp_path: Path) -> None:
-    """SHOWS: a pandas NaN in the first of two phone columns is cast to the text ``nan``, which
+    """Before the fix: a pandas NaN in the first of two phone columns is cast to the text ``nan``, which
     is not blank, so ``pc.coalesce`` keeps it over the second column's real number: the phone
     becomes ``N/A`` (the one-column path reads NaN as missing, as rules' docstring says)."""
     source = tmp_path / "crm.parquet"
@@ -137,11 +137,11 @@ def test_a_nan_in_the_first_phone_column_hides_the_second(tmp_path: Path) -> Non
     assert rows[0]["phone"] == "+15552223333", rows
 
 
-# 3. MEDIUM: "N/A" in a text field blanks the stored lead -------------------------------------------
+# 3. MEDIUM: "N/A" in a text field blanks the stored lead
 
 
 def test_na_in_a_text_field_blanks_the_stored_value(tmp_path: Path) -> None:
-    """SHOWS: ``process_bucket`` merges any non-null value, so a CRM placeholder ``N/A`` in
+    """Before the fix: ``process_bucket`` merges any non-null value, so a CRM placeholder ``N/A`` in
     ``Company`` replaces the stored ``Acme Inc.`` and the lead is counted ``updated``, while
     its own change test (``_empty``) holds ``N/A`` to be *no value*: by the processor's own
     definition an empty value blanks a stored one ("never blanked by an empty value")."""
@@ -157,11 +157,11 @@ def test_na_in_a_text_field_blanks_the_stored_value(tmp_path: Path) -> None:
     assert run.result.counts["leads_unchanged"] == 1, run.result.counts
 
 
-# 4. MEDIUM: Unicode normalization of e-mails ------------------------------------------------------
+# 4. MEDIUM: Unicode normalization of e-mails
 
 
 def test_an_nfd_email_is_the_same_lead_as_its_nfc_spelling(tmp_path: Path) -> None:
-    """SHOWS: ``standardize_email`` neither NFC-normalizes nor accepts combining marks
+    """Before the fix: ``standardize_email`` neither NFC-normalizes nor accepts combining marks
     (\\p{M}) in its regex: ``josé@x.com`` written decomposed (NFD: e + U+0301, as macOS and
     some exports write it) is REJECTED as "not an e-mail address" although it is the same
     address as the precomposed spelling in the same file. Expected: one lead, two records
@@ -171,20 +171,21 @@ def test_an_nfd_email_is_the_same_lead_as_its_nfc_spelling(tmp_path: Path) -> No
     assert nfc != nfd
     source = tmp_path / "crm.csv"
     source.write_text(f"Email,Name\n{nfc},Ann\n{nfd},Ann B\n", encoding="utf-8")
-    run, rows = run_leads(source, tmp_path / "out", sqlite_store(tmp_path))
+    run, _ = run_leads(source, tmp_path / "out", sqlite_store(tmp_path))
     assert run.result.records_rejected == 0, run.result.rejection_reasons
     assert run.result.counts["leads_inserted"] == 1
     assert run.result.counts["leads_merged_in_batch"] == 1
 
 
-# 5. MEDIUM: a NUL in a lead's field fails the whole bucket on Postgres ----------------------------
+# 5. MEDIUM: a NUL in a lead's field fails the whole bucket on Postgres
 
 
 @pytest.mark.services
 def test_a_nul_in_one_leads_company_fails_every_lead_of_its_bucket_on_postgres(
-    tmp_path: Path, postgres_url: str  # noqa: F811
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
 ) -> None:
-    """SHOWS: the lead store writes fields as raw text; Postgres refuses a NUL in text, so one
+    """Before the fix: the lead store writes fields as raw text; Postgres refuses a NUL in text, so one
     record with a NUL in its company makes the save of its whole bucket fail, retried 4 times
     (category ``unknown``) and dead-lettered: every other lead of the bucket is never stored,
     and on SQLite the same file succeeds. The keys are checked for NUL
@@ -201,7 +202,7 @@ def test_a_nul_in_one_leads_company_fails_every_lead_of_its_bucket_on_postgres(
         store.close()
 
 
-# 6. MEDIUM: a DynamoDB lead item without last_batch -------------------------------------------------
+# 6. MEDIUM: a DynamoDB lead item without last_batch
 
 
 @pytest.fixture
@@ -217,7 +218,7 @@ def dynamodb_leads(moto_server: str) -> Iterator[tuple[Any, str]]:
 def test_a_dynamodb_lead_without_last_batch_fails_with_a_bare_keyerror(
     tmp_path: Path, dynamodb_leads: tuple[Any, str]
 ) -> None:
-    """SHOWS: the lead store is "a table users query (seed 003's DynamoDB leads table)", but
+    """Before the fix: the lead store is "a table users query (seed 003's DynamoDB leads table)", but
     ``DynamoDBLeadStore._stored`` reads ``item["last_batch"]["S"]`` unguarded: one item another
     writer put there (hash key ``email``, a name, no ``last_batch``) fails its bucket with the
     error text ``'last_batch'`` (a KeyError, category ``unknown``, retried 4 times). Expected:
@@ -235,11 +236,11 @@ def test_a_dynamodb_lead_without_last_batch_fails_with_a_bare_keyerror(
     ), failed
 
 
-# 7. MEDIUM: the LLM path loses a phone the rules read ----------------------------------------------
+# 7. MEDIUM: the LLM path loses a phone the rules read
 
 
 def test_the_llm_path_loses_a_phone_the_rules_standardize(tmp_path: Path) -> None:
-    """SHOWS: with ``standardizer: llm``, a record the model answered takes the model's phone
+    """Before the fix: with ``standardizer: llm``, a record the model answered takes the model's phone
     through the rules; when the model says ``N/A`` (here the fake, for any non-NANP number) the
     lead loses a phone the rules read perfectly (``+44 20 7946 0958`` -> ``+442079460958``).
     Expected: a phone the model gives up on falls back to the rules' phone."""
@@ -253,11 +254,11 @@ def test_the_llm_path_loses_a_phone_the_rules_standardize(tmp_path: Path) -> Non
     assert rows[0]["phone"] == "+442079460958", rows
 
 
-# 8. MEDIUM: a redriven batch overwrites a later batch's values ---------------------------------------
+# 8. MEDIUM: a redriven batch overwrites a later batch's values
 
 
 def test_a_redriven_earlier_batch_overwrites_the_values_of_a_later_one(tmp_path: Path) -> None:
-    """SHOWS: batch b1 (registered first) has its bucket dead-lettered; b2 then updates the
+    """Before the fix: batch b1 (registered first) has its bucket dead-lettered; b2 then updates the
     lead; b1 redriven applies its OLDER values over b2's (phone, company) and the table no
     longer equals a clean run of b1 then b2 (also ``first_batch`` becomes b2). ``process_bucket``
     ignores ``context.batch_time`` versus the stored ``updated_at``: late data is not handled
@@ -273,11 +274,19 @@ def test_a_redriven_earlier_batch_overwrites_the_values_of_a_later_one(tmp_path:
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     store = sqlite_store(tmp_path)
-    wrong = open_state_store(f"sqlite:///{tmp_path / 'state.db'}", kind="state")
-    spec_one = leads_spec(one, tmp_path / "out", "b1")
-    failed = run_batch(Storage(), spec_one, ledger=ledger, state_store=wrong)
+    marker = tmp_path / "broken"
+    marker.touch()
+    spec_one = replace(
+        leads_spec(one, tmp_path / "out", "b1"),
+        processor="fault_leads",
+        processor_options={"marker": str(marker)},
+        processor_modules=("batch_pipeline_tests.fault_processors",),
+    )
+    spec_one = replace(spec_one, retry=replace(spec_one.retry, max_retries=0))
+    failed = run_batch(Storage(), spec_one, ledger=ledger, state_store=store)
     assert failed.result.status == BatchStatus.FAILED  # its bucket dead-lettered
     run_leads(two, tmp_path / "out", store, "b2", ledger=ledger)
+    marker.unlink()
     redriven = run_batch(Storage(), replace(spec_one, mode="redrive"), ledger=ledger,
                          state_store=store)  # fmt: skip
     assert redriven.result.status == BatchStatus.SUCCEEDED
@@ -286,11 +295,11 @@ def test_a_redriven_earlier_batch_overwrites_the_values_of_a_later_one(tmp_path:
     assert {f: got[f] for f in fields} == {f: expected[f] for f in fields}
 
 
-# 9. LOW: a store of the wrong kind is found only after stage 1 -------------------------------------
+# 9. LOW: a store of the wrong kind is found only after stage 1
 
 
 def test_a_store_of_the_wrong_kind_is_refused_before_any_work(tmp_path: Path) -> None:
-    """SHOWS: ``run_batch`` checks that a keyed batch has a store, not that it is of the
+    """Before the fix: ``run_batch`` checks that a keyed batch has a store, not that it is of the
     processor's ``store_kind``: with a ``state`` store, stage 1 runs over every chunk (with
     ``standardizer: llm``: every paid LLM call) and only then every bucket is dead-lettered.
     Expected: a ConfigError up front, as for a missing store."""
