@@ -77,11 +77,11 @@ def values_in(rows: list[dict[str, Any]]) -> set[str]:
 
 
 def test_a_second_alias_column_of_a_field_is_silently_dropped(tmp_path: Path) -> None:
-    """Before the fix: when a source has two columns of one field (``Phone`` and ``Mobile``, ``Email``
-    and ``Work Email``), ``prepare`` coalesces them (first non-blank) and then removes BOTH
-    source columns from the output (``used`` in ``Leads.prepare``): the second column's value
-    is in no valid record, no rejected record and not in the lead store. Records in = out +
-    rejected still holds, so the run succeeds, yet values the source held are gone: the
+    """Before the fix: when a source has two columns of one field (``Phone`` and ``Mobile``,
+    ``Email`` and ``Work Email``), ``prepare`` coalesces them (first non-blank) and then removes
+    BOTH source columns from the output (``used`` in ``Leads.prepare``): the second column's
+    value is in no valid record, no rejected record and not in the lead store. Records in = out
+    + rejected still holds, so the run succeeds, yet values the source held are gone: the
     promise "every kept value exactly as it came in" is broken silently."""
     source = tmp_path / "crm.csv"
     source.write_text(
@@ -123,9 +123,10 @@ def test_two_phone_columns_one_of_them_float_lose_the_phone(tmp_path: Path) -> N
 
 
 def test_a_nan_in_the_first_phone_column_hides_the_second(tmp_path: Path) -> None:
-    """Before the fix: a pandas NaN in the first of two phone columns is cast to the text ``nan``, which
-    is not blank, so ``pc.coalesce`` keeps it over the second column's real number: the phone
-    becomes ``N/A`` (the one-column path reads NaN as missing, as rules' docstring says)."""
+    """Before the fix: a pandas NaN in the first of two phone columns is cast to the text
+    ``nan``, which is not blank, so ``pc.coalesce`` keeps it over the second column's real
+    number: the phone becomes ``N/A`` (the one-column path reads NaN as missing, as rules'
+    docstring says)."""
     source = tmp_path / "crm.parquet"
     table = pa.table({
         "Email": ["ann@x.com"],
@@ -185,10 +186,10 @@ def test_a_nul_in_one_leads_company_fails_every_lead_of_its_bucket_on_postgres(
     tmp_path: Path,
     postgres_url: str,  # noqa: F811
 ) -> None:
-    """Before the fix: the lead store writes fields as raw text; Postgres refuses a NUL in text, so one
-    record with a NUL in its company makes the save of its whole bucket fail, retried 4 times
-    (category ``unknown``) and dead-lettered: every other lead of the bucket is never stored,
-    and on SQLite the same file succeeds. The keys are checked for NUL
+    """Before the fix: the lead store writes fields as raw text; Postgres refuses a NUL in text,
+    so one record with a NUL in its company makes the save of its whole bucket fail, retried 4
+    times (category ``unknown``) and dead-lettered: every other lead of the bucket is never
+    stored, and on SQLite the same file succeeds. The keys are checked for NUL
     (``process._storable_keys``), the fields are not. Expected: the record rejected with a
     reason (or the NUL removed as a declared conversion), the other leads stored."""
     source = tmp_path / "crm.csv"
@@ -218,12 +219,12 @@ def dynamodb_leads(moto_server: str) -> Iterator[tuple[Any, str]]:
 def test_a_dynamodb_lead_without_last_batch_fails_with_a_bare_keyerror(
     tmp_path: Path, dynamodb_leads: tuple[Any, str]
 ) -> None:
-    """Before the fix: the lead store is "a table users query (seed 003's DynamoDB leads table)", but
-    ``DynamoDBLeadStore._stored`` reads ``item["last_batch"]["S"]`` unguarded: one item another
-    writer put there (hash key ``email``, a name, no ``last_batch``) fails its bucket with the
-    error text ``'last_batch'`` (a KeyError, category ``unknown``, retried 4 times). Expected:
-    the item read as a lead of no batch (or a StateStoreError naming the e-mail and what is
-    missing), not a bare KeyError."""
+    """Before the fix: the lead store is "a table users query (seed 003's DynamoDB leads
+    table)", but ``DynamoDBLeadStore._stored`` reads ``item["last_batch"]["S"]`` unguarded: one
+    item another writer put there (hash key ``email``, a name, no ``last_batch``) fails its
+    bucket with the error text ``'last_batch'`` (a KeyError, category ``unknown``, retried 4
+    times). Expected: the item read as a lead of no batch (or a StateStoreError naming the
+    e-mail and what is missing), not a bare KeyError."""
     client, table = dynamodb_leads
     store = open_state_store(f"dynamodb://{table}", dynamodb_client=client, kind="leads")
     client.put_item(TableName=table, Item={"email": {"S": "ann@x.com"}, "name": {"S": "Ann"}})
@@ -240,10 +241,11 @@ def test_a_dynamodb_lead_without_last_batch_fails_with_a_bare_keyerror(
 
 
 def test_the_llm_path_loses_a_phone_the_rules_standardize(tmp_path: Path) -> None:
-    """Before the fix: with ``standardizer: llm``, a record the model answered takes the model's phone
-    through the rules; when the model says ``N/A`` (here the fake, for any non-NANP number) the
-    lead loses a phone the rules read perfectly (``+44 20 7946 0958`` -> ``+442079460958``).
-    Expected: a phone the model gives up on falls back to the rules' phone."""
+    """Before the fix: with ``standardizer: llm``, a record the model answered takes the model's
+    phone through the rules; when the model says ``N/A`` (here the fake, for any non-NANP
+    number) the lead loses a phone the rules read perfectly (``+44 20 7946 0958`` ->
+    ``+442079460958``). Expected: a phone the model gives up on falls back to the rules'
+    phone."""
     source = tmp_path / "crm.csv"
     source.write_text("Email,Phone\nann@x.com,+44 20 7946 0958\n")
     with FakeLlm() as fake:
