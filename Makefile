@@ -9,7 +9,7 @@ DEMO_DIR ?= data/demo
 DEMO_RECORDS ?= 300000
 
 .PHONY: install test test-fast lint browser demo ui bench bench-60m bench-small-files bench-executor \
-	bench-keyed clean
+	bench-keyed bench-leads clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,12 @@ bench-small-files: install
 # and DynamoDB (a moto server), then the whole keyed job on 10M measurements (about 3 minutes).
 bench-keyed: install
 	$(BIN)/python -m benchmarks.keyed_state
+
+# Leads per second: the leads processor on 1M leads with 20% duplicates, through the CLI's job
+# (multiprocess and in-process), run_batch with a SQLite and a Postgres lead store, and a pandas
+# script, each batch then the same file again (about 10 minutes).
+bench-leads: install
+	$(BIN)/python -m benchmarks.leads
 
 # The cost of one mapped step under each executor (10-15 minutes).
 bench-executor: install

@@ -3,8 +3,9 @@
 ``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke``,
 ``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out and
 ``python -m benchmarks.keyed_state --smoke`` (its core part, 10 measurements over 5 users, on
-SQLite only), each in a subprocess (its own process group, ended on timeout), inputs and outputs
-in the test's temporary folder.
+SQLite only) and ``python -m benchmarks.leads --smoke`` (2,000 leads, SQLite only), each in a
+subprocess (its own process group, ended on timeout), inputs and outputs in the test's
+temporary folder.
 No timing is asserted, but for the small-files one: one file-set run beats a run per file by far
 more than a shared machine's noise.
 """
@@ -25,6 +26,7 @@ SCRIPT = "benchmarks.throughput"
 SMALL_FILES_SCRIPT = "benchmarks.small_files"
 EXECUTOR_SCRIPT = "benchmarks.executor_overhead"
 KEYED_SCRIPT = "benchmarks.keyed_state"
+LEADS_SCRIPT = "benchmarks.leads"
 KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
 TIMEOUT = 180
 
@@ -275,3 +277,61 @@ def test_keyed_state_smoke(tmp_path: Path) -> None:
     run = combo["runs"]["first"][0]
     assert problems(run) == []
     assert problems(run | {"records_out": run["records_out"] - 1}) != []
+
+
+def test_leads_smoke(tmp_path: Path) -> None:
+    result, out = _run_smoke(tmp_path, LEADS_SCRIPT)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["failures"] == []
+    settings, made = report["settings"], report["input"]
+    assert settings["kinds"] == ["job_inproc", "core", "pandas"] and settings["records"] == 2_000
+    records, people, invalid = made["records"], made["people"], made["invalid"]
+    assert (records, people, invalid) == (2_000, 1_600, 20)  # 20% duplicates, 1% invalid
+    merged = records - invalid - people
+
+    measurements = report["measurements"]
+    assert set(measurements) == {"job_inproc", "core", "pandas"}
+    for kind, batches in measurements.items():
+        assert set(batches) == {"1", "2"}, kind
+        for batch, m in batches.items():
+            assert m["status"] == "ok", (kind, batch, m["errors"], m["stderr_tail"])
+            assert m["records_measured"] == records, (kind, batch)
+            assert m["rate"] > 0 and m["seconds"] > 0 and m["peak_rss_bytes"] > 0, (kind, batch)
+    for kind in ("job_inproc", "core"):
+        for batch, (inserted, unchanged) in (("1", (people, 0)), ("2", (0, people))):
+            data = measurements[kind][batch]["data"]
+            assert data["status"] == "succeeded", (kind, batch)
+            assert data["records_in"] == records and data["records_rejected"] == invalid
+            assert data["records_out"] == records - invalid
+            assert data["counts"] == {
+                "leads_inserted": inserted,
+                "leads_updated": 0,
+                "leads_unchanged": unchanged,
+                "leads_merged_in_batch": merged,
+            }, (kind, batch)
+            assert data["chunks"] >= 1 and data["buckets"] >= 1
+            assert data["stage1_seconds"] > 0 and data["stage2_seconds"] > 0
+    for batch, inserted in (("1", people), ("2", 0)):
+        data = measurements["pandas"][batch]["data"]
+        assert data["records_rejected"] == invalid and data["records_valid"] == records - invalid
+        assert data["upserted"] == people and data["inserted"] == inserted
+    assert [(r["kind"], r["batch"]) for r in report["rows"]] == [
+        (kind, batch) for kind in ("job_inproc", "core", "pandas") for batch in (1, 2)
+    ]
+    assert report["derived"]["core_vs_pandas"] > 0
+    assert report["derived"]["job_inproc_vs_core"] > 0
+    # Nothing is left behind in the run's temporary folder (the input is cached in data/).
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert "| run_batch, SQLite store (no Dagster) | 1 |" in result.stdout
+
+    # A miscount fails the benchmark: the driver's check finds it.
+    from benchmarks.leads.report import problems
+
+    data = measurements["core"]["1"]["data"]
+    assert problems("core", data, made, 1) == []
+    assert problems("core", data, made, 2) != []  # batch 1's counts are not batch 2's
+    fewer = data | {"counts": data["counts"] | {"leads_inserted": people - 1}}
+    assert problems("core", fewer, made, 1) != []
+    pandas = measurements["pandas"]["1"]["data"]
+    assert problems("pandas", pandas | {"upserted": people + 1}, made, 1) != []
