@@ -109,9 +109,12 @@ def leads_table(url: str) -> dict[str, tuple[Any, ...]]:
     return {row["email"]: tuple(row[f] for f in FIELDS) for row in rows}
 
 
-def run_args(source: Path | str, output: Path | str, batch: str, store: str) -> list[str]:
+def run_args(
+    source: Path | str, output: Path | str, batch: str, store: str, chunk_records: int = 2
+) -> list[str]:
     return ["run", str(source), "--processor", "leads", "--output", str(output),
-            "--batch-id", batch, "--lead-store", store, "--chunk-records", "2"]  # fmt: skip
+            "--batch-id", batch, "--lead-store", store,
+            "--chunk-records", str(chunk_records)]  # fmt: skip
 
 
 def test_two_files_of_the_same_people_leave_one_merged_row_per_email(
@@ -291,7 +294,8 @@ def test_kill_9_during_the_upsert_then_run_again_equals_a_clean_run(
     source = many_leads(tmp_path / "leads.csv", people=300, records=2_000)
     # The clean run: another ledger, a SQLite store; the killed run's table must equal it.
     clean = f"sqlite:///{tmp_path / 'clean.db'}"
-    code, _, out = run_cli(capsys, *run_args(source, tmp_path / "clean", "killed-leads", clean),
+    code, _, out = run_cli(capsys, *run_args(source, tmp_path / "clean", "killed-leads", clean,
+                                             chunk_records=200),
                            "--ledger", f"sqlite:///{tmp_path / 'clean-ledger.db'}")  # fmt: skip
     assert code == 0, out
     expected = leads_table(clean)
