@@ -1,3 +1,5 @@
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from dagster import MetadataValue, OpExecutionContext, op
@@ -48,25 +50,18 @@ def _process(
         book = ledger.get_ledger()
         with keep_lease(context, book, spec.batch_id):
             # A keyed batch's chunks send their records to buckets (stage 1 of the shuffle).
+            attempt: Callable[..., ChunkSummary] = attempt_chunk
             if is_keyed(spec):
-                summary = attempt_partition(
-                    storage.get_storage(),
-                    book,
-                    spec,
-                    chunk,
-                    retry_number=context.retry_number,
-                    sqs_client=sqs.get_client,
-                    secrets=processor_secrets(keyed_processor(spec).secret_names()),
-                )
-            else:
-                summary = attempt_chunk(
-                    storage.get_storage(),
-                    book,
-                    spec,
-                    chunk,
-                    retry_number=context.retry_number,
-                    sqs_client=sqs.get_client,
-                )
+                secrets = processor_secrets(keyed_processor(spec).secret_names())
+                attempt = partial(attempt_partition, secrets=secrets)
+            summary = attempt(
+                storage.get_storage(),
+                book,
+                spec,
+                chunk,
+                retry_number=context.retry_number,
+                sqs_client=sqs.get_client,
+            )
         since = run_start_time(context)
         progress = progress_metadata(book.progress(spec.batch_id, since=since), since)
         if summary.status != ChunkStatus.SUCCEEDED:

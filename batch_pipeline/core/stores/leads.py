@@ -17,9 +17,10 @@ would (the times are the batch's, not the clock's).
 - DynamoDB (``DynamoDBLeadStore``): hash key ``email`` (a string), the same attributes as
   strings (times in ISO 8601), an empty field left out.
 
-A lead store keeps one processor's leads: the namespace the stage gives (``leads/email``) is
-checked, not stored. Chosen by URL as state stores are (``state_stores.open_state_store`` with
-``kind="leads"``).
+A lead store keeps the leads of one processor class: the namespace the stage gives
+(``leads/email``, ``Leads.state_namespace``, the same for a subclass) names the lease that
+serializes batches, and is not stored. Chosen by URL as state stores are
+(``state_stores.open_state_store`` with ``kind="leads"``).
 """
 
 from __future__ import annotations

@@ -5,12 +5,10 @@ the other is expected."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import sqlalchemy as sa
 
@@ -19,6 +17,10 @@ from batch_pipeline.core.stores.leads import iso_time
 from batch_pipeline.core.stores.state import StateStore, StoredState, next_stored
 from batch_pipeline.core.stores.state_stores import open_state_store
 from batch_pipeline_tests.core.ledger.test_ledger import postgres_url  # noqa: F401  (a fixture)
+from batch_pipeline_tests.core.stores.test_state_stores import (  # noqa: F401  (a fixture)
+    dynamodb_client,
+    dynamodb_table,
+)
 
 NS = "leads/email"
 COLUMNS = {"email", "name", "phone", "company", "title", "industry", "source", "first_batch",
@@ -30,19 +32,6 @@ def lead(name: str | None, batch: str, at: float, **fields: Any) -> dict[str, An
             "source": "leads.csv", "first_batch": batch, "created_at": iso_time(at),
             "updated_at": iso_time(at)}  # fmt: skip
     return {**base, **fields}
-
-
-def dynamodb_client(endpoint: str) -> Any:
-    return boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def dynamodb_table(moto_server: str) -> Iterator[str]:
-    name = f"leads-{uuid.uuid4().hex[:12]}"
-    yield name
-    client = dynamodb_client(moto_server)
-    if name in client.list_tables()["TableNames"]:
-        client.delete_table(TableName=name)
 
 
 @pytest.fixture(
@@ -130,7 +119,8 @@ def test_a_lead_store_and_a_state_store_are_not_each_other(tmp_path: Path) -> No
 
 @pytest.mark.services
 def test_a_dynamodb_state_table_is_refused_as_a_lead_table(
-    moto_server: str, dynamodb_table: str
+    moto_server: str,
+    dynamodb_table: str,  # noqa: F811  (the fixture)
 ) -> None:
     client = dynamodb_client(moto_server)
     open_state_store(f"dynamodb://{dynamodb_table}", dynamodb_client=client).close()
