@@ -233,3 +233,24 @@ def test_the_summary_counts_seconds_from_the_process_start(
     assert main() == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["seconds"] >= 100.0
+
+
+def test_without_dagster_home_an_in_process_run_keeps_its_events_in_memory(
+    nothing_set: Path, tmp_path: Path
+) -> None:
+    """No DAGSTER_HOME: an in-process run's instance holds its events in memory (no SQLite
+    file to write per event); a multiprocess run's is a temporary SQLite instance that step
+    processes can open, removed afterwards."""
+    from dagster._core.storage.event_log import InMemoryEventLogStorage, SqliteEventLogStorage
+
+    from batch_pipeline.cli.run import dagster_instance
+
+    with dagster_instance(in_process=True) as instance:
+        assert isinstance(instance.event_log_storage, InMemoryEventLogStorage)
+        assert not instance.is_persistent
+    with dagster_instance(in_process=False) as instance:
+        assert isinstance(instance.event_log_storage, SqliteEventLogStorage)
+        assert instance.is_persistent
+        home = Path(instance.root_directory)
+        assert home.is_dir()
+    assert not home.exists()
