@@ -49,8 +49,13 @@ def line_break_positions(arr: np.ndarray) -> np.ndarray:
 
 
 def count_line_breaks(data: bytes) -> int:
-    """The number of line breaks in ``data``: ``\\r\\n`` counts once, a lone ``\\r`` once."""
-    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    """The number of line breaks in ``data``: ``\\r\\n`` counts once, a lone ``\\r`` once.
+    Without a ``\\r`` (the common case; ``in`` is a memchr, several times faster than a
+    count) one pass counts them."""
+    breaks = data.count(b"\n")
+    if b"\r" not in data:
+        return breaks
+    return breaks + data.count(b"\r") - data.count(b"\r\n")
 
 
 def split_lines(blocks: Iterable[bytes]) -> Iterator[bytes]:
