@@ -27,9 +27,10 @@ from batch_pipeline.core.columns import conform
 from batch_pipeline.core.common.errors import ConfigError, ConservationError, ProcessorError
 from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkSummary
 from batch_pipeline.core.inputs.filesets import read_file_set_chunk
-from batch_pipeline.core.inputs.readers import ChunkData, read_chunk
+from batch_pipeline.core.inputs.readers import ChunkData, check_unchanged, read_chunk
 from batch_pipeline.core.planning import plan_schema
-from batch_pipeline.core.processing.processors import Processor, get_processor
+from batch_pipeline.core.processing.processors import Processor, ProcessResult, get_processor
+from batch_pipeline.core.processing.slices import run_slices, sliceable
 from batch_pipeline.core.stores.storage import Storage
 
 REJECT_META = ("_reason", "_chunk", "_record", "_line", "_raw")
@@ -76,41 +77,74 @@ def run_chunk(
         spec.processor, spec.processor_options, spec.processor_modules
     )
     started = time.perf_counter()
+    valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
     with PeakRss() as memory:
-        data = read_conformed(storage, spec, chunk, schema)
-        with processor_errors(processor, chunk.describe()):
-            result = processor.process(data.table)
-        if result.valid.num_rows + len(result.rejected) != data.table.num_rows:
-            raise ProcessorError(
-                f"processor {processor.name!r} lost records on {chunk.describe()}: "
-                f"{data.table.num_rows} in, {result.valid.num_rows} valid + "
-                f"{len(result.rejected)} rejected"
+        if sliceable(spec, chunk, processor):
+            check_unchanged(storage, spec.source, chunk)
+            sliced = run_slices(
+                storage, spec, chunk, processor, schema or plan_schema(storage, spec), valid_uri
             )
-        if result.valid.num_rows and not result.valid.num_columns:
-            raise ConservationError(
-                f"{chunk.describe()}: {result.valid.num_rows:,} valid record(s) with no field at "
-                "all (such as {} in JSON); Parquet cannot hold rows without columns, so they "
-                "would vanish from the output; nothing of this chunk was written"
+            records_in, records_out, bytes_read = (
+                sliced.records_in,
+                sliced.records_out,
+                sliced.bytes_read,
             )
-        rejected = rejected_table(data, result.rejected, result.reasons, chunk)
-        valid_uri, rejected_uri = spec.valid_uri(chunk.index), spec.rejected_uri(chunk.index)
-        storage.write_parquet(result.valid, valid_uri)
+            rejected = concat_rejected(sliced.rejected)
+            counts = sliced.counts
+        else:
+            data = read_conformed(storage, spec, chunk, schema)
+            with processor_errors(processor, chunk.describe()):
+                result = processor.process(data.table)
+            check_result(processor, chunk, data.table.num_rows, result)
+            rejected = rejected_table(data, result.rejected, result.reasons, chunk)
+            storage.write_parquet(result.valid, valid_uri)
+            records_in, records_out, bytes_read = (
+                data.records_in,
+                result.valid.num_rows,
+                data.bytes_read,
+            )
+            counts = dict(result.counts)
         write_rejected(storage, rejected, rejected_uri)
     return ChunkSummary(
         index=chunk.index,
         key=chunk.key,
         count=chunk.chunks_in_plan,
-        records_in=data.records_in,
-        records_out=result.valid.num_rows,
+        records_in=records_in,
+        records_out=records_out,
         records_rejected=rejected.num_rows,
-        bytes_read=data.bytes_read,
+        bytes_read=bytes_read,
         seconds=round(time.perf_counter() - started, 6),
         peak_rss_bytes=memory.peak,
         valid_uri=valid_uri,
         rejected_uri=rejected_uri if rejected.num_rows else None,
         rejection_reasons=rejection_reasons(rejected),
-        counts=dict(result.counts),
+        counts=counts,
     )
+
+
+def check_result(processor: Processor, chunk: Chunk, rows_in: int, result: ProcessResult) -> None:
+    """The processor accounted for each of the ``rows_in`` records it was given, and its valid
+    records have columns (Parquet cannot hold rows without any)."""
+    if result.valid.num_rows + len(result.rejected) != rows_in:
+        raise ProcessorError(
+            f"processor {processor.name!r} lost records on {chunk.describe()}: "
+            f"{rows_in} in, {result.valid.num_rows} valid + "
+            f"{len(result.rejected)} rejected"
+        )
+    if result.valid.num_rows and not result.valid.num_columns:
+        raise ConservationError(
+            f"{chunk.describe()}: {result.valid.num_rows:,} valid record(s) with no field at "
+            "all (such as {} in JSON); Parquet cannot hold rows without columns, so they "
+            "would vanish from the output; nothing of this chunk was written"
+        )
+
+
+def concat_rejected(parts: list[pa.Table]) -> pa.Table:
+    """Rejected records of a chunk's slices, in order, as one table (an empty one of just
+    ``_reason`` when there are none, as ``rejected_table`` gives)."""
+    if not parts:
+        return pa.table({"_reason": pa.array([], type=pa.string())})
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 @contextmanager

@@ -12,9 +12,10 @@ environment gives (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, ``AWS_REGION``/
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,39 @@ def dictionary_columns(table: pa.Table, sample: int = 10_000) -> list[str]:
         if distinct * 2 < rows:
             chosen.append(name)
     return chosen
+
+
+class PartWriter:
+    """Appends tables to one local Parquet file (``Storage.parquet_writer``): the schema and
+    the dictionary-encoded columns are the first table's; a later table of another schema is
+    cast to it (a ValueError names the difference when it cannot be)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rows: int | None = None  # None: nothing written yet
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self.path, table.schema, use_dictionary=dictionary_columns(table)
+            )
+            self.rows = 0
+        elif table.schema != self._writer.schema:
+            try:
+                table = table.cast(self._writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+                raise ValueError(
+                    f"a part's columns ({table.schema}) differ from the first part's "
+                    f"({self._writer.schema}): {exc}"
+                ) from exc
+        self._writer.write_table(table)
+        self.rows = (self.rows or 0) + table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class Storage:
@@ -295,6 +329,37 @@ class Storage:
             use_dictionary=dictionary_columns(table),
         )
         self._commit(fs, target, path)
+
+    @contextmanager
+    def parquet_writer(self, uri: str) -> Iterator[PartWriter]:
+        """A Parquet object written part by part (one row group or more per ``write``), made
+        visible at ``uri`` only when the block ends without an error: locally a temporary file
+        renamed, on S3 a local temporary file uploaded at the end (a failed chunk leaves no
+        half-written object, as ``write_parquet`` does not). Columns are dictionary-encoded as
+        ``write_parquet`` chooses from the first part. With no part written, no object is made:
+        the caller writes an empty table itself."""
+        fs, path = self.filesystem(uri)
+        remote = isinstance(fs, pafs.S3FileSystem)
+        if remote:
+            handle, target = tempfile.mkstemp(prefix="part-", suffix=".parquet")
+            os.close(handle)
+        else:
+            target = self._temp_path(fs, path)
+        writer = PartWriter(target)
+        try:
+            yield writer
+            writer.close()
+            if writer.rows is None:
+                return
+            if remote:
+                pafs.copy_files(target, path, destination_filesystem=fs)
+            else:
+                self._commit(fs, target, path)
+        finally:
+            writer.close()
+            if remote or os.path.exists(target):
+                with suppress(FileNotFoundError):
+                    os.remove(target)
 
     def list(self, prefix: str) -> list[str]:
         """The URIs of every file under ``prefix`` (a folder, or an S3 prefix taken as one),

@@ -20,20 +20,23 @@ from batch_pipeline.core.inputs.readers.chunk_data import ChunkData, offset_line
 from batch_pipeline.core.inputs.readers.csv_reader import (
     check_not_cut_in_quotes,
     one_record_per_line,
+    read_csv_bytes,
     split_invalid_utf8,
 )
-from batch_pipeline.core.inputs.readers.dispatch import read_chunk
+from batch_pipeline.core.inputs.readers.dispatch import check_unchanged, read_chunk
 from batch_pipeline.core.inputs.readers.jsonl_reader import read_jsonl
 from batch_pipeline.core.inputs.readers.parquet_reader import combine_parts, part_records
 
 __all__ = [
     "ChunkData",
     "check_not_cut_in_quotes",
+    "check_unchanged",
     "combine_parts",
     "offset_lines",
     "one_record_per_line",
     "part_records",
     "read_chunk",
+    "read_csv_bytes",
     "read_jsonl",
     "rejects_table",
     "split_invalid_utf8",

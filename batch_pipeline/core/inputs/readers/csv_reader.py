@@ -123,6 +123,13 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
     return ChunkData(table, len(data), lines, records=records, rejects=rejects)
 
 
+def read_csv_bytes(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
+    """``data``, the bytes of ``chunk`` (whole records), as its table and parse rejects: what
+    ``read_chunk`` gives for a CSV byte range, for bytes the caller read itself (a slice of a
+    chunk, see ``processing.slices``)."""
+    return _read_csv(data, source, chunk)
+
+
 def check_not_cut_in_quotes(data: bytes, quote: str, delimiter: str | None, chunk: Chunk) -> None:
     """A chunk planned without a scan (``scan: false``: its cuts are estimated byte offsets
     moved to the next line break, blind to quotes) must not end inside a quoted field, where a

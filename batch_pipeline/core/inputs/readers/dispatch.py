@@ -26,7 +26,7 @@ def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk, check: bool =
     whole cannot be read (missing object, not the expected format). ``check``: first make sure
     the object is still the version planned (a caller that just did may skip it)."""
     if check and chunk.kind in ("bytes", "row_groups", "sheets"):
-        _check_unchanged(storage, source, chunk)
+        check_unchanged(storage, source, chunk)
     try:
         if chunk.kind == "empty":
             names = list(source.columns or ())
@@ -57,7 +57,7 @@ def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk, check: bool =
     raise ChunkReadError(f"{chunk.describe()}: unknown chunk kind {chunk.kind!r}")
 
 
-def _check_unchanged(storage: Storage, source: SourceSpec, chunk: Chunk) -> None:
+def check_unchanged(storage: Storage, source: SourceSpec, chunk: Chunk) -> None:
     """The object is still the version that was planned (its ETag, or size and mtime): a batch
     must not mix two versions of its source. One HEAD (or stat) per chunk."""
     try:

@@ -56,6 +56,10 @@ class Processor(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[ProcessorOptions]] = ProcessorOptions
+    #: Each record's outcome depends on that record alone (no state across records, no step
+    #: over the whole table) and ``process`` may run in two threads at once: the chunk runner
+    #: may then give it a big chunk in slices, two at a time (``processing.slices``).
+    row_independent: ClassVar[bool] = False
 
     def __init__(self, options: ProcessorOptions) -> None:
         self.options = options

@@ -12,6 +12,7 @@ class Passthrough(Processor):
     """Keeps every record as read. Useful to convert formats, and as the baseline."""
 
     name = "passthrough"
+    row_independent = True
 
     def process(self, table: pa.Table) -> ProcessResult:
         return ProcessResult.keep_all(table)

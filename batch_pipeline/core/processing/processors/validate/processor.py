@@ -33,6 +33,7 @@ class Validate(Processor):
 
     name = "validate"
     Options = ValidateOptions
+    row_independent = True
     options: ValidateOptions
 
     def check_columns(self, columns: Sequence[str]) -> list[str]:

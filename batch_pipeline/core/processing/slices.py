@@ -1,0 +1,234 @@
+"""A big CSV chunk run in slices: read, processed and written a slice at a time, two at once.
+
+``run_chunk`` hands a chunk here when it can be cut further (``sliceable``): a scanned CSV byte
+range (its record count is known, so the slices' total can be checked) of a processor whose
+outcome for a record depends on that record alone (``Processor.row_independent``). The chunk's
+bytes are read in pieces of about ``SLICE_BYTES``, each cut at its last record end (a line
+break outside quotes: ``RecordScanner`` once the chunk has shown a quote, else the last line
+break), and each slice goes through the same reader, processor and rejected-record code as a
+whole chunk, as a chunk of its own whose first line is known. Two slices are in work at once in
+threads (Arrow's readers and kernels release the GIL, so both cores are busy) while this thread
+reads the next piece and appends the finished slices, in order, to the chunk's valid Parquet
+object (``Storage.parquet_writer``: visible only once the whole chunk is written).
+
+So a chunk's memory is a few slices, whatever its size, and its work overlaps on two cores. The
+results are those of the whole chunk: the same valid records in order, and rejected records
+with their record index in the chunk (the slice's own plus the records of the slices before
+it), their line and their reason. Before anything becomes visible the records read must be the
+records the plan counted; else ``ConservationError`` and no output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch_pipeline.core.columns import conform
+from batch_pipeline.core.common.errors import ChunkReadError, ConservationError
+from batch_pipeline.core.common.models import BatchSpec, Chunk
+from batch_pipeline.core.inputs.boundaries import AmbiguousQuotes, RecordScanner, count_line_breaks
+from batch_pipeline.core.inputs.readers import read_csv_bytes
+from batch_pipeline.core.processing.processors import Processor
+from batch_pipeline.core.stores.storage import Storage
+
+#: Bytes of a chunk read and processed at a time (about 145,000 records of 110 bytes).
+SLICE_BYTES = 16 << 20
+#: Slices processed at once (threads), besides the one being written.
+SLICES_IN_FLIGHT = 2
+
+
+def sliceable(spec: BatchSpec, chunk: Chunk, processor: Processor) -> bool:
+    """Whether ``chunk`` is run in slices: a scanned CSV byte range of more than two slices,
+    and a processor that judges each record on its own."""
+    return (
+        chunk.kind == "bytes"
+        and spec.source.format == "csv"
+        and chunk.expected_records is not None
+        and chunk.end - chunk.start > 2 * SLICE_BYTES
+        and processor.row_independent
+    )
+
+
+@dataclass
+class Slice:
+    """``data``: whole records of the chunk, from byte ``start`` of the object, whose first
+    byte is on line ``first_line``."""
+
+    number: int
+    start: int
+    first_line: int
+    data: bytes
+
+
+@dataclass
+class SliceResult:
+    records_in: int
+    bytes_read: int
+    valid: pa.Table
+    rejected: pa.Table
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SlicedChunk:
+    """What the slices of a chunk added up to; the valid records are written already."""
+
+    records_in: int = 0
+    bytes_read: int = 0
+    records_out: int = 0
+    rejected: list[pa.Table] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _last_break(data: bytes) -> int:
+    """Just past the last line break of ``data`` that is surely whole (a ``\\r`` that is the
+    last byte may be the first half of ``\\r\\n``); 0 when there is none."""
+    if len(data) < 2:
+        return 0
+    k = max(data.rfind(b"\n", 0, len(data) - 1), data.rfind(b"\r", 0, len(data) - 1))
+    if k < 0:
+        return 0
+    if data[k] == 0x0D and data[k + 1] == 0x0A:
+        k += 1
+    return k + 1
+
+
+def cut_slices(storage: Storage, spec: BatchSpec, chunk: Chunk, size: int) -> Iterator[Slice]:
+    """The chunk's bytes as slices of whole records, in order, read ``size`` bytes at a time.
+
+    A cut goes after the last line break of a piece while no quote has been seen in the chunk
+    (no line break can be inside quotes then); from the first piece with a quote on, a
+    ``RecordScanner`` (started at that piece, a record boundary) finds where records end. When
+    the scanner cannot trust its quote counting, the rest of the chunk is one slice."""
+    assert spec.source.csv is not None and chunk.first_line is not None
+    quote, delimiter = spec.source.csv.quote_char, spec.source.csv.delimiter
+    quote_byte = quote.encode() if quote else None
+    scanner: RecordScanner | None = None
+    whole_rest = False
+    read_to, carry, line, number = chunk.start, b"", chunk.first_line, 0
+    while read_to < chunk.end or carry:
+        block = b""
+        if read_to < chunk.end:
+            until = chunk.end if whole_rest else min(read_to + size, chunk.end)
+            block = storage.read_range(chunk.uri, read_to, until)
+            if len(block) != until - read_to:
+                raise ChunkReadError(
+                    f"{chunk.describe()}: read {len(block)} bytes at {read_to}, expected "
+                    f"{until - read_to}; the object changed after planning"
+                )
+            read_to = until
+        data = carry + block if carry else block
+        start = read_to - len(data)
+        if read_to >= chunk.end:
+            cut = len(data)  # the chunk ends at a record boundary (planned so)
+        elif scanner is None and (quote_byte is None or quote_byte not in data):
+            cut = _last_break(data)
+        else:
+            if scanner is None:
+                scanner = RecordScanner(start, quote, delimiter)
+                fed = data
+            else:
+                fed = block
+            try:
+                ends = scanner.feed(fed)
+            except AmbiguousQuotes:
+                whole_rest, carry = True, data
+                continue
+            cut = int(ends[-1]) - start if ends.size and int(ends[-1]) > start else 0
+        if cut <= 0:
+            carry = data  # no record ends in it yet: read on
+            continue
+        piece, carry = (data, b"") if cut >= len(data) else (data[:cut], data[cut:])
+        yield Slice(number, start, line, piece)
+        line += count_line_breaks(piece)
+        number += 1
+
+
+def run_slice(
+    spec: BatchSpec, chunk: Chunk, piece: Slice, processor: Processor, schema: pa.Schema
+) -> SliceResult:
+    """One slice through the reader, the processor and the rejected-record code, as a chunk
+    of its own (records and lines numbered within the slice; lines are the object's)."""
+    from batch_pipeline.core.processing.run import check_result, processor_errors, rejected_table
+
+    part = dataclasses.replace(
+        chunk,
+        start=piece.start,
+        end=piece.start + len(piece.data),
+        first_line=piece.first_line,
+        records=None,
+    )
+    data = read_csv_bytes(piece.data, spec.source, part)
+    data.table = conform(data.table, schema)
+    with processor_errors(processor, chunk.describe()):
+        result = processor.process(data.table)
+    check_result(processor, part, data.table.num_rows, result)
+    rejected = rejected_table(data, result.rejected, result.reasons, part)
+    return SliceResult(data.records_in, len(piece.data), result.valid, rejected, result.counts)
+
+
+def run_slices(
+    storage: Storage,
+    spec: BatchSpec,
+    chunk: Chunk,
+    processor: Processor,
+    schema: pa.Schema,
+    valid_uri: str,
+    size: int | None = None,
+) -> SlicedChunk:
+    """Every slice of ``chunk``, ``SLICES_IN_FLIGHT`` at a time, the valid records appended to
+    ``valid_uri`` in order; the rejected ones returned (their ``_record`` the index in the
+    chunk). Raises ConservationError, writing nothing, when the slices read other than the
+    plan's count of records. ``size``: bytes per slice (default ``SLICE_BYTES``)."""
+    total = SlicedChunk()
+    pending: deque[Future[SliceResult]] = deque()
+    empty_valid: pa.Table | None = None
+    with (
+        storage.parquet_writer(valid_uri) as writer,
+        ThreadPoolExecutor(SLICES_IN_FLIGHT, thread_name_prefix="slice") as pool,
+    ):
+
+        def take(result: SliceResult) -> None:
+            nonlocal empty_valid
+            if result.valid.num_rows:
+                writer.write(result.valid)
+            elif empty_valid is None:
+                empty_valid = result.valid
+            rejected = result.rejected
+            if rejected.num_rows:
+                shifted = pc.add(rejected.column("_record"), total.records_in)
+                index = rejected.schema.get_field_index("_record")
+                total.rejected.append(rejected.set_column(index, "_record", shifted))
+            total.records_in += result.records_in
+            total.bytes_read += result.bytes_read
+            total.records_out += result.valid.num_rows
+            for name, count in result.counts.items():
+                total.counts[name] = total.counts.get(name, 0) + count
+
+        try:
+            for piece in cut_slices(storage, spec, chunk, size or SLICE_BYTES):
+                pending.append(pool.submit(run_slice, spec, chunk, piece, processor, schema))
+                while len(pending) >= SLICES_IN_FLIGHT:
+                    take(pending.popleft().result())
+            while pending:
+                take(pending.popleft().result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        if writer.rows is None and empty_valid is not None:
+            writer.write(empty_valid)  # no valid record at all: an empty file of the columns
+        expected = chunk.expected_records
+        if total.records_in != expected:
+            raise ConservationError(
+                f"{chunk.describe()}: read {total.records_in:,} records (parsed and rejected) "
+                f"in slices, the plan expected {expected:,}: the reader and the planner "
+                "disagree about where records end; nothing of this chunk was written"
+            )
+    return total

@@ -1,0 +1,272 @@
+"""A big CSV chunk run in slices (``core.processing.slices``) gives exactly what the chunk run
+whole gives: the same valid records in order, the same rejected records with the same record
+index in the chunk, line and reason, the same counts; and the Parquet object written part by
+part (``Storage.parquet_writer``) appears only when the whole chunk is written.
+
+The slices here are a few hundred bytes (``SLICE_BYTES`` patched), so that a small file is cut
+into many; the whole run is the same chunk with slicing out of reach."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch_pipeline.core.common.errors import ConservationError
+from batch_pipeline.core.common.models import BatchSpec, Chunk, ChunkingSettings, DeliverySettings
+from batch_pipeline.core.initialize import prepare_batch
+from batch_pipeline.core.planning import plan_batch
+from batch_pipeline.core.processing import slices
+from batch_pipeline.core.processing.processors import get_processor
+from batch_pipeline.core.processing.run import run_chunk
+from batch_pipeline.core.stores.storage import Storage
+
+RULES = {
+    "columns": {
+        "id": {"type": "int64", "required": True},
+        "email": {"type": "string", "required": True, "pattern": "@"},
+        "amount": {"type": "float64", "min": 0},
+        "note": {"type": "string"},
+    }
+}
+
+
+def records(count: int, newline: str = "\n", quoted: bool = True) -> str:
+    """A CSV of ``count`` records: about one in five invalid for ``RULES``, some of the wrong
+    width, and (``quoted``) quoted notes holding delimiters, quotes and line breaks."""
+    notes = ["plain", "comma, inside", 'say ""hi""', f"line{newline}break", "é 漢字 🚀", ""]
+    lines = ["id,email,amount,note"]
+    for i in range(count):
+        email = f"u{i}@x.org" if i % 7 else f"u{i}-no-at"
+        amount = str(i * 1.5) if i % 11 else "-3"
+        ident = str(i) if i % 13 else "twelve"
+        note = notes[i % len(notes)]
+        if quoted:
+            note = f'"{note}"'
+        elif not note or "," in note or '"' in note or "\n" in note or "\r" in note:
+            note = f"n{i}"
+        if i % 17 == 16:
+            lines.append(f"{ident},{email}")  # too few fields
+        elif i % 19 == 18:
+            lines.append(f"{ident},{email},{amount},{note},extra")  # too many
+        else:
+            lines.append(f"{ident},{email},{amount},{note}")
+    return newline.join(lines) + newline
+
+
+def one_chunk_spec(storage: Storage, path: Path, out: Path) -> tuple[BatchSpec, Chunk]:
+    spec = prepare_batch(
+        storage,
+        str(path),
+        processor="validate",
+        processor_options=RULES,
+        output=str(out),
+        chunking=ChunkingSettings(chunk_records=1_000_000),
+        delivery=DeliverySettings(target="none"),
+    )
+    plan = plan_batch(storage, spec)
+    assert len(plan.chunks) == 1 and plan.chunks[0].expected_records is not None
+    return spec, plan.chunks[0]
+
+
+def outputs(spec: BatchSpec, chunk: Chunk) -> tuple[pa.Table, pa.Table | None]:
+    rejected = spec.rejected_uri(chunk.index)
+    return (
+        pq.read_table(spec.valid_uri(chunk.index)),
+        pq.read_table(rejected) if os.path.exists(rejected) else None,
+    )
+
+
+def whole_and_sliced(
+    storage: Storage, tmp_path: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, size: int
+) -> dict[str, Any]:
+    """The one chunk of ``data`` run whole, then in slices of ``size`` bytes, each into its
+    own output folder: the summaries, the outputs and how many slices there were."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    results: dict[str, Any] = {}
+    for how, slice_bytes in (("whole", 1 << 40), ("sliced", size)):
+        spec, chunk = one_chunk_spec(storage, path, tmp_path / how)
+        monkeypatch.setattr(slices, "SLICE_BYTES", slice_bytes)
+        processor = get_processor("validate", RULES)
+        assert slices.sliceable(spec, chunk, processor) == (how == "sliced")
+        summary = run_chunk(storage, spec, chunk)
+        results[how] = (summary, *outputs(spec, chunk))
+        if how == "sliced":
+            results["slices"] = list(slices.cut_slices(storage, spec, chunk, size))
+            results["chunk"] = chunk
+    return results
+
+
+def assert_same(results: dict[str, Any]) -> None:
+    (whole, whole_valid, whole_rejected) = results["whole"]
+    (sliced, sliced_valid, sliced_rejected) = results["sliced"]
+    for name in ("records_in", "records_out", "records_rejected", "bytes_read", "counts"):
+        assert getattr(sliced, name) == getattr(whole, name), name
+    assert sliced.rejection_reasons == whole.rejection_reasons
+    assert sliced.balanced and sliced.records_in == results["chunk"].records
+    assert sliced_valid.equals(whole_valid)
+    if whole_rejected is None:
+        assert sliced_rejected is None
+    else:
+        assert sliced_rejected is not None
+        assert sliced_rejected.to_pylist() == whole_rejected.to_pylist()
+    # The slices cover the chunk, in order, without a gap or an overlap.
+    pieces = results["slices"]
+    assert len(pieces) > 3
+    assert pieces[0].start == results["chunk"].start
+    for before, after in itertools.pairwise(pieces):
+        assert after.start == before.start + len(before.data)
+    assert pieces[-1].start + len(pieces[-1].data) == results["chunk"].end
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("quoted", [True, False], ids=["quoted", "unquoted"])
+def test_slices_give_what_the_whole_chunk_gives(
+    storage: Storage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    newline: str,
+    quoted: bool,
+) -> None:
+    results = whole_and_sliced(
+        storage, tmp_path, records(400, newline, quoted).encode(), monkeypatch, 700
+    )
+
+    assert_same(results)
+    whole, _, rejected = results["whole"]
+    assert whole.records_rejected > 50 and whole.records_out > 250  # both kinds, many slices
+    assert rejected is not None
+    reasons = set(rejected.column("_reason").to_pylist())
+    assert any("fields" in r or "columns" in r for r in reasons), reasons  # wrong width read
+
+
+def test_a_slice_smaller_than_a_record_still_cuts_whole_records(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = whole_and_sliced(storage, tmp_path, records(60).encode(), monkeypatch, 7)
+
+    assert_same(results)
+    # each piece read (7 bytes) holds no whole record: slices are at least a record long
+    assert all(piece.data.count(b"@") <= 2 for piece in results["slices"])
+
+
+def test_bad_utf8_and_a_literal_quote_in_an_unquoted_field(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record that is not UTF-8 is rejected with its line in both; a quote inside an
+    unquoted field (5'10" tall) makes quote counting untrustworthy, so the rest of the chunk
+    is read as one slice, with the same result."""
+    text = records(300, quoted=False).encode()
+    lines = text.split(b"\n")
+    lines[40] = b"40,u40@x.org,1.0,caf\xe9"
+    lines[200] = b"200,u200@x.org,2.0,5'10\" tall"
+    lines[230] = b'230,u230@x.org,2.0,"quoted, late"'
+    results = whole_and_sliced(storage, tmp_path, b"\n".join(lines), monkeypatch, 600)
+
+    assert_same(results)
+    _, valid, rejected = results["whole"]
+    assert rejected is not None
+    bad = [r for r in rejected.to_pylist() if r["_line"] == 41]
+    assert len(bad) == 1 and "UTF-8" in bad[0]["_reason"], bad
+    assert "5'10\" tall" in valid.column("note").to_pylist()
+    assert "quoted, late" in valid.column("note").to_pylist()
+    assert len(results["slices"][-1].data) > 600  # the rest of the chunk, whole
+
+
+def test_a_chunk_with_no_valid_record_writes_an_empty_valid_file(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = "id,email,amount,note\n" + "".join(f"{i},no-at-{i},1,x\n" for i in range(200))
+    results = whole_and_sliced(storage, tmp_path, data.encode(), monkeypatch, 500)
+
+    assert_same(results)
+    _, valid, _ = results["sliced"]
+    assert valid.num_rows == 0 and valid.column_names == ["id", "email", "amount", "note"]
+
+
+def test_slices_that_read_other_than_the_plans_count_fail_and_write_nothing(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(records(300))
+    spec, chunk = one_chunk_spec(storage, path, tmp_path / "out")
+    monkeypatch.setattr(slices, "SLICE_BYTES", 600)
+    wrong = replace(chunk, records=chunk.records + 1)  # type: ignore[operator]
+
+    with pytest.raises(ConservationError) as info:
+        run_chunk(storage, spec, wrong)
+
+    message = str(info.value)
+    assert f"read {chunk.records:,} records" in message and "in slices" in message
+    assert "nothing of this chunk was written" in message
+    folder = Path(spec.valid_uri(0)).parent
+    assert not folder.exists() or not list(folder.iterdir())
+    assert not os.path.exists(spec.rejected_uri(0))
+
+
+@pytest.fixture
+def tables() -> list[pa.Table]:
+    return [
+        pa.table({"a": pa.array([1, 2], pa.int64()), "b": ["x", "y"]}),
+        pa.table({"a": pa.array([3], pa.int32()), "b": ["z"]}),  # cast to the first's schema
+    ]
+
+
+def test_parquet_writer_appends_parts_and_shows_the_file_only_at_the_end(
+    storage: Storage, tmp_path: Path, tables: list[pa.Table]
+) -> None:
+    uri = str(tmp_path / "out" / "part.parquet")
+    with storage.parquet_writer(uri) as writer:
+        for table in tables:
+            writer.write(table)
+        assert not os.path.exists(uri)  # not before the block ends
+    written = pq.read_table(uri)
+    assert written.to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": "z"}]
+    assert written.schema.field("a").type == pa.int64()
+    assert pq.ParquetFile(uri).metadata.num_row_groups == 2
+    assert os.listdir(tmp_path / "out") == ["part.parquet"]  # no temporary file left
+
+
+def test_parquet_writer_leaves_nothing_on_an_error_or_with_no_part(
+    storage: Storage, tmp_path: Path, tables: list[pa.Table]
+) -> None:
+    uri = str(tmp_path / "out" / "part.parquet")
+    with pytest.raises(RuntimeError), storage.parquet_writer(uri) as writer:
+        writer.write(tables[0])
+        raise RuntimeError("the chunk failed")
+    with storage.parquet_writer(uri):
+        pass
+    with (
+        pytest.raises(ValueError, match="differ from the first part"),
+        storage.parquet_writer(uri) as writer,
+    ):
+        writer.write(tables[0])
+        writer.write(pa.table({"a": ["not a number"], "b": ["q"]}))
+
+    assert not os.path.exists(uri)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_parquet_writer_on_s3_uploads_once_at_the_end(
+    storage: Storage, s3_bucket: str, s3_client: Any, tables: list[pa.Table]
+) -> None:
+    uri = f"s3://{s3_bucket}/out/part.parquet"
+    with pytest.raises(RuntimeError), storage.parquet_writer(uri) as writer:
+        writer.write(tables[0])
+        raise RuntimeError("the chunk failed")
+    assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+    with storage.parquet_writer(uri) as writer:
+        for table in tables:
+            writer.write(table)
+        assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+    written = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
+    assert written.column("a").to_pylist() == [1, 2, 3]
