@@ -59,12 +59,29 @@ module level: every worker process imports it first.
 
 SMALL_JOB_RECORDS = 500
 PLAN_CHUNKS = 10_000
-KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
+KINDS = (
+    "raw",
+    "raw_text",
+    "naive",
+    "pandas",
+    "duckdb",
+    "polars",
+    "passthrough",
+    "validate",
+    "cli_passthrough",
+    "cli_validate",
+)
+PEERS = ("duckdb", "polars")
+OURS = ("passthrough", "validate", "cli_passthrough", "cli_validate")
 LABELS = {
     "raw": "raw Arrow read",
     "raw_text": "raw read as text",
     "naive": "naive loop",
     "pandas": "pandas",
+    "duckdb": "DuckDB script",
+    "polars": "polars script",
     "passthrough": "ours passthrough",
     "validate": "ours validate",
+    "cli_passthrough": "CLI passthrough",
+    "cli_validate": "CLI validate",
 }
