@@ -1,7 +1,9 @@
 """The benchmarks run end to end at their smallest size and count every record right.
 
-``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke``,
-``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out and
+``python -m benchmarks.throughput --smoke`` (every kind: the DuckDB and polars scripts and
+``batch-pipeline run`` among them; and once with a peer stopped at ``--peer-memory-limit``),
+``python -m benchmarks.small_files --smoke``, ``python -m benchmarks.executor_overhead --quick``
+at a tiny fan-out and
 ``python -m benchmarks.keyed_state --smoke`` (its core part, 10 measurements over 5 users, on
 SQLite only) and ``python -m benchmarks.leads --smoke`` (2,000 leads, SQLite only), each in a
 subprocess (its own process group, ended on timeout), inputs and outputs in the test's
