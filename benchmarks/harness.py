@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 STDERR_TAIL = 3000
-PACKAGES = ("dagster", "pyarrow", "pandas", "polars", "numpy")
+PACKAGES = ("dagster", "pyarrow", "pandas", "polars", "duckdb", "numpy")
 
 #: A worker: one measurement, from its task to its figures (JSON-serializable).
 Worker = Callable[[dict[str, Any]], dict[str, Any]]
@@ -100,18 +100,26 @@ def self_peak_rss() -> dict[str, int]:
 
 
 class TreePoller(threading.Thread):
-    """Polls the resident memory of a process and its descendants; ``peak`` is the highest sum."""
+    """Polls the resident memory of a process and its descendants; ``peak`` is the highest sum.
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    With ``limit`` (bytes): once the sum passes it, the process's group (its session's, as
+    :func:`run_worker_process` starts it) is killed, and ``stopped_seconds`` (since the poller
+    started) and ``stopped_rss`` say when and at how much."""
+
+    def __init__(self, pid: int, interval: float = 0.05, limit: int | None = None) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
+        self.limit = limit
         self.peak = 0
+        self.stopped_seconds: float | None = None
+        self.stopped_rss: int | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
         import psutil
 
+        started = time.perf_counter()
         try:
             root = psutil.Process(self.pid)
         except psutil.Error:
@@ -126,6 +134,12 @@ class TreePoller(threading.Thread):
                 with contextlib.suppress(psutil.Error):
                     total += proc.memory_info().rss
             self.peak = max(self.peak, total)
+            if self.limit is not None and total > self.limit:
+                self.stopped_seconds = time.perf_counter() - started
+                self.stopped_rss = total
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                break
             self.stop.wait(self.interval)
 
 
@@ -143,13 +157,20 @@ class WorkerRun:
     seconds: float  # the process, start to exit (imports included)
     leftover: int  # processes of its group that outlived it, ended
     polled_peak_rss_bytes: int = 0  # 0: not polled
+    stopped_seconds: float | None = None  # killed at the memory limit this long after start
+    stopped_rss_bytes: int | None = None  # the process tree's memory then
 
 
 def run_worker_process(
-    module: str, payload: str, timeout: float, poll_memory: bool = True
+    module: str,
+    payload: str,
+    timeout: float,
+    poll_memory: bool = True,
+    memory_limit: int | None = None,
 ) -> WorkerRun:
     """``python -m module --worker payload`` from the repository root, in its own session; its
-    process group is killed after ``timeout`` s, or when the driver is interrupted."""
+    process group is killed after ``timeout`` s, when its process tree's resident memory passes
+    ``memory_limit`` bytes (polled; None: no limit), or when the driver is interrupted."""
     command = [sys.executable, "-m", module, "--worker", payload]
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -160,7 +181,7 @@ def run_worker_process(
         start_new_session=True,
         cwd=str(ROOT),
     )
-    poller = TreePoller(proc.pid) if poll_memory else None
+    poller = TreePoller(proc.pid, limit=memory_limit) if poll_memory else None
     if poller is not None:
         poller.start()
     timed_out = False
@@ -182,9 +203,18 @@ def run_worker_process(
     elapsed = time.perf_counter() - started
     leftover = end_group(proc.pid)
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    data: dict[str, Any] = json.loads(lines[-1]) if lines and not timed_out else {}
+    stopped = poller is not None and poller.stopped_seconds is not None
+    data: dict[str, Any] = json.loads(lines[-1]) if lines and not (timed_out or stopped) else {}
     return WorkerRun(
-        data, stderr, proc.returncode, timed_out, elapsed, leftover, poller.peak if poller else 0
+        data,
+        stderr,
+        proc.returncode,
+        timed_out,
+        elapsed,
+        leftover,
+        poller.peak if poller else 0,
+        poller.stopped_seconds if poller else None,
+        poller.stopped_rss if poller else None,
     )
 
 
@@ -216,7 +246,7 @@ class Measurement:
     kind: str  # raw, naive, pandas, passthrough, validate, small_job, plan, per_file, file_set...
     size: str
     records: int  # records in the input
-    status: str = "ok"  # ok, failed, timeout, skipped (memory)
+    status: str = "ok"  # ok, failed, timeout, skipped (memory), stopped (memory)
     seconds: float | None = None
     records_measured: int | None = None
     rate: float | None = None  # records/s
@@ -230,28 +260,42 @@ class Measurement:
 
 
 def run_task(
-    task: dict[str, Any], timeout: float, module: str
+    task: dict[str, Any], timeout: float, module: str, memory_limit: int | None = None
 ) -> tuple[dict[str, Any], Measurement]:
     """Run one worker of ``module`` in a fresh process, in a temporary folder of its own that is
     removed afterwards whatever happened (a killed worker cannot clean up); return its JSON and
-    the measurement."""
+    the measurement. With ``memory_limit`` (bytes), a worker whose process tree passes it is
+    killed: status ``stopped (memory)``, with when and at how much in ``data``."""
     work = tempfile.mkdtemp(prefix="throughput-", dir=task.get("tmp_dir"))
     try:
-        return _run_task(task | {"tmp_dir": work}, timeout, module)
+        return _run_task(task | {"tmp_dir": work}, timeout, module, memory_limit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_task(
-    task: dict[str, Any], timeout: float, module: str
+    task: dict[str, Any], timeout: float, module: str, memory_limit: int | None = None
 ) -> tuple[dict[str, Any], Measurement]:
-    run = run_worker_process(module, json.dumps(task), timeout)
+    run = run_worker_process(module, json.dumps(task), timeout, memory_limit=memory_limit)
     data = run.data
     m = Measurement(kind=task["kind"], size=task["size"], records=task["records"])
     m.process_seconds = run.seconds
     m.polled_peak_rss_bytes = run.polled_peak_rss_bytes or None
-    if run.timed_out:
+    if run.stopped_seconds is not None and run.stopped_rss_bytes is not None:
+        m.status = "stopped (memory)"
+        data = {
+            "stopped_seconds": run.stopped_seconds,
+            "stopped_rss_bytes": run.stopped_rss_bytes,
+            "memory_limit_bytes": memory_limit,
+        }
+        m.errors.append(
+            f"stopped at {run.stopped_seconds:.1f}s of the process with "
+            f"{run.stopped_rss_bytes / 2**20:,.0f} MiB resident (limit "
+            f"{(memory_limit or 0) / 2**20:,.0f} MiB); process group killed"
+        )
+    elif run.timed_out:
         m.status = "timeout"
+        data = {"stopped_seconds": run.seconds, "stopped_rss_bytes": run.polled_peak_rss_bytes}
         m.errors.append(f"timed out after {timeout:.0f}s; process group killed")
     elif not data:
         m.status = "failed"
@@ -326,11 +370,14 @@ def print_measurement(m: Measurement) -> None:
 def add_common_args(
     parser: argparse.ArgumentParser, kinds: Sequence[str], seed: int, timeout: float, name: str
 ) -> None:
-    """The options of a driver of measurements: --only, --repeats, --seed, --data-dir,
+    """The options of a driver of measurements: --only (or --kinds), --repeats, --seed, --data-dir,
     --tmp-dir, --timeout (default ``timeout``; --smoke: 120 s), --json (default
     ``benchmarks/results/NAME.json``) and the hidden --worker."""
     parser.add_argument(
-        "--only", help="measure only these kinds (comma-separated, of " + ",".join(kinds) + ")"
+        "--only",
+        "--kinds",
+        dest="only",
+        help="measure only these kinds (comma-separated, of " + ",".join(kinds) + "; or all)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each; the fastest counts")
     parser.add_argument("--seed", type=int, default=seed)
@@ -346,11 +393,12 @@ def add_common_args(
 def apply_common_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace, kinds: Sequence[str], timeout: float
 ) -> None:
-    """``args.kinds`` from --only, the timeout's default, the temporary folder made; SIGTERM
-    then ends the driver and its running worker."""
-    args.kinds = [k.strip() for k in args.only.split(",")] if args.only else list(kinds)
+    """``args.kinds`` from --only (all: every kind), the timeout's default, the temporary
+    folder made; SIGTERM then ends the driver and its running worker."""
+    only = args.only if args.only and args.only.strip() != "all" else None
+    args.kinds = [k.strip() for k in only.split(",")] if only else list(kinds)
     if set(args.kinds) - set(kinds):
-        parser.error(f"--only takes {', '.join(kinds)}")
+        parser.error(f"--only/--kinds takes all or {', '.join(kinds)}")
     if args.timeout is None:
         args.timeout = 120.0 if args.smoke else timeout
     if args.tmp_dir:

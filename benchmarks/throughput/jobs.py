@@ -198,3 +198,104 @@ def worker_plan(task: dict[str, Any]) -> dict[str, Any]:
         }
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def cli_command(task: dict[str, Any], directory: str) -> list[str]:
+    """``batch-pipeline run`` as a user types it (the console script beside this Python, or
+    ``python -m batch_pipeline.cli`` without one): the processor's options from a JSON file,
+    delivery none, results in ``directory``/out, a summary line in JSON."""
+    import json
+    import sys
+
+    script = Path(sys.executable).with_name("batch-pipeline")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "batch_pipeline.cli"]
+    command += ["run", task["path"], "--processor", task["processor"]]
+    if task["processor"] == "validate":
+        schema = os.path.join(directory, "schema.json")
+        Path(schema).write_text(json.dumps(task["schema"]))
+        command += ["--processor-options", f"@{schema}"]
+    command += ["--deliver", "none", "--output", os.path.join(directory, "out")]
+    command += ["--batch-id", "bench", "--json", "--no-progress"]
+    if task.get("chunk_records"):
+        command += ["--chunk-records", str(task["chunk_records"])]
+    if task.get("executor") == "multiprocess":
+        command += ["--executor", "multiprocess"]
+        if task.get("max_concurrent"):
+            command += ["--max-concurrent", str(task["max_concurrent"])]
+    return command
+
+
+def worker_cli(task: dict[str, Any]) -> dict[str, Any]:
+    """``batch-pipeline run`` in a child process, cold, as the user runs it: no DAGSTER_HOME
+    (an in-memory instance for an in-process run), a temporary SQLite ledger through
+    ``BATCH_PIPELINE_LEDGER_URL``, a temporary output folder. Wall time from spawn to exit; the
+    peak memory of the child's process tree (polled, and its ``ru_maxrss``); records from the
+    run's JSON summary; chunk seconds and peaks from the ledger, read after the run."""
+    import json
+    import resource
+    import subprocess
+
+    from benchmarks.harness import ROOT, TreePoller
+
+    directory = tempfile.mkdtemp(prefix="throughput-cli-", dir=task.get("tmp_dir"))
+    ledger_url = f"sqlite:///{os.path.join(directory, 'ledger.db')}"
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["BATCH_PIPELINE_LEDGER_URL"] = ledger_url
+    # This checkout's batch_pipeline, whichever one the environment installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    try:
+        command = cli_command(task, directory)
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=directory,
+        )
+        poller = TreePoller(proc.pid, interval=0.02)
+        poller.start()
+        stdout, stderr = proc.communicate()
+        wall = time.perf_counter() - started
+        poller.stop.set()
+        poller.join()
+        child_maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        summary: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+        errors = [] if proc.returncode == 0 else [f"exit {proc.returncode}: {stderr[-1500:]}"]
+        if summary.get("error"):
+            errors.append(str(summary["error"]))
+
+        from batch_pipeline.core.ledger import SUCCEEDED, open_ledger
+
+        ledger = open_ledger(ledger_url)
+        states = ledger.chunk_states("bench")
+        ledger.dispose()
+        chunk_seconds = [s.seconds or 0.0 for s in states]
+        chunk_peaks = [s.peak_rss_bytes or 0 for s in states]
+        return {
+            "success": proc.returncode == 0 and summary.get("status") == "SUCCESS",
+            "seconds": wall,
+            "wall_seconds": wall,
+            "cli_seconds": summary.get("seconds"),
+            "records": summary.get("records_in"),
+            "records_in": summary.get("records_in"),
+            "records_out": summary.get("records_out"),
+            "records_rejected": summary.get("records_rejected"),
+            "chunks": len(states),
+            "chunks_succeeded": sum(s.status == SUCCEEDED for s in states),
+            "chunk_records_max": max((s.records_in or 0 for s in states), default=0),
+            "chunk_seconds_sum": sum(chunk_seconds),
+            "chunk_seconds_max": max(chunk_seconds, default=0.0),
+            "chunk_seconds": [round(x, 3) for x in chunk_seconds],
+            "chunk_peak_rss_max_bytes": max(chunk_peaks, default=0),
+            "cli_peak_rss_bytes": max(poller.peak, child_maxrss),
+            "cli_polled_peak_rss_bytes": poller.peak,
+            "cli_maxrss_bytes": child_maxrss,
+            "command": command,
+            "rejection_reasons": dict(list(summary.get("rejection_reasons", {}).items())[:20]),
+            "errors": errors[:5],
+        }
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

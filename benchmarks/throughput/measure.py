@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Measurement, Worker, print_measurement, ratio, run_task, warm
-from benchmarks.throughput import PLAN_CHUNKS
+from benchmarks.throughput import OURS, PEERS, PLAN_CHUNKS
 from benchmarks.throughput.competitors import worker_naive, worker_pandas, worker_raw
-from benchmarks.throughput.jobs import worker_job, worker_plan
+from benchmarks.throughput.jobs import worker_cli, worker_job, worker_plan
+from benchmarks.throughput.peers import worker_duckdb, worker_polars
 
 MODULE = "benchmarks.throughput"
 WORKERS: dict[str, Worker] = {
@@ -23,9 +24,14 @@ WORKERS: dict[str, Worker] = {
     "raw_text": worker_raw,
     "naive": worker_naive,
     "pandas": worker_pandas,
+    "duckdb": worker_duckdb,
+    "polars": worker_polars,
     "job": worker_job,
+    "cli": worker_cli,
     "plan": worker_plan,
 }
+#: A peer stopped at the memory limit or timed out is reported, not a failure.
+PEER_STOPS = ("stopped (memory)", "timeout")
 
 
 def check(m: Measurement, expected_records: int, expected_invalid: int | None) -> None:
@@ -39,14 +45,14 @@ def check(m: Measurement, expected_records: int, expected_invalid: int | None) -
     problems = []
     if d.get("records") != expected_records:
         problems.append(f"saw {d.get('records')} records, expected {expected_records}")
-    if m.kind in ("naive", "pandas"):
+    if m.kind in ("naive", "pandas", *PEERS):
         valid, rejected = d.get("valid"), d.get("rejected")
         if valid is None or rejected is None or valid + rejected != expected_records:
             problems.append(f"valid {valid} + rejected {rejected} != {expected_records}")
         if expected_invalid is not None and rejected != expected_invalid:
             problems.append(f"rejected {rejected}, expected {expected_invalid}")
-    if m.kind in ("passthrough", "validate", "small_job"):
-        want = 0 if m.kind == "passthrough" else expected_invalid
+    if m.kind in (*OURS, "small_job", "small_cli"):
+        want = 0 if m.kind.endswith("passthrough") else expected_invalid
         if not d.get("success"):
             problems.append("the run failed: " + "; ".join(d.get("errors") or ["?"])[:500])
         out, rej = d.get("records_out"), d.get("records_rejected")
@@ -85,6 +91,14 @@ def measure_size(args: argparse.Namespace, records: int, label: str) -> dict[str
             continue
         if kind in ("raw", "raw_text", "naive", "pandas"):
             task["worker"] = kind
+        elif kind in PEERS:
+            task |= {
+                "worker": kind,
+                "timeout": args.peer_timeout,
+                "memory_limit": args.peer_memory_limit,
+            }
+        elif kind.startswith("cli_"):
+            task |= cli_task(args, kind.removeprefix("cli_"))
         else:
             task |= {
                 "worker": "job",
@@ -116,6 +130,20 @@ def measure_size(args: argparse.Namespace, records: int, label: str) -> dict[str
     }
 
 
+def cli_task(args: argparse.Namespace, processor: str) -> dict[str, Any]:
+    """What ``worker_cli`` needs to run ``batch-pipeline run`` with ``processor``."""
+    from benchmarks.records import SCHEMA
+
+    return {
+        "worker": "cli",
+        "processor": processor,
+        "schema": SCHEMA,
+        "chunk_records": args.chunk_records,
+        "executor": args.executor,
+        "max_concurrent": args.max_concurrent,
+    }
+
+
 def measure_best(
     task: dict[str, Any], args: argparse.Namespace, expected: int, invalid: int | None
 ) -> Measurement:
@@ -124,8 +152,13 @@ def measure_best(
     runs = []
     for _ in range(max(1, args.repeats)):
         # The worker's module: this one, or another benchmark whose --worker runs more workers.
-        _, m = run_task(task, args.timeout, task.get("module") or MODULE)
+        timeout = task.get("timeout") or args.timeout
+        module = task.get("module") or MODULE
+        _, m = run_task(task, timeout, module, task.get("memory_limit"))
         m.sampled = task.get("limit") is not None
+        if task["worker"] == "cli" and m.status == "ok" and m.data.get("cli_peak_rss_bytes"):
+            # The CLI's process tree, not the worker that launched it and read the ledger.
+            m.peak_rss_bytes = m.data["cli_peak_rss_bytes"]
         check(m, expected, invalid)
         runs.append(m)
         if m.status != "ok":
@@ -134,6 +167,23 @@ def measure_best(
     best.data["repeat_seconds"] = [r.seconds for r in runs]
     best.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in runs) or None
     return best
+
+
+def peer_figures(m: Measurement | None) -> dict[str, Any] | None:
+    """A peer's rate and peak memory; for one stopped at the memory limit or timed out, bounds:
+    its rate was at most records / seconds until it stopped (it had not finished), its peak at
+    least the memory it had then."""
+    if m is None:
+        return None
+    if m.status == "ok":
+        return {"rate": m.rate, "peak_rss_bytes": m.peak_rss_bytes, "stopped": None}
+    if m.status in PEER_STOPS and m.data.get("stopped_seconds"):
+        return {
+            "rate": m.records / m.data["stopped_seconds"],
+            "peak_rss_bytes": m.data.get("stopped_rss_bytes") or m.polled_peak_rss_bytes,
+            "stopped": f"{m.status} at {m.data['stopped_seconds']:.1f} s",
+        }
+    return None
 
 
 def derive(ms: dict[str, Measurement], concurrent: bool = False) -> dict[str, Any]:
@@ -145,39 +195,58 @@ def derive(ms: dict[str, Measurement], concurrent: bool = False) -> dict[str, An
         m = ms.get(kind)
         return m if m is not None and m.status == "ok" else None
 
-    out: dict[str, Any] = {
-        "passthrough_vs_raw": ratio(rate("passthrough"), rate("raw")),
-        "passthrough_vs_raw_text": ratio(rate("passthrough"), rate("raw_text")),
-        "validate_vs_raw": ratio(rate("validate"), rate("raw")),
-        "validate_vs_raw_text": ratio(rate("validate"), rate("raw_text")),
-        "validate_vs_naive": ratio(rate("validate"), rate("naive")),
-        "passthrough_vs_naive": ratio(rate("passthrough"), rate("naive")),
-    }
+    out: dict[str, Any] = {}
+    for kind in OURS:
+        for other in ("raw", "raw_text", "naive"):
+            out[f"{kind}_vs_{other}"] = ratio(rate(kind), rate(other))
     pandas, validate = ok("pandas"), ok("validate")
     if pandas and validate:
         out["validate_time_vs_pandas"] = ratio(validate.seconds, pandas.seconds)
         out["validate_memory_vs_pandas"] = ratio(validate.peak_rss_bytes, pandas.peak_rss_bytes)
-    for kind in ("passthrough", "validate"):
+    peers = {k: f for k in PEERS if (f := peer_figures(ms.get(k))) is not None}
+    # Ours against the faster peer's rate and each peer's peak memory: the CLI run, cold, if
+    # measured, else the in-process one.
+    ours = next((k for k in ("cli_validate", "validate") if ok(k)), None)
+    if peers and ours:
+        mine = ms[ours]
+        fastest = max(peers, key=lambda k: peers[k]["rate"] or 0.0)
+        least = min(peers.values(), key=lambda f: f["peak_rss_bytes"] or math.inf)
+        out["vs_peers"] = {
+            "ours": ours,
+            "peers_measured": sorted(peers),
+            "peers_missing": [k for k in PEERS if k not in peers and k in ms],
+            "fastest_peer": fastest,
+            "fastest_peer_rate": peers[fastest]["rate"],
+            "rate_ratio": ratio(mine.rate, peers[fastest]["rate"]),
+            "memory_ratio": ratio(mine.peak_rss_bytes, least["peak_rss_bytes"]),
+            "memory_ratio_vs_fastest": ratio(mine.peak_rss_bytes, peers[fastest]["peak_rss_bytes"]),
+            "stopped": {k: f["stopped"] for k, f in peers.items() if f["stopped"]},
+        }
+    for kind in OURS:
         m = ok(kind)
         if m is None:
             continue
         d = m.data
         wall, chunks = d["wall_seconds"], d["chunk_seconds_sum"]
         inside = d.get("seconds_in_steps", {})
-        # Chunks one after another (in-process): what is not chunk work is orchestration. With
-        # concurrent steps the difference means nothing: not computed.
+        steps = d.get("steps")  # not known for the CLI (its event log is not kept)
+        # Chunks one after another (in-process): what is not chunk work is orchestration (for
+        # the CLI: the process's start-up and imports too). With concurrent steps the
+        # difference means nothing: not computed.
         sequential = wall and not concurrent
         out[kind] = {
             "orchestration_share": (wall - chunks) / wall if sequential else None,
-            "orchestration_per_step_seconds": (wall - chunks) / d["steps"]
-            if sequential and d["steps"]
+            "orchestration_per_step_seconds": (wall - chunks) / steps
+            if sequential and steps
             else None,
             "plan_step_seconds": inside.get("plan_chunks"),
-            "outside_steps_seconds": wall - sum(inside.values()) if sequential else None,
-            "chunk_step_overhead_seconds": inside.get("process_chunk", 0.0) - chunks,
+            "outside_steps_seconds": wall - sum(inside.values()) if sequential and inside else None,
+            "chunk_step_overhead_seconds": inside["process_chunk"] - chunks
+            if "process_chunk" in inside
+            else None,
             "step_peak_rss_bytes": d["chunk_peak_rss_max_bytes"],
             "run_peak_rss_bytes": m.peak_rss_bytes,
-            "steps": d["steps"],
+            "steps": steps,
             "chunks": d["chunks"],
             "chunk_records": d.get("chunk_records"),
             "chunk_records_max": d.get("chunk_records_max"),
