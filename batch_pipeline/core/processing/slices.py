@@ -21,9 +21,11 @@ records the plan counted; else ``ConservationError`` and no output.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -173,6 +175,42 @@ def run_slice(
     return SliceResult(data.records_in, len(piece.data), result.valid, rejected, result.counts)
 
 
+class Turns:
+    """Slices take their turn, in order, to add their results to the chunk's: slice ``n``
+    waits for slice ``n - 1`` to have added its own. A slice that fails does so in its turn,
+    which ends every later turn (``Aborted``), as ``fail`` does: so the results are those of
+    the slices before the first failure, and the first error raised (futures are awaited in
+    order) is that failure's."""
+
+    class Aborted(Exception):
+        """An earlier slice failed: this one's results are not added."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+        self._failed = False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def turn(self, number: int) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._turn == number or self._failed)
+            if self._failed:
+                raise Turns.Aborted
+        try:
+            yield
+        except BaseException:
+            self.fail()
+            raise
+        with self._changed:
+            self._turn = number + 1
+            self._changed.notify_all()
+
+    def fail(self) -> None:
+        with self._changed:
+            self._failed = True
+            self._changed.notify_all()
+
+
 def run_slices(
     storage: Storage,
     spec: BatchSpec,
@@ -185,45 +223,56 @@ def run_slices(
     """Every slice of ``chunk``, ``SLICES_IN_FLIGHT`` at a time, the valid records appended to
     ``valid_uri`` in order; the rejected ones returned (their ``_record`` the index in the
     chunk). Raises ConservationError, writing nothing, when the slices read other than the
-    plan's count of records. ``size``: bytes per slice (default ``SLICE_BYTES``)."""
+    plan's count of records. ``size``: bytes per slice (default ``SLICE_BYTES``).
+
+    This thread cuts the slices; each worker thread reads and processes its slice, then, in
+    its turn (``Turns``), appends the valid records and adds its counts, so that cutting,
+    processing and writing overlap."""
     total = SlicedChunk()
-    pending: deque[Future[SliceResult]] = deque()
-    empty_valid: pa.Table | None = None
-    with (
-        storage.parquet_writer(valid_uri) as writer,
-        ThreadPoolExecutor(SLICES_IN_FLIGHT, thread_name_prefix="slice") as pool,
-    ):
+    turns = Turns()
+    empty_valid: list[pa.Table] = []
+    pending: deque[Future[None]] = deque()
 
-        def take(result: SliceResult) -> None:
-            nonlocal empty_valid
-            if result.valid.num_rows:
-                writer.write(result.valid)
-            elif empty_valid is None:
-                empty_valid = result.valid
-            rejected = result.rejected
-            if rejected.num_rows:
-                shifted = pc.add(rejected.column("_record"), total.records_in)
-                index = rejected.schema.get_field_index("_record")
-                total.rejected.append(rejected.set_column(index, "_record", shifted))
-            total.records_in += result.records_in
-            total.bytes_read += result.bytes_read
-            total.records_out += result.valid.num_rows
-            for name, count in result.counts.items():
-                total.counts[name] = total.counts.get(name, 0) + count
+    with storage.parquet_writer(valid_uri) as writer:
 
-        try:
-            for piece in cut_slices(storage, spec, chunk, size or SLICE_BYTES):
-                pending.append(pool.submit(run_slice, spec, chunk, piece, processor, schema))
-                while len(pending) >= SLICES_IN_FLIGHT:
-                    take(pending.popleft().result())
-            while pending:
-                take(pending.popleft().result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        if writer.rows is None and empty_valid is not None:
-            writer.write(empty_valid)  # no valid record at all: an empty file of the columns
+        def work(piece: Slice) -> None:
+            try:
+                result = run_slice(spec, chunk, piece, processor, schema)
+            except BaseException:
+                # in its turn: the slices before end first, the ones after are aborted
+                with turns.turn(piece.number):
+                    raise
+            with turns.turn(piece.number):
+                if result.valid.num_rows:
+                    writer.write(result.valid)
+                elif not empty_valid:
+                    empty_valid.append(result.valid)
+                rejected = result.rejected
+                if rejected.num_rows:
+                    shifted = pc.add(rejected.column("_record"), total.records_in)
+                    index = rejected.schema.get_field_index("_record")
+                    total.rejected.append(rejected.set_column(index, "_record", shifted))
+                total.records_in += result.records_in
+                total.bytes_read += result.bytes_read
+                total.records_out += result.valid.num_rows
+                for name, count in result.counts.items():
+                    total.counts[name] = total.counts.get(name, 0) + count
+
+        with ThreadPoolExecutor(SLICES_IN_FLIGHT, thread_name_prefix="slice") as pool:
+            try:
+                for piece in cut_slices(storage, spec, chunk, size or SLICE_BYTES):
+                    pending.append(pool.submit(work, piece))
+                    while len(pending) > SLICES_IN_FLIGHT:
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+            except BaseException:
+                turns.fail()
+                for future in pending:
+                    future.cancel()
+                raise
+        if writer.rows is None and empty_valid:
+            writer.write(empty_valid[0])  # no valid record at all: an empty file of the columns
         expected = chunk.expected_records
         if total.records_in != expected:
             raise ConservationError(

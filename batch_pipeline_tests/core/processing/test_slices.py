@@ -270,3 +270,29 @@ def test_parquet_writer_on_s3_uploads_once_at_the_end(
 
     written = pq.read_table(pa.BufferReader(storage.read_bytes(uri)))
     assert written.column("a").to_pylist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("failing", [0, 3, 9])
+def test_a_slice_that_fails_fails_the_chunk_with_its_own_error_and_writes_nothing(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    """Slices wait for their turn to write: a failed slice ends the later ones' turns (no
+    slice waits forever) and the chunk raises that slice's error, not a later one's."""
+    path = tmp_path / "in.csv"
+    path.write_text(records(300))
+    spec, chunk = one_chunk_spec(storage, path, tmp_path / "out")
+    monkeypatch.setattr(slices, "SLICE_BYTES", 600)
+    run_slice = slices.run_slice
+
+    def failing_slice(spec: BatchSpec, chunk: Chunk, piece: slices.Slice, *rest: Any) -> Any:
+        if piece.number == failing:
+            raise RuntimeError(f"slice {piece.number} failed")
+        return run_slice(spec, chunk, piece, *rest)
+
+    monkeypatch.setattr(slices, "run_slice", failing_slice)
+
+    with pytest.raises(RuntimeError, match=f"^slice {failing} failed$"):
+        run_chunk(storage, spec, chunk)
+
+    folder = Path(spec.valid_uri(0)).parent
+    assert not folder.exists() or not list(folder.iterdir())
