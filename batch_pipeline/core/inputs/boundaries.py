@@ -120,7 +120,7 @@ class RecordScanner:
         self.block_newlines: np.ndarray = _EMPTY
         self._held_return = False  # the last byte fed was a \r not scanned yet
 
-    def feed(self, block: bytes) -> np.ndarray:
+    def feed(self, block: bytes | memoryview) -> np.ndarray:
         arr = np.frombuffer(block, dtype=np.uint8)
         if self._held_return:
             arr = np.concatenate([np.array([CARRIAGE_RETURN], dtype=np.uint8), arr])

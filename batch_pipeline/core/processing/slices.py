@@ -59,18 +59,17 @@ def sliceable(spec: BatchSpec, chunk: Chunk, processor: Processor) -> bool:
 
 @dataclass
 class Slice:
-    """``data``: whole records of the chunk, from byte ``start`` of the object, whose first
-    byte is on line ``first_line``."""
+    """``data``: whole records of the chunk, from byte ``start`` of the object."""
 
     number: int
     start: int
-    first_line: int
     data: bytes
 
 
 @dataclass
 class SliceResult:
     records_in: int
+    lines: int  # line breaks in the slice
     bytes_read: int
     valid: pa.Table
     rejected: pa.Table
@@ -82,6 +81,7 @@ class SlicedChunk:
     """What the slices of a chunk added up to; the valid records are written already."""
 
     records_in: int = 0
+    lines: int = 0
     bytes_read: int = 0
     records_out: int = 0
     rejected: list[pa.Table] = field(default_factory=list)
@@ -104,51 +104,47 @@ def _last_break(data: bytes) -> int:
 def cut_slices(storage: Storage, spec: BatchSpec, chunk: Chunk, size: int) -> Iterator[Slice]:
     """The chunk's bytes as slices of whole records, in order, read ``size`` bytes at a time.
 
-    A cut goes after the last line break of a piece while no quote has been seen in the chunk
-    (no line break can be inside quotes then); from the first piece with a quote on, a
-    ``RecordScanner`` (started at that piece, a record boundary) finds where records end. When
-    the scanner cannot trust its quote counting, the rest of the chunk is one slice."""
-    assert spec.source.csv is not None and chunk.first_line is not None
+    Each read starts where the next slice starts (the end of a record, so no bytes are joined
+    and the few bytes after the last cut are read again) and looks at ``size`` new bytes. A
+    cut goes after the last line break while no quote has been seen in the chunk (no line break
+    can be inside quotes then); from the first read with a quote on, a ``RecordScanner``
+    (started at that read's start, a record boundary, and fed each byte once) finds where
+    records end. When the scanner cannot trust its quote counting, the rest of the chunk is
+    one slice. Lines are not counted here (see ``run_slice``): this thread only reads and
+    cuts."""
+    assert spec.source.csv is not None
     quote, delimiter = spec.source.csv.quote_char, spec.source.csv.delimiter
     quote_byte = quote.encode() if quote else None
     scanner: RecordScanner | None = None
     whole_rest = False
-    read_to, carry, line, number = chunk.start, b"", chunk.first_line, 0
-    while read_to < chunk.end or carry:
-        block = b""
-        if read_to < chunk.end:
-            until = chunk.end if whole_rest else min(read_to + size, chunk.end)
-            block = storage.read_range(chunk.uri, read_to, until)
-            if len(block) != until - read_to:
-                raise ChunkReadError(
-                    f"{chunk.describe()}: read {len(block)} bytes at {read_to}, expected "
-                    f"{until - read_to}; the object changed after planning"
-                )
-            read_to = until
-        data = carry + block if carry else block
-        start = read_to - len(data)
-        if read_to >= chunk.end:
+    start, looked, number = chunk.start, chunk.start, 0  # next slice's start; bytes seen
+    while start < chunk.end:
+        until = chunk.end if whole_rest else min(looked + size, chunk.end)
+        data = storage.read_range(chunk.uri, start, until)
+        if len(data) != until - start:
+            raise ChunkReadError(
+                f"{chunk.describe()}: read {len(data)} bytes at {start}, expected "
+                f"{until - start}; the object changed after planning"
+            )
+        seen, looked = looked - start, until  # data[seen:]: bytes not looked at before
+        if until >= chunk.end:
             cut = len(data)  # the chunk ends at a record boundary (planned so)
-        elif scanner is None and (quote_byte is None or quote_byte not in data):
+        elif scanner is None and (quote_byte is None or data.find(quote_byte, seen) < 0):
             cut = _last_break(data)
         else:
+            fed = memoryview(data)[seen:]
             if scanner is None:
-                scanner = RecordScanner(start, quote, delimiter)
-                fed = data
-            else:
-                fed = block
+                scanner, fed = RecordScanner(start, quote, delimiter), memoryview(data)
             try:
                 ends = scanner.feed(fed)
             except AmbiguousQuotes:
-                whole_rest, carry = True, data
+                whole_rest = True
                 continue
             cut = int(ends[-1]) - start if ends.size and int(ends[-1]) > start else 0
         if cut <= 0:
-            carry = data  # no record ends in it yet: read on
-            continue
-        piece, carry = (data, b"") if cut >= len(data) else (data[:cut], data[cut:])
-        yield Slice(number, start, line, piece)
-        line += count_line_breaks(piece)
+            continue  # no record ends in it yet: read on
+        yield Slice(number, start, data if cut >= len(data) else data[:cut])
+        start += cut
         number += 1
 
 
@@ -156,15 +152,13 @@ def run_slice(
     spec: BatchSpec, chunk: Chunk, piece: Slice, processor: Processor, schema: pa.Schema
 ) -> SliceResult:
     """One slice through the reader, the processor and the rejected-record code, as a chunk
-    of its own (records and lines numbered within the slice; lines are the object's)."""
+    of its own: records and lines numbered within the slice (its first line is 1; in its turn
+    the slice's records and lines are shifted by those of the slices before it), and its line
+    breaks counted here, on a worker thread."""
     from batch_pipeline.core.processing.run import check_result, processor_errors, rejected_table
 
     part = dataclasses.replace(
-        chunk,
-        start=piece.start,
-        end=piece.start + len(piece.data),
-        first_line=piece.first_line,
-        records=None,
+        chunk, start=piece.start, end=piece.start + len(piece.data), first_line=1, records=None
     )
     data = read_csv_bytes(piece.data, spec.source, part)
     data.table = conform(data.table, schema)
@@ -172,7 +166,10 @@ def run_slice(
         result = processor.process(data.table)
     check_result(processor, part, data.table.num_rows, result)
     rejected = rejected_table(data, result.rejected, result.reasons, part)
-    return SliceResult(data.records_in, len(piece.data), result.valid, rejected, result.counts)
+    lines = count_line_breaks(piece.data)
+    return SliceResult(
+        data.records_in, lines, len(piece.data), result.valid, rejected, result.counts
+    )
 
 
 class Turns:
@@ -249,10 +246,16 @@ def run_slices(
                     empty_valid.append(result.valid)
                 rejected = result.rejected
                 if rejected.num_rows:
-                    shifted = pc.add(rejected.column("_record"), total.records_in)
-                    index = rejected.schema.get_field_index("_record")
-                    total.rejected.append(rejected.set_column(index, "_record", shifted))
+                    assert chunk.first_line is not None
+                    before = {"_record": total.records_in, "_line": chunk.first_line - 1}
+                    before["_line"] += total.lines
+                    for name, offset in before.items():
+                        index = rejected.schema.get_field_index(name)
+                        shifted = pc.add(rejected.column(index), offset)
+                        rejected = rejected.set_column(index, name, shifted)
+                    total.rejected.append(rejected)
                 total.records_in += result.records_in
+                total.lines += result.lines
                 total.bytes_read += result.bytes_read
                 total.records_out += result.valid.num_rows
                 for name, count in result.counts.items():
