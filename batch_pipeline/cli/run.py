@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from batch_pipeline.cli import startup
 from batch_pipeline.cli.ledger_commands import (
     ledger_environment,
     ledger_with_batch,
@@ -70,6 +71,7 @@ def execute(
 
     in_process = args.executor != "multiprocess"
     with original_stderr() as terminal, dagster_instance(in_process) as instance:
+        startup.release()  # the job runs with the garbage collector on
         follower = RunProgress(batch_id, args.ledger, terminal, args.progress)
         follower.start()
         try:
