@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from batch_pipeline.cli import startup
 from batch_pipeline.cli.ledger_commands import (
     complete_command,
     dead_letters_command,
@@ -86,9 +87,14 @@ def user_error(exc: BaseException, verbose: bool = False) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``batch-pipeline`` command. Called without ``argv`` (as the command), a run's
     seconds count from the process's start; called with it (from Python), from this call."""
-    started = process_start() if argv is None else time.time()
+    as_command = argv is None
+    if as_command:
+        startup.hold()  # the collector off while modules load (cli.startup)
+    started = process_start() if as_command else time.time()
     args = build_parser().parse_args(argv)
     args.started = started
+    if args.command not in ("run", "redrive"):  # these release it before their job runs
+        startup.release()
     try:
         return COMMANDS[args.command](args)
     except BatchPipelineError as exc:
@@ -97,3 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"batch_id": None, "run_id": None, "status": "ERROR",
                               "error": shown(exc)}))  # fmt: skip
         return code
+    finally:
+        if as_command:
+            startup.before_exit()

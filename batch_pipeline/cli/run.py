@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from batch_pipeline.cli import startup
 from batch_pipeline.cli.ledger_commands import (
     ledger_environment,
     ledger_with_batch,
@@ -70,6 +71,7 @@ def execute(
 
     in_process = args.executor != "multiprocess"
     with original_stderr() as terminal, dagster_instance(in_process) as instance:
+        startup.release()  # the job runs with the garbage collector on
         follower = RunProgress(batch_id, args.ledger, terminal, args.progress)
         follower.start()
         try:
@@ -257,16 +259,17 @@ def check_state_store(spec: Any, url: str | None) -> None:
     """A keyed batch's state store opens (its table made if missing), else the error that says
     why, before Dagster starts."""
     from batch_pipeline.core.shuffle.stage import is_keyed, keyed_processor
-    from batch_pipeline.resources import StateStoreResource
 
     if is_keyed(spec):
+        from batch_pipeline.resources import StateStoreResource  # imports Dagster
+
         StateStoreResource(url=url).open(spec.retry, keyed_processor(spec).store_kind).close()
 
 
 def run_command(args: argparse.Namespace) -> int:
     run_config = run_config_from_args(args)
     spec = check_run(args, run_config["ops"]["initialize"]["config"])
-    from batch_pipeline.definitions import get_batch_job
+    from batch_pipeline.bound_jobs import get_batch_job
 
     with ledger_environment(args.ledger, args.state_store):
         return execute(get_batch_job, run_config, args, spec.batch_id)
@@ -291,7 +294,7 @@ def redrive_command(args: argparse.Namespace) -> int:
             f"{progress.messages_sent} of {progress.messages} message(s) sent)"
         )
         return 0
-    from batch_pipeline.definitions import get_redrive_job
+    from batch_pipeline.bound_jobs import get_redrive_job
 
     run_config = {
         "ops": {"load_batch": {"config": {"batch_id": args.batch_id}}},

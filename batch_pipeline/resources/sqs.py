@@ -1,14 +1,15 @@
-"""The SQS resource, written the way dagster-aws writes its boto3 resources."""
+"""The SQS resource, written the way dagster-aws writes its boto3 resources (its settings are
+dagster-aws's, declared in ``resources.aws_config``; boto3 is imported when a client is
+made)."""
 
 from typing import Any
 
-import boto3
-from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
+from batch_pipeline.resources.aws_config import Boto3Configuration, boto3_client
 
-from batch_pipeline.settings import resolve_region
+__all__ = ["SQSResource", "boto3_client"]
 
 
-class SQSResource(ResourceWithBoto3Configuration):
+class SQSResource(Boto3Configuration):
     """Gives access to Amazon SQS: ``get_client()`` returns a boto3 SQS client.
 
     Settings are those of every dagster-aws boto3 resource (``region_name``, ``endpoint_url``,
@@ -37,20 +38,3 @@ class SQSResource(ResourceWithBoto3Configuration):
 
     def get_client(self) -> Any:
         return boto3_client(self, "sqs")
-
-
-def boto3_client(resource: ResourceWithBoto3Configuration, service: str) -> Any:
-    """A boto3 client of ``service`` with the dagster-aws settings of ``resource``; the region
-    from ``settings.resolve_region`` when unset."""
-    session = boto3.session.Session(profile_name=resource.profile_name)
-    return session.client(
-        service,
-        region_name=resolve_region(resource.region_name, resource.profile_name),
-        endpoint_url=resource.endpoint_url,
-        use_ssl=resource.use_ssl,
-        verify=resource.verify,
-        aws_access_key_id=resource.aws_access_key_id,
-        aws_secret_access_key=resource.aws_secret_access_key,
-        aws_session_token=resource.aws_session_token,
-        config=construct_boto_client_retry_config(resource.max_attempts),
-    )

@@ -1,18 +1,17 @@
 """The state store resource: where keyed processors keep each key's state between batches."""
 
 from dagster import InitResourceContext
-from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field
 
 from batch_pipeline.core.common.models import RetrySettings
 from batch_pipeline.core.stores.state import StateStore
 from batch_pipeline.core.stores.state_stores import open_state_store
+from batch_pipeline.resources.aws_config import Boto3Configuration, boto3_client
 from batch_pipeline.resources.ledger import run_config_password_error
-from batch_pipeline.resources.sqs import boto3_client
 from batch_pipeline.settings import STATE_STORE_URL_ENV, default_state_store_url
 
 
-class StateStoreResource(ResourceWithBoto3Configuration):
+class StateStoreResource(Boto3Configuration):
     """The per-key state of keyed processors (``kalman``): see ``core.stores.state``; for the
     ``leads`` processor, the lead store (table ``leads`` of the same database, or the DynamoDB
     table the URL names): see ``core.stores.leads``.

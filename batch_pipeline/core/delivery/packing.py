@@ -12,16 +12,19 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from polars.datatypes import DataTypeClass
 
 from batch_pipeline.core.common.errors import DeliveryError
 
-PolarsType = pl.DataType | DataTypeClass  # a schema's dtype, or an inner one given as a class
+if TYPE_CHECKING:  # polars is imported when records are serialized, not with the module
+    import polars as pl
+    from polars.datatypes import DataTypeClass
+
+    PolarsType: TypeAlias = pl.DataType | DataTypeClass  # a dtype, or an inner one as a class
 ISO_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"  # chrono: %.f prints 0, 3, 6 or 9 fraction digits
 
 
@@ -51,6 +54,8 @@ def serialize_records(table: pa.Table) -> SerializedRecords:
     """One JSON object per record, in order: times ISO 8601 (``T`` between date and time; an
     offset only when the column has a time zone), dates ``YYYY-MM-DD``, NaN and nulls as null,
     binary as base64."""
+    import polars as pl
+
     if table.num_rows == 0:
         return SerializedRecords(b"", np.zeros(1, dtype=np.int64))
     frame = pl.from_arrow(_json_ready(table))
@@ -84,6 +89,8 @@ def _json_ready(table: pa.Table) -> pa.Table:
 
 
 def _needs_fix(dtype: PolarsType) -> bool:
+    import polars as pl
+
     if isinstance(dtype, pl.Datetime):
         return dtype.time_zone is None
     if isinstance(dtype, pl.Binary):
@@ -98,6 +105,8 @@ def _needs_fix(dtype: PolarsType) -> bool:
 def _json_expr(expr: pl.Expr, dtype: PolarsType) -> pl.Expr:
     """``expr`` as polars should write it to JSON: naive times as ISO text with a ``T`` (polars
     writes a space), binary as base64 (polars cannot write it); nested values too."""
+    import polars as pl
+
     if not _needs_fix(dtype):
         return expr
     if isinstance(dtype, pl.Datetime):

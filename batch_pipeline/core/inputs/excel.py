@@ -11,7 +11,6 @@ import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import openpyxl
 import pyarrow as pa
 
 from batch_pipeline.core.columns import table_from_columns, unique_names
@@ -23,7 +22,10 @@ WORKSHEET_COLUMN = "_worksheet"
 
 
 def open_workbook(storage: Storage, uri: str) -> Any:
-    """A read-only openpyxl workbook; raises SourceError naming the file if it is not one."""
+    """A read-only openpyxl workbook; raises SourceError naming the file if it is not one.
+    openpyxl is imported here, when a workbook is read, not with the module."""
+    import openpyxl
+
     try:
         target: Any = io.BytesIO(storage.read_bytes(uri)) if is_s3(uri) else normalize_uri(uri)
         return openpyxl.load_workbook(target, read_only=True, data_only=True)

@@ -51,14 +51,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
-from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError, InvalidSchema, InvalidURL, MissingSchema
 
 from batch_pipeline.core.common.errors import ConfigError
+
+if TYPE_CHECKING:  # requests is imported when a standardizer is made, not with the module
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ class LlmStandardizer:
         self.settings = settings
         self._key = api_key or None
         if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
             session = requests.Session()
             adapter = HTTPAdapter(pool_maxsize=settings.max_concurrent_calls)
             session.mount("http://", adapter)
@@ -224,6 +227,14 @@ class LlmStandardizer:
         self, body: dict[str, Any], n: int, stats: LlmStats, abort: threading.Event
     ) -> str | None:
         """The answer's message content, after retries; None when the call failed."""
+        import requests
+        from requests.exceptions import (
+            ChunkedEncodingError,
+            InvalidSchema,
+            InvalidURL,
+            MissingSchema,
+        )
+
         settings = self.settings
         headers = {"Content-Type": "application/json"}
         if self._key:

@@ -21,12 +21,10 @@ other values go to phonenumbers.
 
 from __future__ import annotations
 
-import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
 MISSING_PHONE = "N/A"
-POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 FAST_REGIONS = frozenset({"US", "CA"})
 FAST_SEPARATORS = r"[ ().\-]"
 FAST_SHAPE = r"^(\+1|1)?[2-9][0-9]{2}[2-9][0-9]{6}$"
@@ -35,6 +33,8 @@ FAST_MAX_LENGTH = 64  # longer text (many separators) goes to phonenumbers, whic
 
 def check_region(region: str) -> str:
     """The region code upper-cased; ValueError if phonenumbers does not know it."""
+    import phonenumbers  # imported when a leads batch needs it, not with the module
+
     code = region.upper()
     if code not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown phone region {region!r} (expected a code such as 'US', 'GB')")
@@ -43,13 +43,16 @@ def check_region(region: str) -> str:
 
 def phone_slow(text: str | None, region: str) -> str:
     """One number through phonenumbers: E.164 text, or ``N/A``."""
+    import phonenumbers
+
     if text is None or not text.strip():
         return MISSING_PHONE
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return MISSING_PHONE
-    if phonenumbers.is_possible_number_with_reason(number) != POSSIBLE:
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:
         return MISSING_PHONE  # also a number possible only locally (555-1234: no area code)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
