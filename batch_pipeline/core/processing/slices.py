@@ -44,7 +44,7 @@ from batch_pipeline.core.stores.storage import Storage
 #: 16 MiB (the pipeline of two slices fills and drains faster) in 20% less memory; 4 MiB no
 #: faster.
 SLICE_BYTES = 8 << 20
-#: Slices processed at once (threads), besides the one being written.
+#: Worker threads: each reads and processes a slice, then appends it in its turn.
 SLICES_IN_FLIGHT = 2
 
 
