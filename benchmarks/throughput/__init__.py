@@ -72,7 +72,7 @@ Run it from the repository root::
     .venv/bin/python -m benchmarks.throughput --smoke        # 10k only, ~30 s
     .venv/bin/python -m benchmarks.throughput                # 10k, 1m, 10m: ~6 minutes
     .venv/bin/python -m benchmarks.throughput --sizes 10m,60m --kinds all   # make bench:
-                                         # ~15-20 minutes (+2 to generate ~8 GB of input)
+                                         # ~10 minutes (+70 s to generate ~8 GB of input)
 
 It prints a markdown table and the goals, and writes ``benchmarks/results/throughput.json``
 (``--json PATH`` elsewhere). Generated inputs stay cached in ``data/bench/`` (``--data-dir``).

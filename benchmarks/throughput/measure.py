@@ -209,7 +209,11 @@ def derive(ms: dict[str, Measurement], concurrent: bool = False) -> dict[str, An
     ours = next((k for k in ("cli_validate", "validate") if ok(k)), None)
     if peers and ours:
         mine = ms[ours]
-        fastest = max(peers, key=lambda k: peers[k]["rate"] or 0.0)
+        # A peer that did not finish has no rate, only a bound (records / seconds until it was
+        # stopped, as if it had been about to finish): the faster peer is the faster of those
+        # that finished, the bound only when none did.
+        finished = [k for k in peers if not peers[k]["stopped"]] or list(peers)
+        fastest = max(finished, key=lambda k: peers[k]["rate"] or 0.0)
         least = min(peers.values(), key=lambda f: f["peak_rss_bytes"] or math.inf)
         out["vs_peers"] = {
             "ours": ours,
