@@ -82,7 +82,7 @@ def _parse_csv(
             raise
 
 
-def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
+def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool = True) -> ChunkData:
     assert source.csv is not None and source.columns is not None
     names = list(source.columns)
     quote, delimiter = source.csv.quote_char, source.csv.delimiter
@@ -102,7 +102,7 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
     if chunk.first_line is None and quote is not None:
         check_not_cut_in_quotes(data, quote, delimiter, chunk)
     try:
-        table, invalid = _parse_csv(data, source, pa.string(), use_threads=True)
+        table, invalid = _parse_csv(data, source, pa.string(), use_threads=use_threads)
     except pa.ArrowInvalid as exc:
         if "UTF8" not in str(exc):
             raise ChunkReadError(f"{chunk.describe()}: {exc}") from exc
@@ -123,11 +123,14 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
     return ChunkData(table, len(data), lines, records=records, rejects=rejects)
 
 
-def read_csv_bytes(data: bytes, source: SourceSpec, chunk: Chunk) -> ChunkData:
+def read_csv_bytes(
+    data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool = True
+) -> ChunkData:
     """``data``, the bytes of ``chunk`` (whole records), as its table and parse rejects: what
     ``read_chunk`` gives for a CSV byte range, for bytes the caller read itself (a slice of a
-    chunk, see ``processing.slices``)."""
-    return _read_csv(data, source, chunk)
+    chunk, see ``processing.slices``). ``use_threads``: Arrow's parser in its thread pool
+    (False when the caller parses several pieces at once in threads of its own)."""
+    return _read_csv(data, source, chunk, use_threads)
 
 
 def check_not_cut_in_quotes(data: bytes, quote: str, delimiter: str | None, chunk: Chunk) -> None:
