@@ -296,3 +296,20 @@ def test_a_slice_that_fails_fails_the_chunk_with_its_own_error_and_writes_nothin
 
     folder = Path(spec.valid_uri(0)).parent
     assert not folder.exists() or not list(folder.iterdir())
+
+
+def test_rejected_columns_keep_their_order_when_a_slice_has_only_parse_rejects(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice whose only rejects are rows of the wrong width has a rejected table of the
+    reject columns alone (``_reason``... ``_raw``); put first, it must not move the data
+    columns after them: the rejected file has the columns the whole chunk's has, in order.
+    (Found by test_slices_property: ``a,b,c\\n@\\n,,`` in slices of 1 byte.)"""
+    data = b"id,email,amount,note\n1,a@b\nx,a@b,1,n\n"
+    results = whole_and_sliced(storage, tmp_path, data, monkeypatch, 5)
+
+    (_, _, whole_rejected), (_, _, sliced_rejected) = results["whole"], results["sliced"]
+    assert whole_rejected is not None and sliced_rejected is not None
+    assert whole_rejected.column_names[:4] == ["id", "email", "amount", "note"]
+    assert sliced_rejected.schema.equals(whole_rejected.schema)
+    assert sliced_rejected.to_pylist() == whole_rejected.to_pylist()
