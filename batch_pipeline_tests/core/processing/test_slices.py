@@ -313,3 +313,31 @@ def test_rejected_columns_keep_their_order_when_a_slice_has_only_parse_rejects(
     assert whole_rejected.column_names[:4] == ["id", "email", "amount", "note"]
     assert sliced_rejected.schema.equals(whole_rejected.schema)
     assert sliced_rejected.to_pylist() == whole_rejected.to_pylist()
+
+
+def test_parquet_writer_on_s3_leaves_nothing_when_the_upload_fails(
+    storage: Storage,
+    s3_bucket: str,
+    s3_client: Any,
+    tables: list[pa.Table],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The upload at the end fails: its error is raised, no object appears and the local
+    temporary file is removed."""
+    from batch_pipeline.core.stores import storage as storage_module
+
+    staged: list[str] = []
+
+    def failing_copy(source: str, *args: Any, **kwargs: Any) -> None:
+        staged.append(source)
+        assert os.path.getsize(source) > 0
+        raise OSError("upload failed")
+
+    monkeypatch.setattr(storage_module.pafs, "copy_files", failing_copy)
+    uri = f"s3://{s3_bucket}/out/part.parquet"
+    with pytest.raises(OSError, match="upload failed"), storage.parquet_writer(uri) as writer:
+        for table in tables:
+            writer.write(table)
+
+    assert len(staged) == 1 and not os.path.exists(staged[0])
+    assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0

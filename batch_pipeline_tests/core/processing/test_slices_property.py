@@ -111,7 +111,15 @@ def csv_files(draw: st.DrawFn) -> tuple[bytes, CsvOptions]:
     return b"".join(out), CsvOptions(delimiter=delimiter, quote_char=quote)
 
 
-def one_chunk(storage: Storage, path: Path, out: Path, csv: CsvOptions, processor: str) -> Any:
+def planned(
+    storage: Storage,
+    path: Path,
+    out: Path,
+    csv: CsvOptions,
+    processor: str,
+    chunk_records: int = 1_000_000,
+) -> Any:
+    """The batch's spec and its planned chunks."""
     spec = prepare_batch(
         storage,
         str(path),
@@ -119,7 +127,7 @@ def one_chunk(storage: Storage, path: Path, out: Path, csv: CsvOptions, processo
         processor=processor,
         processor_options=PROCESSORS[processor],
         output=str(out),
-        chunking=ChunkingSettings(chunk_records=1_000_000),
+        chunking=ChunkingSettings(chunk_records=chunk_records),
         delivery=DeliverySettings(target="none"),
     )
     plan = plan_batch(storage, spec)
@@ -127,7 +135,8 @@ def one_chunk(storage: Storage, path: Path, out: Path, csv: CsvOptions, processo
 
 
 def outcome(storage: Storage, spec: Any, chunk: Any, slice_bytes: int) -> Any:
-    """The chunk's summary, valid table and rejected rows, or the class of what it raised."""
+    """Whether the chunk was sliced; its summary, valid table and rejected table (None when
+    there is no rejected file), or the class of what it raised."""
     with mock.patch.object(slices, "SLICE_BYTES", slice_bytes):
         processor = get_processor(spec.processor, spec.processor_options)
         sliced = slices.sliceable(spec, chunk, processor)
@@ -140,6 +149,31 @@ def outcome(storage: Storage, spec: Any, chunk: Any, slice_bytes: int) -> Any:
     return sliced, summary, pq.read_table(spec.valid_uri(chunk.index)), rejected
 
 
+def assert_same(whole: Any, sliced: Any, expected_records: int) -> None:
+    """The sliced chunk's outcome is the whole chunk's (the same error class when it fails)."""
+    _, summary, valid, rejected = whole
+    _, summary2, valid2, rejected2 = sliced
+    if isinstance(summary, type):
+        event(f"both raise {summary.__name__}")
+        assert summary2 is summary, (summary, summary2)
+        return
+    assert not isinstance(summary2, type), f"sliced run raised {summary2}, whole did not"
+    for name in ("records_in", "records_out", "records_rejected", "bytes_read", "counts"):
+        assert getattr(summary2, name) == getattr(summary, name), name
+    assert summary2.rejection_reasons == summary.rejection_reasons
+    assert summary.records_in == expected_records
+    assert summary.records_in == summary.records_out + summary.records_rejected
+    assert valid2.equals(valid), (valid2, valid)
+    if rejected is None:
+        assert rejected2 is None
+    else:
+        assert rejected2 is not None
+        assert rejected2.schema.names == rejected.schema.names
+        assert rejected2.schema.equals(rejected.schema)
+        assert rejected2.to_pylist() == rejected.to_pylist()
+    event("compared: rejects" if summary.records_rejected else "compared: none rejected")
+
+
 @settings(
     max_examples=int(os.environ.get("SLICES_EXAMPLES", "80")),
     deadline=None,
@@ -150,9 +184,10 @@ def outcome(storage: Storage, spec: Any, chunk: Any, slice_bytes: int) -> Any:
     file=csv_files(),
     processor=st.sampled_from(sorted(PROCESSORS)),
     size=st.integers(1, 300),
+    chunk_records=st.sampled_from([1_000_000, 1_000_000, 13, 5]),
 )
 def test_a_sliced_chunk_gives_what_the_whole_chunk_gives(
-    file: tuple[bytes, CsvOptions], processor: str, size: int
+    file: tuple[bytes, CsvOptions], processor: str, size: int, chunk_records: int
 ) -> None:
     data, csv = file
     storage = Storage()
@@ -160,46 +195,30 @@ def test_a_sliced_chunk_gives_what_the_whole_chunk_gives(
         path = Path(folder) / "in.csv"
         path.write_bytes(data)
         try:
-            spec, chunks = one_chunk(storage, path, Path(folder) / "whole", csv, processor)
+            spec, chunks = planned(
+                storage, path, Path(folder) / "whole", csv, processor, chunk_records
+            )
         except (SourceError, ConfigError) as exc:  # refused before any chunk: nothing to slice
             event(f"refused: {type(exc).__name__}")
             return
-        if not chunks:
-            event("no chunk")
-            return
-        assert len(chunks) == 1
-        chunk = chunks[0]
-        assert chunk.expected_records is not None
-        size = max(1, min(size, (chunk.end - chunk.start - 1) // 2))
-        whole_sliced, whole, whole_valid, whole_rejected = outcome(storage, spec, chunk, 1 << 40)
-        assert not whole_sliced
-        spec2, chunks2 = one_chunk(storage, path, Path(folder) / "sliced", csv, processor)
-        sliced_sliced, sliced, sliced_valid, sliced_rejected = outcome(
-            storage, spec2, chunks2[0], size
+        spec2, chunks2 = planned(
+            storage, path, Path(folder) / "sliced", csv, processor, chunk_records
         )
-        if chunk.end - chunk.start <= 2:
-            event("too small to slice")
-            return  # too small to slice
-        assert sliced_sliced
-        if isinstance(whole, type):
-            event(f"both raise {whole.__name__}")
-            assert sliced is whole, (whole, sliced)
-            return
-        assert not isinstance(sliced, type), f"sliced run raised {sliced}, whole did not"
-        for name in ("records_in", "records_out", "records_rejected", "bytes_read", "counts"):
-            assert getattr(sliced, name) == getattr(whole, name), name
-        assert sliced.rejection_reasons == whole.rejection_reasons
-        assert whole.records_in == chunk.expected_records
-        assert whole.records_in == whole.records_out + whole.records_rejected
-        assert sliced_valid.equals(whole_valid), (sliced_valid, whole_valid)
-        if whole_rejected is None:
-            assert sliced_rejected is None
-        else:
-            assert sliced_rejected is not None
-            assert sliced_rejected.schema.names == whole_rejected.schema.names
-            assert sliced_rejected.schema.equals(whole_rejected.schema)
-            assert sliced_rejected.to_pylist() == whole_rejected.to_pylist()
-        event("compared: rejects" if whole.records_rejected else "compared: none rejected")
+        assert chunks2 == chunks
+        if len(chunks) > 1:
+            event("several chunks")
+        for chunk in chunks:
+            assert chunk.expected_records is not None
+            whole = outcome(storage, spec, chunk, 1 << 40)
+            assert not whole[0]
+            # at most half the chunk, so that it is sliced
+            piece = max(1, min(size, (chunk.end - chunk.start - 1) // 2))
+            sliced = outcome(storage, spec2, chunk, piece)
+            if chunk.end - chunk.start <= 2:
+                event("a chunk too small to slice")
+                continue
+            assert sliced[0]
+            assert_same(whole, sliced, chunk.expected_records)
 
 
 @pytest.mark.xfail(
@@ -215,6 +234,6 @@ def test_a_wrong_width_row_that_is_not_utf8_is_rejected() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "in.csv"
         path.write_bytes(data)
-        spec, chunks = one_chunk(storage, path, Path(folder) / "out", CsvOptions(), "passthrough")
+        spec, chunks = planned(storage, path, Path(folder) / "out", CsvOptions(), "passthrough")
         summary = run_chunk(storage, spec, chunks[0])
     assert summary.records_out == 1 and summary.records_rejected == 1
