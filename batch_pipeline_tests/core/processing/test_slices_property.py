@@ -4,10 +4,12 @@ Each example is a random CSV: quoted fields holding delimiters, doubled quotes a
 breaks of every style (``\\n``, ``\\r\\n``, a lone ``\\r``); records ended by one style or a
 mix; blank lines; rows of the wrong width; values that are not UTF-8; a quote inside an
 unquoted field; a header alone; a last record with or without a line break; a byte-order
-mark; a delimiter of ``,`` ``;`` or tab and a quote of ``"``, ``'`` or none. Its one chunk is
-run by ``run_chunk`` whole (``SLICE_BYTES`` out of reach) and in slices of a drawn size (1 to
-300 bytes, at most half the chunk so that it is sliced), through ``passthrough`` or
-``validate``; the two runs must agree exactly: the summary's counts and reasons, the valid
+mark; text after a closing quote; a quoted field never closed (the planner refuses the file);
+a delimiter of ``,`` ``;`` or tab and a quote of ``"``, ``'`` or none. The file is planned as
+one chunk or as chunks of 13 or 5 records; each chunk is run by ``run_chunk`` whole
+(``SLICE_BYTES`` out of reach) and in slices of a drawn size (1 to 300 bytes, at most half the
+chunk so that it is sliced), through ``passthrough`` or ``validate``; the two runs must agree
+exactly: the summary's counts and reasons, the valid
 Parquet table, the rejected records (fields, ``_record``, ``_line``, ``_reason``, ``_raw``); or,
 when the whole run fails, the sliced run fails with the same error class.
 
@@ -55,7 +57,8 @@ LINE_BREAKS = (b"\n", b"\r\n", b"\r")
 def fields(draw: st.DrawFn, delimiter: bytes, quote: bytes | None, width_ok: bool) -> bytes:
     kinds = ["plain", "number", "empty", "unicode"] + (["bad_utf8"] if width_ok else [])
     if quote is not None:
-        kinds += ["quoted", "quoted", "quoted", "literal_quote", "after_quotes", "unclosed"]
+        kinds += ["quoted", "quoted", "quoted", "empty_quoted", "literal_quote", "after_quotes"]
+        kinds += ["unclosed"] if draw(st.integers(0, 5)) == 0 else []
     kind = draw(st.sampled_from(kinds))
     if kind == "plain":
         return draw(st.text("abcxyz @.-", max_size=6)).encode()
@@ -68,8 +71,10 @@ def fields(draw: st.DrawFn, delimiter: bytes, quote: bytes | None, width_ok: boo
     if kind == "bad_utf8":
         return draw(st.sampled_from([b"caf\xe9", b"\xff", b"a\xc3"]))
     assert quote is not None
+    if kind == "empty_quoted":
+        return quote + quote
     if kind == "unclosed":  # a quoted field never closed: the rest of the file is its value
-        return quote + b"x" if draw(st.integers(0, 5)) == 0 else quote + quote
+        return quote + b"x"
     if kind == "after_quotes":  # text after the closing quote: "ab"cd
         return quote + b"ab" + quote + draw(st.sampled_from([b"cd", quote + b"x"]))
     if kind == "literal_quote":  # 5'10" tall: a quote inside an unquoted field
