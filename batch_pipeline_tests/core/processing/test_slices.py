@@ -341,3 +341,45 @@ def test_parquet_writer_on_s3_leaves_nothing_when_the_upload_fails(
 
     assert len(staged) == 1 and not os.path.exists(staged[0])
     assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", ["read", "write"])
+def test_a_read_or_a_write_that_fails_midway_fails_the_chunk_and_writes_nothing(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The cutting thread's read of the 6th piece fails (slices in work are aborted), or the
+    4th slice's append to the valid file fails in its turn (later slices are aborted): the
+    chunk raises that error, no thread is left waiting for a turn, nothing is written."""
+    path = tmp_path / "in.csv"
+    path.write_text(records(300))
+    spec, chunk = one_chunk_spec(storage, path, tmp_path / "out")
+    monkeypatch.setattr(slices, "SLICE_BYTES", 600)
+    calls = itertools.count()
+    if where == "read":
+        read_range = Storage.read_range
+
+        def failing_read(self: Storage, *args: Any) -> bytes:
+            if next(calls) == 5:
+                raise OSError("read failed")
+            return read_range(self, *args)
+
+        monkeypatch.setattr(Storage, "read_range", failing_read)
+    else:
+        from batch_pipeline.core.stores.storage import PartWriter
+
+        write = PartWriter.write
+
+        def failing_write(self: PartWriter, table: pa.Table) -> None:
+            if next(calls) == 3:
+                raise OSError("write failed")
+            write(self, table)
+
+        monkeypatch.setattr(PartWriter, "write", failing_write)
+
+    with pytest.raises(OSError, match=f"^{where} failed$"):
+        run_chunk(storage, spec, chunk)
+
+    folder = Path(spec.valid_uri(0)).parent
+    assert not folder.exists() or not list(folder.iterdir())
+    assert not os.path.exists(spec.rejected_uri(0))
