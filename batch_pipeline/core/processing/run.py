@@ -141,10 +141,14 @@ def check_result(processor: Processor, chunk: Chunk, rows_in: int, result: Proce
 
 def concat_rejected(parts: list[pa.Table]) -> pa.Table:
     """Rejected records of a chunk's slices, in order, as one table (an empty one of just
-    ``_reason`` when there are none, as ``rejected_table`` gives)."""
+    ``_reason`` when there are none, as ``rejected_table`` gives), its columns in the order
+    ``rejected_table`` gives them: the data's, then ``REJECT_META`` (a slice with only parse
+    rejects has no data columns, and the concatenation would put them after its own)."""
     if not parts:
         return pa.table({"_reason": pa.array([], type=pa.string())})
-    return pa.concat_tables(parts, promote_options="permissive")
+    table = pa.concat_tables(parts, promote_options="permissive")
+    data_columns = [c for c in table.column_names if c not in REJECT_META]
+    return table.select(data_columns + list(REJECT_META))
 
 
 @contextmanager

@@ -296,3 +296,90 @@ def test_a_slice_that_fails_fails_the_chunk_with_its_own_error_and_writes_nothin
 
     folder = Path(spec.valid_uri(0)).parent
     assert not folder.exists() or not list(folder.iterdir())
+
+
+def test_rejected_columns_keep_their_order_when_a_slice_has_only_parse_rejects(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice whose only rejects are rows of the wrong width has a rejected table of the
+    reject columns alone (``_reason``... ``_raw``); put first, it must not move the data
+    columns after them: the rejected file has the columns the whole chunk's has, in order.
+    (Found by test_slices_property: ``a,b,c\\n@\\n,,`` in slices of 1 byte.)"""
+    data = b"id,email,amount,note\n1,a@b\nx,a@b,1,n\n"
+    results = whole_and_sliced(storage, tmp_path, data, monkeypatch, 5)
+
+    (_, _, whole_rejected), (_, _, sliced_rejected) = results["whole"], results["sliced"]
+    assert whole_rejected is not None and sliced_rejected is not None
+    assert whole_rejected.column_names[:4] == ["id", "email", "amount", "note"]
+    assert sliced_rejected.schema.equals(whole_rejected.schema)
+    assert sliced_rejected.to_pylist() == whole_rejected.to_pylist()
+
+
+def test_parquet_writer_on_s3_leaves_nothing_when_the_upload_fails(
+    storage: Storage,
+    s3_bucket: str,
+    s3_client: Any,
+    tables: list[pa.Table],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The upload at the end fails: its error is raised, no object appears and the local
+    temporary file is removed."""
+    from batch_pipeline.core.stores import storage as storage_module
+
+    staged: list[str] = []
+
+    def failing_copy(source: str, *args: Any, **kwargs: Any) -> None:
+        staged.append(source)
+        assert os.path.getsize(source) > 0
+        raise OSError("upload failed")
+
+    monkeypatch.setattr(storage_module.pafs, "copy_files", failing_copy)
+    uri = f"s3://{s3_bucket}/out/part.parquet"
+    with pytest.raises(OSError, match="upload failed"), storage.parquet_writer(uri) as writer:
+        for table in tables:
+            writer.write(table)
+
+    assert len(staged) == 1 and not os.path.exists(staged[0])
+    assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("where", ["read", "write"])
+def test_a_read_or_a_write_that_fails_midway_fails_the_chunk_and_writes_nothing(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The cutting thread's read of the 6th piece fails (slices in work are aborted), or the
+    4th slice's append to the valid file fails in its turn (later slices are aborted): the
+    chunk raises that error, no thread is left waiting for a turn, nothing is written."""
+    path = tmp_path / "in.csv"
+    path.write_text(records(300))
+    spec, chunk = one_chunk_spec(storage, path, tmp_path / "out")
+    monkeypatch.setattr(slices, "SLICE_BYTES", 600)
+    calls = itertools.count()
+    if where == "read":
+        read_range = Storage.read_range
+
+        def failing_read(self: Storage, *args: Any) -> bytes:
+            if next(calls) == 5:
+                raise OSError("read failed")
+            return read_range(self, *args)
+
+        monkeypatch.setattr(Storage, "read_range", failing_read)
+    else:
+        from batch_pipeline.core.stores.storage import PartWriter
+
+        write = PartWriter.write
+
+        def failing_write(self: PartWriter, table: pa.Table) -> None:
+            if next(calls) == 3:
+                raise OSError("write failed")
+            write(self, table)
+
+        monkeypatch.setattr(PartWriter, "write", failing_write)
+
+    with pytest.raises(OSError, match=f"^{where} failed$"):
+        run_chunk(storage, spec, chunk)
+
+    folder = Path(spec.valid_uri(0)).parent
+    assert not folder.exists() or not list(folder.iterdir())
+    assert not os.path.exists(spec.rejected_uri(0))
