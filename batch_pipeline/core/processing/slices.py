@@ -281,6 +281,13 @@ def run_slices(
                 raise
         if writer.rows is None and empty_valid:
             writer.write(empty_valid[0])  # no valid record at all: an empty file of the columns
+        missing = (chunk.end - chunk.start) - total.bytes_read
+        if missing:
+            raise ConservationError(
+                f"{chunk.describe()}: the slices read {abs(missing):,} bytes "
+                f"{'fewer' if missing > 0 else 'more'} than the chunk holds: they were cut "
+                "wrong; nothing of this chunk was written"
+            )
         expected = chunk.expected_records
         if total.records_in != expected:
             raise ConservationError(

@@ -146,9 +146,10 @@ class PartWriter:
         self.rows = (self.rows or 0) + table.num_rows
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the file once: a close that failed is not tried again."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
 
 class Storage:

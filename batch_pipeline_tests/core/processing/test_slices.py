@@ -383,3 +383,45 @@ def test_a_read_or_a_write_that_fails_midway_fails_the_chunk_and_writes_nothing(
     folder = Path(spec.valid_uri(0)).parent
     assert not folder.exists() or not list(folder.iterdir())
     assert not os.path.exists(spec.rejected_uri(0))
+
+
+def test_slices_that_skip_bytes_fail_even_when_the_records_add_up(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slices must cover the chunk's bytes exactly: a cut that dropped bytes holding no
+    record (here blank lines) would go unseen by the record count."""
+    path = tmp_path / "in.csv"
+    text = records(200, quoted=False)
+    lines = text.split("\n")
+    path.write_text("\n".join(lines[:100]) + "\n\n\n\n" + "\n".join(lines[100:]))
+    spec, chunk = one_chunk_spec(storage, path, tmp_path / "out")
+    monkeypatch.setattr(slices, "SLICE_BYTES", 600)
+    cut_slices = slices.cut_slices
+
+    def dropping(*args: Any) -> Any:
+        for piece in cut_slices(*args):
+            yield replace(piece, data=piece.data.replace(b"\n\n\n\n", b"\n"))
+
+    monkeypatch.setattr(slices, "cut_slices", dropping)
+
+    with pytest.raises(ConservationError, match="slices read 3 bytes fewer than the chunk holds"):
+        run_chunk(storage, spec, chunk)
+    assert not os.path.exists(spec.valid_uri(0))
+
+
+def test_a_part_writer_closes_its_file_once_even_when_closing_fails(tmp_path: Path) -> None:
+    from batch_pipeline.core.stores.storage import PartWriter
+
+    class Failing:
+        closed = 0
+
+        def close(self) -> None:
+            Failing.closed += 1
+            raise OSError("disk full")
+
+    writer = PartWriter(str(tmp_path / "x.parquet"))
+    writer._writer = Failing()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        writer.close()
+    writer.close()  # as parquet_writer's finally does after a failed close
+    assert Failing.closed == 1
