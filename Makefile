@@ -73,7 +73,7 @@ ui: install $(DEMO_HOME)/dagster.yaml
 # Issue 16's goals in one run: throughput at 10M and 60M records (1.1 GB and 6.7 GB of CSV,
 # generated once into data/bench/) of batch_job in process and of `batch-pipeline run` cold,
 # against the raw Arrow reads, a naive loop, pandas (10M only) and the DuckDB and polars scripts
-# (each stopped at 16 GiB resident, or after 900 s, and reported so). 10 min 15 s on this
+# (each stopped at 16 GiB resident, or after 900 s, and reported so). 10-11 minutes on this
 # project's 2-core machine on 2026-12-04 (10M ~3 min, 60M ~7 min), plus about 70 s the first
 # time to generate the inputs.
 bench: install
