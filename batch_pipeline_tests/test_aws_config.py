@@ -1,12 +1,12 @@
 """``resources.aws_config.Boto3Configuration`` declares dagster-aws's boto3 settings itself (so
 that the resources load without dagster-aws): it must keep the same fields as dagster-aws's
-``ResourceWithBoto3Configuration``, with the same types, defaults and descriptions, and make the
-same retry config."""
+``ResourceWithBoto3Configuration``, with the same types, defaults and descriptions (clients
+use dagster-aws's own retry config, imported when one is made)."""
 
-from dagster_aws.utils import ResourceWithBoto3Configuration, construct_boto_client_retry_config
+from dagster_aws.utils import ResourceWithBoto3Configuration
 
 from batch_pipeline.resources import SQSResource, StateStoreResource
-from batch_pipeline.resources.aws_config import Boto3Configuration, retry_config
+from batch_pipeline.resources.aws_config import Boto3Configuration
 
 
 def _fields(cls: type) -> dict[str, tuple[object, object, object]]:
@@ -24,9 +24,3 @@ def test_resources_have_the_boto3_fields() -> None:
     theirs = _fields(ResourceWithBoto3Configuration)
     for resource in (SQSResource, StateStoreResource):
         assert {k: v for k, v in _fields(resource).items() if k in theirs} == theirs
-
-
-def test_retry_config_is_dagster_aws_retry_config() -> None:
-    for attempts in (1, 5, 9):
-        ours, theirs = retry_config(attempts), construct_boto_client_retry_config(attempts)
-        assert ours.retries == theirs.retries

@@ -1,8 +1,8 @@
 """The settings of this project's boto3 resources (``SQSResource``, ``StateStoreResource``): the
 fields of dagster-aws's ``ResourceWithBoto3Configuration``, declared here so that loading the
 resources imports neither dagster-aws (half a second of its components) nor boto3; a test
-compares the fields with dagster-aws's so that they do not drift. boto3 is imported when a client
-is made."""
+compares the fields with dagster-aws's so that they do not drift. boto3 and dagster-aws's retry
+config are imported when a client is made."""
 
 from typing import Any
 
@@ -52,18 +52,12 @@ class Boto3Configuration(ConfigurableResource):
     )
 
 
-def retry_config(max_attempts: int) -> Any:
-    """botocore's retry config of ``max_attempts`` in the standard mode (what dagster-aws's
-    ``construct_boto_client_retry_config`` returns)."""
-    from botocore.config import Config
-
-    return Config(retries={"max_attempts": max_attempts, "mode": "standard"})
-
-
 def boto3_client(resource: Boto3Configuration, service: str) -> Any:
     """A boto3 client of ``service`` with the dagster-aws settings of ``resource``; the region
-    from ``settings.resolve_region`` when unset."""
+    from ``settings.resolve_region`` when unset. boto3 and dagster-aws's retry config are
+    imported here, when a client is made."""
     import boto3
+    from dagster_aws.utils import construct_boto_client_retry_config
 
     session = boto3.session.Session(profile_name=resource.profile_name)
     return session.client(
@@ -75,5 +69,5 @@ def boto3_client(resource: Boto3Configuration, service: str) -> Any:
         aws_access_key_id=resource.aws_access_key_id,
         aws_secret_access_key=resource.aws_secret_access_key,
         aws_session_token=resource.aws_session_token,
-        config=retry_config(resource.max_attempts),
+        config=construct_boto_client_retry_config(resource.max_attempts),
     )
