@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.throughput import KINDS
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,18 +31,6 @@ SMALL_FILES_SCRIPT = "benchmarks.small_files"
 EXECUTOR_SCRIPT = "benchmarks.executor_overhead"
 KEYED_SCRIPT = "benchmarks.keyed_state"
 LEADS_SCRIPT = "benchmarks.leads"
-KINDS = (
-    "raw",
-    "raw_text",
-    "naive",
-    "pandas",
-    "duckdb",
-    "polars",
-    "passthrough",
-    "validate",
-    "cli_passthrough",
-    "cli_validate",
-)
 TIMEOUT = 180
 
 

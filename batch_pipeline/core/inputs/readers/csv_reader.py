@@ -82,7 +82,13 @@ def _parse_csv(
             raise
 
 
-def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool = True) -> ChunkData:
+def read_csv_bytes(
+    data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool = True
+) -> ChunkData:
+    """``data``, the bytes of ``chunk`` (whole records), as its table and parse rejects: what
+    ``read_chunk`` gives for a CSV byte range, and for bytes a caller read itself (a slice of a
+    chunk, see ``processing.slices``). ``use_threads``: Arrow's parser in its thread pool
+    (False when the caller parses several pieces at once in threads of its own)."""
     assert source.csv is not None and source.columns is not None
     names = list(source.columns)
     quote, delimiter = source.csv.quote_char, source.csv.delimiter
@@ -123,16 +129,6 @@ def _read_csv(data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool =
     return ChunkData(table, len(data), lines, records=records, rejects=rejects)
 
 
-def read_csv_bytes(
-    data: bytes, source: SourceSpec, chunk: Chunk, use_threads: bool = True
-) -> ChunkData:
-    """``data``, the bytes of ``chunk`` (whole records), as its table and parse rejects: what
-    ``read_chunk`` gives for a CSV byte range, for bytes the caller read itself (a slice of a
-    chunk, see ``processing.slices``). ``use_threads``: Arrow's parser in its thread pool
-    (False when the caller parses several pieces at once in threads of its own)."""
-    return _read_csv(data, source, chunk, use_threads)
-
-
 def check_not_cut_in_quotes(data: bytes, quote: str, delimiter: str | None, chunk: Chunk) -> None:
     """A chunk planned without a scan (``scan: false``: its cuts are estimated byte offsets
     moved to the next line break, blind to quotes) must not end inside a quoted field, where a
@@ -164,7 +160,7 @@ def one_record_per_line(data: bytes, records: int) -> bool:
 
 def _read_csv_bad_utf8(data: bytes, source: SourceSpec, chunk: Chunk, lines) -> ChunkData:
     """Some values are not UTF-8: read as bytes, reject the records that hold such values (and
-    the rows of the wrong width, as ``_read_csv`` does)."""
+    the rows of the wrong width, as ``read_csv_bytes`` does)."""
     assert source.csv is not None
     table, invalid = _parse_csv(data, source, pa.binary(), use_threads=False)
     width_bad = [int(number) - 1 for number, *_ in invalid]  # type: ignore[arg-type]

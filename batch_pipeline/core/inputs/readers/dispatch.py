@@ -15,7 +15,7 @@ from batch_pipeline.core.common.errors import ChunkReadError, SourceError
 from batch_pipeline.core.common.models import Chunk, SourceSpec
 from batch_pipeline.core.inputs.excel import read_sheet_ranges
 from batch_pipeline.core.inputs.readers.chunk_data import ChunkData, _no_lines
-from batch_pipeline.core.inputs.readers.csv_reader import _read_csv
+from batch_pipeline.core.inputs.readers.csv_reader import read_csv_bytes
 from batch_pipeline.core.inputs.readers.jsonl_reader import read_jsonl
 from batch_pipeline.core.inputs.readers.parquet_reader import _read_parts, _read_row_groups
 from batch_pipeline.core.stores.storage import Storage
@@ -40,7 +40,7 @@ def read_chunk(storage: Storage, source: SourceSpec, chunk: Chunk, check: bool =
                     f"{chunk.end - chunk.start}; the object changed after planning"
                 )
             if source.format == "csv":
-                return _read_csv(data, source, chunk)
+                return read_csv_bytes(data, source, chunk)
             return read_jsonl(data, chunk)
         if chunk.kind == "row_groups":
             return _read_row_groups(storage, chunk)
